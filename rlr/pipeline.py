@@ -1,0 +1,106 @@
+"""End-to-end training on a folder of normal images: check data, cache features, fit.
+
+Everything that can fail on bad input (paths, images, classes) fails here before any
+backbone or training work starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlr.config import RLRConfig
+from rlr.data import Sample, check_images, discover_normal_set, load_image, split_validation
+from rlr.features import cached_features, channel_stats, extract_features
+from rlr.model import RLRModel, create_model
+from rlr.train import TrainResult, fit
+
+
+@dataclass
+class TrainedModel:
+    model: RLRModel
+    class_names: list[str]
+    result: TrainResult
+    data_summary: dict[str, Any]
+
+    def training_summary(self) -> dict[str, Any]:
+        return {"data": self.data_summary, "result": self.result.summary(),
+                "history": self.result.history}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """"auto" (or None) picks CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train_on_folder(
+    config: RLRConfig,
+    data_root: str | Path,
+    classes: Sequence[str] | None = None,
+    device: str | None = "auto",
+    cache_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedModel:
+    """Train one unified model on `<root>/<class>/train/good/*` for all (or the given) classes."""
+    samples = discover_normal_set(data_root, classes)
+    check_images(samples, progress=progress)
+    return train_on_samples(config, samples, device=device, cache_dir=cache_dir,
+                            checkpoint=checkpoint, resume=resume, progress=progress,
+                            on_epoch=on_epoch, data_root=str(data_root))
+
+
+def train_on_samples(
+    config: RLRConfig,
+    samples: Sequence[Sample],
+    device: str | None = "auto",
+    cache_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    data_root: str | None = None,
+) -> TrainedModel:
+    dev = resolve_device(device)
+    train_s, val_s = split_validation(list(samples), config.train.val_fraction, config.train.seed)
+    model = create_model(config)
+    size = config.backbone.image_size
+    desc = {**config.to_dict()["backbone"], "source": model.backbone.weight_source}
+
+    def features_of(subset: list[Sample], name: str) -> list[torch.Tensor]:
+        paths = [s.path for s in subset]
+        feats, _ = cached_features(
+            cache_dir, desc, paths,
+            lambda: extract_features(model.backbone, paths, load_image, size,
+                                     batch_size=config.train.batch_size, device=dev,
+                                     progress=progress, desc=f"{name} features"),
+        )
+        return feats
+
+    t0 = time.perf_counter()
+    train_feats = features_of(train_s, "train")
+    val_feats = features_of(val_s, "validation") if val_s else None
+    feature_seconds = time.perf_counter() - t0
+
+    if config.feature_norm == "channel":
+        model.reconstructor.set_feature_stats(*channel_stats(train_feats))
+    result = fit(model, train_feats, val_feats, config.train, device=dev,
+                 checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=on_epoch)
+    model.to(dev).eval()
+
+    class_names = sorted({s.class_name for s in samples})
+    counts = {c: {"train": sum(s.class_name == c for s in train_s),
+                  "validation": sum(s.class_name == c for s in val_s)} for c in class_names}
+    summary = {"root": data_root, "images": counts, "n_train": len(train_s),
+               "n_validation": len(val_s), "feature_seconds": round(feature_seconds, 2),
+               "device": str(dev)}
+    return TrainedModel(model, class_names, result, summary)
