@@ -92,7 +92,8 @@ def train(data_root, classes, preset_name, out, epochs, batch_size, lr, image_si
                              training=trained.training_summary())
     click.echo(
         f"trained {len(trained.class_names)} classes ({', '.join(trained.class_names)}) on "
-        f"{trained.data_summary['n_train']} images, validation {trained.data_summary['n_validation']}"
+        f"{trained.data_summary['n_train']} images "
+        f"(validation {trained.data_summary['n_validation']})"
     )
     click.echo(
         f"best epoch {res.best_epoch}/{res.epochs_run}  validation loss {res.best_val_loss:.4f}  "

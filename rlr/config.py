@@ -134,7 +134,9 @@ class RLRConfig:
                 f"levels {self.backbone.out_indices}; give one LevelConfig per out_index"
             )
         if self.feature_norm not in FEATURE_NORMS:
-            raise ConfigError(f"feature_norm {self.feature_norm!r} unknown; use one of {FEATURE_NORMS}")
+            raise ConfigError(
+                f"feature_norm {self.feature_norm!r} unknown; use one of {FEATURE_NORMS}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,7 +185,7 @@ def default_window(grid: int) -> int:
         w = 7 + 4 * (g - 5)
     else:
         w = 11 + 4 * (g - 6)
-    w = max(1, int(round((w - 1) / 2)) * 2 + 1)
+    w = max(1, round((w - 1) / 2) * 2 + 1)
     return min(w, max_window(grid))
 
 

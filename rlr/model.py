@@ -109,7 +109,7 @@ class RLRLevel(nn.Module):
             for layer in self.layers:
                 x = layer.forward_dense(x, ref, self.local_mask)
         else:
-            for layer, kv in zip(self.layers, self._reference_kv()):
+            for layer, kv in zip(self.layers, self._reference_kv(), strict=True):
                 x = layer.forward_fast(x, kv, self.win_valid, self.far_mask)
         recon = self.head(self.norm(x))  # (B, L, C)
 

@@ -30,11 +30,11 @@ def _reflect_index(n: int, radius: int, device: torch.device) -> Tensor:
 
 
 def gaussian_blur(maps: Tensor, kernel: Tensor) -> Tensor:
-    """Separable blur of (B, H, W) maps, borders as scipy.ndimage.gaussian_filter(mode='reflect')."""
+    """Separable blur of (B, H, W) maps; borders as scipy.ndimage.gaussian_filter(mode=reflect)."""
     r = kernel.numel() // 2
     if r == 0:
         return maps
-    b, h, w = maps.shape
+    _, h, w = maps.shape
     k = kernel.to(maps.device, maps.dtype)
     x = maps.unsqueeze(1)  # (B, 1, H, W)
     x = x.index_select(3, _reflect_index(w, r, maps.device))

@@ -1,0 +1,40 @@
+# The two commands: `make demo` (set up + train + score on a synthetic multi-class set)
+# and `make test` (set up + lint + the test suite). Both create .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/rlrctl synthetic $(DEMO)/data --classes fabric,tile,washer --n-train 40 --n-test 2 --size 256
+	$(BIN)/rlrctl train --data $(DEMO)/data --preset lite --epochs 8 --out $(DEMO)/model.rlr \
+		--cache-dir $(DEMO)/cache --checkpoint $(DEMO)/train.ckpt
+	$(BIN)/rlrctl info $(DEMO)/model.rlr
+	$(BIN)/rlrctl score --model $(DEMO)/model.rlr $(DEMO)/data/fabric/test $(DEMO)/data/tile/test \
+		$(DEMO)/data/washer/test --out $(DEMO)/overlays
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/model_speed.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""`rlrctl` end to end on a small synthetic set: train, info, score, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from daemon.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_file(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model.rlr"
+    res = CliRunner().invoke(main, ["train", "--data", str(synthetic_root), "--preset", "tiny",
+                                    "--epochs", "12", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "trained 3 classes (fabric, tile, washer)" in res.output
+    return out
+
+
+def test_info_shows_the_manifest(model_file):
+    res = CliRunner().invoke(main, ["info", str(model_file)])
+    assert res.exit_code == 0, res.output
+    assert "tf_efficientnet_lite0" in res.output and "fabric, tile, washer" in res.output
+    res = CliRunner().invoke(main, ["info", "--json", str(model_file)])
+    manifest = json.loads(res.output)
+    assert manifest["class_names"] == ["fabric", "tile", "washer"]
+    assert manifest["backbone"]["weight_source"].startswith("packaged:")
+
+
+def test_score_prints_a_table_and_writes_overlays(model_file, synthetic_root, tmp_path):
+    test_dir = synthetic_root / "tile" / "test"
+    res = CliRunner().invoke(main, ["score", "--model", str(model_file), str(test_dir),
+                                    "--out", str(tmp_path / "ov"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    n = len(list(test_dir.rglob("*.png")))
+    overlays = sorted((tmp_path / "ov").glob("*.png"))
+    assert len(overlays) == n
+    img = np.asarray(Image.open(overlays[0]))
+    assert img.shape[0] == 64 and img.shape[1] == 2 * 64 + 4  # image | overlay
+    rows = [ln for ln in res.output.splitlines() if ln.strip().endswith("-")]
+    assert len(rows) == n
+    res = CliRunner().invoke(main, ["score", "--model", str(model_file), str(test_dir), "--json",
+                                    "--threshold", "0"])
+    lines = [json.loads(ln) for ln in res.output.splitlines()]
+    assert len(lines) == n and all(ln["anomalous"] for ln in lines)
+    scores = {ln["path"].split("/")[-2] + "/" + ln["path"].split("/")[-1]: ln["score"]
+              for ln in lines}
+    good = [s for k, s in scores.items() if k.startswith("good/")]
+    bad = [s for k, s in scores.items() if not k.startswith("good/")]
+    assert np.mean(bad) > np.mean(good)
+
+
+def test_console_script_is_installed(model_file):
+    exe = shutil.which("rlrctl", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "rlrctl console script missing: pip install -e ."
+    out = subprocess.run([exe, "info", str(model_file)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "sha256" in out.stdout
+
+
+def _train(tmp_path, data):
+    return CliRunner().invoke(main, ["train", "--data", str(data), "--preset", "tiny",
+                                     "--epochs", "1", "--out", str(tmp_path / "m.rlr"),
+                                     "--quiet"])
+
+
+def _layout(tmp_path, cls="part"):
+    d = tmp_path / "data" / cls / "train" / "good"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return tmp_path / "data", d
+
+
+def test_train_errors_name_the_problem(tmp_path):
+    res = _train(tmp_path, tmp_path / "nowhere")
+    assert res.exit_code == 2 and "nowhere" in res.output and "Traceback" not in res.output
+
+    root, good = _layout(tmp_path)
+    for p in good.iterdir():
+        p.unlink()
+    res = _train(tmp_path, root)
+    assert res.exit_code == 2 and "part" in res.output and "no image" in res.output.lower()
+
+    shutil.rmtree(root)
+    root, good = _layout(tmp_path)
+    (good / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.new("CMYK", (64, 64)).save(good / "cmyk.jpg")
+    res = _train(tmp_path, root)
+    assert res.exit_code == 2
+    assert "broken.png" in res.output and "cmyk.jpg" in res.output
+    assert "CMYK" in res.output
+    assert not (tmp_path / "m.rlr").exists()
+
+
+def test_score_errors(model_file, tmp_path):
+    res = CliRunner().invoke(main, ["score", "--model", str(tmp_path / "missing.rlr"), "x.png"])
+    assert res.exit_code == 2 and "missing.rlr" in res.output
+    res = CliRunner().invoke(main, ["score", "--model", str(model_file), str(tmp_path / "no.png")])
+    assert res.exit_code == 2 and "no.png" in res.output
+
+
+def test_import_official_writes_an_artifact_with_the_same_reconstructions(tmp_path):
+    import torch
+
+    from rlr.artifact import load_artifact
+    from rlr.compat import rlr_to_official
+    from rlr.config import preset
+    from rlr.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(preset("tiny", feature_norm="none")).eval()
+    ckpt = tmp_path / "official.pth"
+    torch.save({"state_dict": rlr_to_official(model), "epoch": np.int64(7),
+                "best_img_auc": np.float64(0.91)}, ckpt)
+    out = tmp_path / "imported.rlr"
+    res = CliRunner().invoke(main, ["import-official", str(ckpt), "--preset", "tiny",
+                                    "--out", str(out), "--classes", "a,b"])
+    assert res.exit_code == 0, res.output
+    art = load_artifact(out)
+    assert art.manifest["class_names"] == ["a", "b"]
+    assert art.manifest["training"]["official"]["epoch"] == 7
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want, got = model(images), art.model(images)
+    assert torch.equal(want.anomaly_map, got.anomaly_map)
+
+    res = CliRunner().invoke(main, ["import-official", str(ckpt), "--preset", "lite",
+                                    "--out", str(tmp_path / "x.rlr"), "--backbone-weights",
+                                    "none"])
+    assert res.exit_code == 2 and "level 0" in res.output
