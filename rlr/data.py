@@ -116,6 +116,41 @@ def _sixteen_bit_to_rgb(array: np.ndarray, name: str, mode: str) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
+def load_mask(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read a ground-truth mask as bool (H, W): True where the pixel value is non-zero.
+
+    Accepts 0/255 masks (MVTec) and label images with values 0, 1, 2, ... (VisA); a palette
+    image is read by index. `size` resizes to (size, size) with nearest-neighbour, so no
+    in-between values appear at defect borders.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: mask file not found; check the ground-truth folder")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            values = np.asarray(img)
+    except Exception as exc:  # Pillow raises many types for broken files; see decode_image
+        raise DataError(
+            f"{path}: not a readable mask ({type(exc).__name__}: {exc}); re-export it as a "
+            "PNG with 0 for normal pixels and non-zero for defects"
+        ) from exc
+    if values.ndim == 3:
+        # Colour masks: any colour channel set marks a defect; alpha says nothing about it.
+        colour = values[..., :1] if mode in {"LA", "La"} else values[..., :3]
+        mask = colour.any(axis=2)
+    else:
+        mask = values != 0
+    if size is not None:
+        if size < 1:
+            raise ConfigError(f"mask size {size} must be a positive number of pixels")
+        if mask.shape != (size, size):
+            small = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+            mask = small.astype(bool)
+    return mask
+
+
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a uint8 (H, W, 3) image to (size, size): area filter down, bilinear up."""
     if size < 1:
@@ -149,12 +184,17 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a data set. `label`: 0 normal, 1 anomalous; `mask_path` for pixel truth."""
+    """One image of a data set. `label`: 0 normal, 1 anomalous; `mask_path` for pixel truth.
+
+    `group` is "" for samples that count in the headline metrics; a non-empty name (e.g.
+    "p=1/3") marks test samples reported as their own row and kept out of the headline.
+    """
 
     path: Path
     class_name: str
     label: int = 0
     mask_path: Path | None = None
+    group: str = ""
 
 
 def discover_normal_set(root: str | Path, classes: Sequence[str] | None = None) -> list[Sample]:
@@ -222,13 +262,17 @@ def check_images(samples: Iterable[Sample], progress: bool = False) -> None:
             problems.append(str(exc))
     if not problems:
         return
-    listed = "\n".join(f"  - {p}" for p in problems[:_MAX_LISTED])
-    more = len(problems) - _MAX_LISTED
-    tail = f"\n  ... and {more} more" if more > 0 else ""
     raise DataError(
-        f"{len(problems)} of {len(samples)} images cannot be used:\n{listed}{tail}\n"
-        "Fix or remove these files, then run again."
+        f"{len(problems)} of {len(samples)} images cannot be used:\n"
+        f"{format_problems(problems)}\nFix or remove these files, then run again."
     )
+
+
+def format_problems(problems: Sequence[str], limit: int = _MAX_LISTED) -> str:
+    """One indented line per problem, the first `limit` of them, then "... and N more"."""
+    listed = "\n".join(f"  - {p}" for p in problems[:limit])
+    more = len(problems) - limit
+    return listed + (f"\n  ... and {more} more" if more > 0 else "")
 
 
 def split_validation(

@@ -37,7 +37,7 @@ def score_paths(
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start : start + batch_size])
         images = [load_image(p, size) for p in chunk]
-        pred = model(images_to_tensor(images).to(device))
+        pred = model.predict(images_to_tensor(images).to(device))
         for p, img, s, m in zip(chunk, images, pred.score.cpu(), pred.anomaly_map.cpu(),
                                 strict=True):
             yield ScoredImage(Path(p), img, float(s), m.float().numpy())

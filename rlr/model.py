@@ -184,6 +184,17 @@ class RLRModel(nn.Module):
     def forward(self, images: Tensor) -> Prediction:
         return self.predict_features(self.features(images))
 
+    @torch.inference_mode()
+    def predict(self, images: Tensor) -> Prediction:
+        """Inference entry point: eval mode, no autograd, bf16 autocast on CUDA.
+
+        Scores are always computed in float32, so they compare across devices.
+        """
+        self.eval()
+        on_cuda = images.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+            return self.predict_features(self.features(images))
+
 
 def create_model(config: RLRConfig, load_backbone_weights: bool = True) -> RLRModel:
     """Build an untrained RLR model for `config` (backbone weights per `config.backbone`)."""

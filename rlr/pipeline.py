@@ -16,6 +16,7 @@ import torch
 
 from rlr.config import RLRConfig
 from rlr.data import Sample, check_images, discover_normal_set, load_image, split_validation
+from rlr.datasets import Dataset, check_dataset
 from rlr.features import cached_features, channel_stats, extract_features
 from rlr.model import RLRModel, create_model
 from rlr.train import TrainResult, fit
@@ -59,6 +60,28 @@ def train_on_folder(
                             on_epoch=on_epoch, data_root=str(data_root))
 
 
+def train_on_dataset(
+    config: RLRConfig,
+    dataset: Dataset,
+    device: str | None = "auto",
+    cache_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedModel:
+    """Train on a loaded data set's normal training images (MVTec-AD, VisA, ELPV, folder).
+
+    The data set's own validation split is used when it has one (ELPV); otherwise one is
+    carved from the training images.
+    """
+    check_dataset(dataset, progress=progress)
+    return train_on_samples(config, dataset.train, device=device, cache_dir=cache_dir,
+                            checkpoint=checkpoint, resume=resume, progress=progress,
+                            on_epoch=on_epoch, data_root=str(dataset.root),
+                            validation=dataset.validation, kind=dataset.kind)
+
+
 def train_on_samples(
     config: RLRConfig,
     samples: Sequence[Sample],
@@ -69,9 +92,16 @@ def train_on_samples(
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     data_root: str | None = None,
+    validation: Sequence[Sample] | None = None,
+    kind: str = "folder",
 ) -> TrainedModel:
+    """Train on normal `samples`; `validation=None` carves a validation split from them."""
     dev = resolve_device(device)
-    train_s, val_s = split_validation(list(samples), config.train.val_fraction, config.train.seed)
+    if validation is None:
+        train_s, val_s = split_validation(list(samples), config.train.val_fraction,
+                                          config.train.seed)
+    else:
+        train_s, val_s = list(samples), list(validation)
     model = create_model(config)
     size = config.backbone.image_size
     desc = {**config.to_dict()["backbone"], "source": model.backbone.weight_source}
@@ -97,10 +127,10 @@ def train_on_samples(
                  checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=on_epoch)
     model.to(dev).eval()
 
-    class_names = sorted({s.class_name for s in samples})
+    class_names = sorted({s.class_name for s in [*train_s, *val_s]})
     counts = {c: {"train": sum(s.class_name == c for s in train_s),
                   "validation": sum(s.class_name == c for s in val_s)} for c in class_names}
-    summary = {"root": data_root, "images": counts, "n_train": len(train_s),
+    summary = {"kind": kind, "root": data_root, "images": counts, "n_train": len(train_s),
                "n_validation": len(val_s), "feature_seconds": round(feature_seconds, 2),
                "device": str(dev)}
     return TrainedModel(model, class_names, result, summary)

@@ -16,3 +16,26 @@ def synthetic_root(tmp_path_factory) -> Path:
     return write_dataset(root, classes=["fabric", "tile", "washer"], n_train=24, n_test_good=4,
                          n_test_defect=2, size=64, seed=0)
 
+
+@pytest.fixture(scope="session")
+def tiny_trained(synthetic_root):
+    """A `tiny` model trained for 25 epochs on `synthetic_root` (a few seconds on a CPU)."""
+    import dataclasses
+
+    from rlr.config import preset
+    from rlr.pipeline import train_on_folder
+
+    cfg = preset("tiny")
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=25))
+    return train_on_folder(cfg, synthetic_root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_trained, tmp_path_factory) -> Path:
+    from rlr.artifact import save_artifact
+
+    path = tmp_path_factory.mktemp("artifact") / "tiny.rlr"
+    save_artifact(path, tiny_trained.model, tiny_trained.class_names,
+                  training=tiny_trained.training_summary())
+    return path
+

@@ -9,20 +9,17 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from rlr.config import BackboneConfig, LevelConfig, RLRConfig, TrainConfig, preset
+from rlr.config import BackboneConfig, LevelConfig, RLRConfig, TrainConfig
 from rlr.errors import CheckpointError
 from rlr.inference import score_paths
 from rlr.model import RLRModel, create_model
-from rlr.pipeline import train_on_folder
 from rlr.train import fit
 from tests.helpers import split_test_images
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_root):
-    cfg = preset("tiny")
-    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=25))
-    return train_on_folder(cfg, synthetic_root, progress=False)
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def test_training_lowers_the_loss(trained):

@@ -1,0 +1,78 @@
+"""Alarm thresholds from normal images at a chosen false-alarm rate.
+
+Each class gets the score that a fraction `far` of its normal validation images exceed; the
+"default" slot (used when a frame's class is unknown) is computed the same way over all
+classes pooled. With n normal images, rates below 1/n cannot be measured: the threshold is
+then the highest normal score, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlr.errors import ConfigError
+
+DEFAULT_SLOT = "default"
+
+
+@dataclass
+class Calibration:
+    far: float
+    thresholds: dict[str, float]  # class (and "default") -> score threshold
+    counts: dict[str, int]  # normal images used per class
+    observed_far: dict[str, float]  # fraction of those images above the threshold
+    warnings: list[str] = field(default_factory=list)
+
+    def manifest_fields(self) -> dict:
+        return {"thresholds": dict(self.thresholds),
+                "metrics": {"calibration": {"far": self.far, "counts": self.counts,
+                                            "observed_far": self.observed_far}}}
+
+
+def threshold_for(scores: Sequence[float] | np.ndarray, far: float) -> float:
+    """Smallest observed score such that at most a fraction `far` of `scores` lies above it."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    if s.size == 0:
+        raise ConfigError("no normal scores to calibrate on; give at least one normal image")
+    allowed = math.floor(far * s.size + 1e-9)  # how many normals may raise an alarm
+    return float(s[s.size - 1 - allowed])
+
+
+def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -> Calibration:
+    """Per-class thresholds plus the pooled "default" one from normal scores."""
+    if not 0.0 <= far < 1.0:
+        raise ConfigError(f"false-alarm rate {far} must be in [0, 1), e.g. 0.005 for 0.5%")
+    if not normal_scores:
+        raise ConfigError("no classes to calibrate; give normal images of at least one class")
+    thresholds, counts, observed, warnings = {}, {}, {}, []
+    pooled = {DEFAULT_SLOT: np.concatenate([np.asarray(v, float) for v in normal_scores.values()])}
+    for name, scores in {**normal_scores, **pooled}.items():
+        s = np.asarray(scores, dtype=np.float64)
+        t = threshold_for(s, far)
+        thresholds[name], counts[name] = t, int(s.size)
+        observed[name] = float((s > t).mean())
+        if far > 0 and s.size < 1 / far:
+            warnings.append(
+                f"{name}: only {s.size} normal images, so a false-alarm rate of {far:g} cannot be "
+                f"measured (the finest is {1 / s.size:.3g}); the threshold is the highest normal "
+                "score. Calibrate on more normal images for a tighter estimate."
+            )
+    return Calibration(far, thresholds, counts, observed, warnings)
+
+
+def normalized_score(score: float | np.ndarray, threshold: float) -> float | np.ndarray:
+    """Score divided by its threshold: 1.0 is exactly at the alarm threshold."""
+    if not threshold > 0:
+        raise ConfigError(f"threshold {threshold} must be positive to normalise scores")
+    return score / threshold
+
+
+def threshold_of(thresholds: Mapping[str, float | None], class_name: str | None) -> float | None:
+    """The class's threshold, or the global "default" one when the class is unknown/uncalibrated."""
+    if class_name is not None and thresholds.get(class_name) is not None:
+        return thresholds[class_name]
+    return thresholds.get(DEFAULT_SLOT)
