@@ -19,10 +19,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/rlrctl synthetic $(DEMO)/data --classes fabric,tile,washer --n-train 40 --n-test 2 --size 256
+	$(BIN)/rlrctl synthetic $(DEMO)/data --classes fabric,tile,washer --n-train 40 --n-test 4 --size 256
 	$(BIN)/rlrctl train --data $(DEMO)/data --preset lite --epochs 8 --out $(DEMO)/model.rlr \
 		--cache-dir $(DEMO)/cache --checkpoint $(DEMO)/train.ckpt
+	$(BIN)/rlrctl calibrate --model $(DEMO)/model.rlr --data $(DEMO)/data --far 0.01
 	$(BIN)/rlrctl info $(DEMO)/model.rlr
+	$(BIN)/rlrctl eval --model $(DEMO)/model.rlr --data $(DEMO)/data --dataset mvtec --out $(DEMO)/report
 	$(BIN)/rlrctl score --model $(DEMO)/model.rlr $(DEMO)/data/fabric/test $(DEMO)/data/tile/test \
 		$(DEMO)/data/washer/test --out $(DEMO)/overlays
 

@@ -40,6 +40,8 @@ def _backbone_option(cfg: RLRConfig, weights: str | None, image_size: int | None
               type=click.Choice(sorted(PRESETS)), help="Named model configuration.")
 @click.option("--out", required=True, type=click.Path(), help="Model artifact to write.")
 @click.option("--epochs", type=int, help="Override the preset's epoch count.")
+@click.option("--max-minutes", type=float,
+              help="Training time budget; the learning-rate schedule is fitted into it.")
 @click.option("--batch-size", type=int, help="Override the preset's batch size.")
 @click.option("--lr", type=float, help="Override the preset's learning rate.")
 @click.option("--image-size", type=int, help="Override the input size (pixels, square).")
@@ -50,8 +52,9 @@ def _backbone_option(cfg: RLRConfig, weights: str | None, image_size: int | None
 @click.option("--checkpoint", type=click.Path(), help="Resumable training checkpoint file.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(data_root, kind, classes, preset_name, out, epochs, batch_size, lr, image_size,
-          backbone_weights, seed, device, cache_dir, checkpoint, resume, quiet) -> None:
+def train(data_root, kind, classes, preset_name, out, epochs, max_minutes, batch_size, lr,
+          image_size, backbone_weights, seed, device, cache_dir, checkpoint, resume,
+          quiet) -> None:
     """Train one model on the normal images of every class."""
     from rlr.artifact import save_artifact
     from rlr.datasets import load_dataset
@@ -59,7 +62,8 @@ def train(data_root, kind, classes, preset_name, out, epochs, batch_size, lr, im
 
     cfg = _backbone_option(preset(preset_name), backbone_weights, image_size)
     tchanges = {k: v for k, v in
-                {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}.items()
+                {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                 "max_seconds": max_minutes * 60 if max_minutes else None}.items()
                 if v is not None}
     if tchanges:
         cfg = cfg.replace(train=type(cfg.train)(**{**cfg.train.__dict__, **tchanges}))
@@ -85,6 +89,7 @@ def train(data_root, kind, classes, preset_name, out, epochs, batch_size, lr, im
         f"best epoch {res.best_epoch}/{res.epochs_run}  validation loss {res.best_val_loss:.4f}  "
         f"{res.images_per_second:.1f} img/s  {res.seconds:.0f} s"
         + ("  (stopped early)" if res.stopped_early else "")
+        + ("  (time budget reached)" if res.out_of_time else "")
     )
     click.echo(f"wrote {out_path}  sha256 {manifest['sha256'][:16]}")
 

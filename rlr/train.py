@@ -43,6 +43,7 @@ class TrainResult:
     best_val_loss: float
     epochs_run: int
     stopped_early: bool
+    out_of_time: bool
     seconds: float
     images_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -53,7 +54,20 @@ class TrainResult:
         }
 
 
-def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+class _Clock:
+    """Training time spent, carried across resumes, for `TrainConfig.max_seconds`."""
+
+    def __init__(self, spent: float = 0.0) -> None:
+        self.reset(spent)
+
+    def reset(self, spent: float) -> None:
+        self.start = time.perf_counter() - spent
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int, clock: _Clock) -> Callable[[int], float]:
     warmup = cfg.warmup_epochs * steps_per_epoch
     total = max(cfg.epochs * steps_per_epoch, 1)
 
@@ -63,6 +77,9 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]
         if cfg.schedule == "constant":
             return 1.0
         progress = (step - warmup) / max(total - warmup, 1)
+        if cfg.max_seconds:
+            # With a time budget the cosine follows whichever runs out first: steps or time.
+            progress = max(progress, clock.spent() / cfg.max_seconds)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return f
@@ -121,16 +138,19 @@ def fit(
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch))
+    clock = _Clock()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch, clock))
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "seconds": 0.0}
     best_weights = copy.deepcopy(rec.state_dict())
     if resume and checkpoint is not None and Path(checkpoint).exists():
         best_weights = _load_checkpoint(Path(checkpoint), rec, opt, sched, gen, state, cfg)
+    clock.reset(state.get("seconds", 0.0))
 
     start_epoch = state["epoch"]
-    t0, seen, stopped_early = time.perf_counter(), 0, False
+    t0, seen, stopped_early, out_of_time = time.perf_counter(), 0, False, False
     bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch",
                disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
@@ -158,14 +178,21 @@ def fit(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
+        state["seconds"] = clock.spent()
+        record["seconds"] = round(state["seconds"], 2)
         state["history"].append(record)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                         if k not in ("epoch", "seconds")})
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), rec, best_weights, opt, sched, gen, state, cfg)
         if on_epoch is not None:
             on_epoch(record)
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             stopped_early = True
+            break
+        per_epoch = state["seconds"] / state["epoch"]
+        if cfg.max_seconds and state["seconds"] + 0.5 * per_epoch > cfg.max_seconds:
+            out_of_time = True  # the next epoch would end (mostly) past the budget
             break
     bar.close()
 
@@ -177,6 +204,7 @@ def fit(
         best_val_loss=float(state["best_val"]),
         epochs_run=state["epoch"],
         stopped_early=stopped_early,
+        out_of_time=out_of_time,
         seconds=seconds,
         images_per_second=seen / seconds if seconds > 0 else 0.0,
         history=state["history"],
