@@ -50,7 +50,8 @@ def evaluate(model_path, data_root, kind, classes, out, batch_size, device, no_p
     dev = resolve_device(device)
     report = run_eval(art.model, ds, batch_size, dev, progress=True, pixel=not no_pixel,
                       model_info={"path": str(model_path), "sha256": art.manifest["sha256"],
-                                  "config": art.manifest["config"]})
+                                  "config": art.manifest["config"]},
+                      thresholds=art.manifest.get("thresholds"))
     click.echo(console_table(report))
     if out:
         write_report(report, out, art.model, overlays, dev)

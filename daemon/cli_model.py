@@ -132,15 +132,18 @@ def score(model_path, images, out, batch_size, device, threshold, as_json) -> No
             save_rgb(str(out_dir / name),
                      side_by_side(r.image, overlay(r.image, r.anomaly_map, vmin, vmax)))
         if as_json:
-            click.echo(json.dumps({"path": str(r.path), "score": r.score, "anomalous": flag}))
+            click.echo(json.dumps({
+                "path": str(r.path), "score": r.score, "anomalous": flag,
+                "normalized": None if not threshold else r.score / threshold}))
     if not as_json:
         width = min(max(len(str(r.path)) for r in results), 70)
-        click.echo(f"{'image':<{width}}  {'score':>9}  anomalous")
+        click.echo(f"{'image':<{width}}  {'score':>9}  {'/thresh':>8}  anomalous")
         for r in results:
             flag = "-" if threshold is None else ("YES" if r.score > threshold else "no")
+            norm = f"{r.score / threshold:8.3f}" if threshold else f"{'-':>8}"
             name = str(r.path)
             name = name if len(name) <= width else "…" + name[-width + 1 :]
-            click.echo(f"{name:<{width}}  {r.score:9.4f}  {flag}")
+            click.echo(f"{name:<{width}}  {r.score:9.4f}  {norm}  {flag}")
         if threshold is None:
             click.echo("no threshold set: scores are relative (higher = more anomalous)")
         if out:

@@ -27,6 +27,7 @@ from torch import Tensor
 from rlr.config import RLRConfig
 from rlr.errors import ArtifactError, BackboneError, ConfigError
 from rlr.model import RLRModel, create_model
+from rlr.state import state_mismatches
 
 SCHEMA_VERSION = 1
 FORMAT = "rlr-model"
@@ -258,14 +259,7 @@ def _build_model(tensors: dict[str, Tensor], manifest: dict[str, Any], source: s
         model = create_model(config, load_backbone_weights=False)
     except (ConfigError, BackboneError) as exc:
         raise ArtifactError(f"{source}: the manifest config cannot build a model: {exc}") from None
-    own = model.state_dict()
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
-             for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
-    problems = [f"{label} {items[:4]}{' ...' if len(items) > 4 else ''}"
-                for label, items in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatches (file vs config)", wrong)) if items]
+    problems = state_mismatches(model.state_dict(), tensors)
     if problems:
         raise ArtifactError(
             f"{source}: the manifest config does not match the weights: {'; '.join(problems)}; "

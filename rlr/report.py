@@ -40,13 +40,15 @@ def markdown_table(report: EvalReport) -> str:
 
 def console_table(report: EvalReport) -> str:
     cols = report.metric_columns()
-    short = [c.replace("image_", "img_").replace("pixel_", "px_") for c in cols]
+    short = [c.replace("image_", "img_").replace("pixel_", "px_").replace("false_alarm_rate", "far")
+             .replace("detection_rate", "detect") for c in cols]
     width = max([len(c) for c in report.per_class] + [len(g) for g in report.groups] + [5]) + 2
-    out = [f"{'class':<{width}}" + "".join(f"{c:>10}" for c in short)]
+    widths = [max(len(c) + 2, 8) for c in short]
+    out = [f"{'class':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(short, widths, strict=True))]
     rows = [*report.per_class.items(), ("mean", report.mean), *report.groups.items()]
     for name, row in rows:
         out.append(f"{name:<{width}}" + "".join(
-            f"{_fmt(row[c]) if c in row else '':>10}" for c in cols))
+            f"{_fmt(row[c]) if c in row else '':>{w}}" for c, w in zip(cols, widths, strict=True)))
     return "\n".join(out)
 
 

@@ -179,5 +179,15 @@ def test_calibrate_writes_thresholds_that_score_uses(tiny_artifact, synthetic_ro
     lines = [json.loads(ln) for ln in res.output.splitlines()]
     flagged = [ln["anomalous"] for ln in lines if "/good/" not in ln["path"]]
     assert sum(flagged) >= len(flagged) // 2
+    assert all(ln["normalized"] == pytest.approx(ln["score"] / th["default"]) for ln in lines)
     assert json.loads(CliRunner().invoke(main, ["info", "--json", str(tiny_artifact)]).output
                       )["thresholds"]["default"] is None  # --out left the original alone
+    # eval reports how the calibrated thresholds behave on the test split
+    res = CliRunner().invoke(main, ["eval", "--model", str(calibrated), "--data",
+                                    str(synthetic_root), "--dataset", "mvtec", "--no-pixel",
+                                    "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "far" in res.output and "detect" in res.output
+    row = json.loads((tmp_path / "rep" / "report.json").read_text())["per_class"]["tile"]
+    assert row["threshold"] == pytest.approx(th["tile"])
+    assert 0.0 <= row["false_alarm_rate"] <= 1.0 and row["detection_rate"] >= 0.5
