@@ -31,11 +31,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from daemon.cli_eval import calibrate, evaluate
-    from daemon.cli_model import import_official, info, score, synthetic, train
+    from daemon import cli_eval, cli_model
 
-    for cmd in (train, score, info, import_official, synthetic, evaluate, calibrate):
+    for cmd in (cli_model.train, cli_model.score, cli_model.info, cli_model.import_official,
+                cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate):
         main.add_command(cmd)
+    # one line per command module of the streaming daemon
 
 
 _register()

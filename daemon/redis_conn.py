@@ -1,0 +1,97 @@
+"""Redis clients built from settings (URL, TLS, unix socket, ACL user / password)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+import redis.asyncio
+
+from daemon.errors import RedisUnavailable
+from daemon.settings import Settings
+
+# Errors that mean "Redis is away for now": retry with backoff, never crash.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+def _kwargs(settings: Settings) -> dict:
+    kwargs: dict = {"socket_timeout": settings.redis_timeout_s,
+                    "socket_connect_timeout": min(settings.redis_timeout_s, 5.0),
+                    "health_check_interval": 15}
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    return kwargs
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A synchronous client (binary replies). Does not contact the server yet."""
+    return redis.Redis.from_url(settings.effective_redis_url, **_kwargs(settings))
+
+
+def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(settings.effective_redis_url, **_kwargs(settings))
+
+
+def describe(exc: Exception, url: str) -> RedisUnavailable:
+    shown = _hide_password(url)
+    if isinstance(exc, redis.AuthenticationError | redis.AuthorizationError) or \
+            "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+        return RedisUnavailable(f"Redis at {shown} refused the credentials ({exc}); set "
+                                "RLR_REDIS_USERNAME / RLR_REDIS_PASSWORD or fix RLR_REDIS_URL")
+    return RedisUnavailable(f"cannot reach Redis at {shown} ({exc}); start it, or point "
+                            "RLR_REDIS_URL at your server (rlrctl demo starts an embedded one)")
+
+
+def ping(client: redis.Redis, url: str) -> None:
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise describe(exc, url) from None
+
+
+def wait_ready(client: redis.Redis, url: str, timeout_s: float) -> None:
+    """Ping until Redis answers or `timeout_s` passes (then `RedisUnavailable`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError as exc:
+            raise describe(exc, url) from None
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                raise describe(exc, url) from None
+            time.sleep(0.2)
+
+
+class Backoff:
+    """Exponential backoff with a cap, for reconnect loops."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+    def sleep(self) -> None:
+        time.sleep(self.next())
+
+    async def asleep(self) -> None:
+        await asyncio.sleep(self.next())
+
+
+def _hide_password(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user + ':***' if ':' in creds else user}@{host}"

@@ -1,0 +1,247 @@
+"""Daemon settings: `RLR_*` environment variables, an optional env file, CLI overrides.
+
+Precedence: CLI option > environment > settings file (`RLR_CONFIG` or `--config`, the same
+`KEY=value` format systemd `EnvironmentFile=`, compose `env_file:` and Kubernetes ConfigMaps
+use) > defaults. Invalid values fail at start with the setting's variable name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from daemon.errors import SettingsError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RLR_", extra="forbid", validate_default=True)
+
+    # --- Redis
+    redis_url: str | None = Field(None, description="redis://, rediss:// (TLS) or unix:// URL; "
+                                  "unset: 127.0.0.1:6379 (the demo starts an embedded Redis)")
+    redis_username: str | None = Field(None, description="ACL user (overrides the URL's)")
+    redis_password: SecretStr | None = Field(None, description="password (overrides the URL's)")
+    redis_timeout_s: float = Field(10.0, gt=0, description="socket timeout for Redis calls")
+
+    # --- what to serve
+    lines: Annotated[list[str], NoDecode] = Field(["line1"], description="comma-separated lines")
+    group: str = Field("rlr-workers", description="consumer group of the workers on a line")
+    consumer: str | None = Field(None, description="this worker's name (default host-pid)")
+    model: Path | None = Field(None, description="model artifact (.rlr) the worker serves")
+
+    # --- batching and device
+    batch_size: int = Field(8, ge=1, le=1024, description="max frames per inference batch")
+    batch_wait_ms: float = Field(20.0, ge=0, le=10_000,
+                                 description="max wait for a batch to fill after its first frame")
+    block_ms: int = Field(500, ge=1, le=60_000, description="XREADGROUP BLOCK when idle")
+    prefetch_batches: int = Field(2, ge=1, le=64, description="decoded batches read ahead")
+    decode_threads: int = Field(2, ge=1, le=64, description="threads decoding frames")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on CUDA, fp32 on CPU")
+
+    # --- stream caps (MAXLEN ~)
+    frames_maxlen: int = Field(10_000, ge=10, description="cap of rlr:frames:{line}")
+    results_maxlen: int = Field(100_000, ge=10, description="cap of rlr:results:{line}")
+    alerts_maxlen: int = Field(10_000, ge=10, description="cap of rlr:alerts:{line}")
+    dlq_maxlen: int = Field(10_000, ge=10, description="cap of rlr:dlq:{line}")
+
+    # --- delivery, retries, backpressure
+    max_deliveries: int = Field(3, ge=1, le=100,
+                                description="deliveries before a frame is dead-lettered")
+    claim_idle_ms: int = Field(30_000, ge=100,
+                               description="idle time after which a pending frame is taken over")
+    claim_interval_s: float = Field(5.0, gt=0, description="how often to look for stale frames")
+    dedup_ttl_s: int = Field(86_400, ge=60, description="how long a frame id is remembered")
+    backlog_limit: int = Field(500, ge=1, description="backlog above which old frames are skipped")
+    max_frame_age_s: float = Field(2.0, gt=0, description="age beyond which a frame is skipped "
+                                   "while the backlog is over the limit")
+    max_payload_bytes: int = Field(20_000_000, ge=1024, description="largest accepted frame")
+    max_image_side: int = Field(8192, ge=16, description="largest accepted image width/height")
+    masks: Literal["anomalous", "always", "never"] = Field(
+        "anomalous", description="when results carry a PNG mask (a frame can also ask)")
+
+    # --- alerts
+    alert_k: int = Field(3, ge=1, description="alert when k of the last n frames are anomalous")
+    alert_n: int = Field(5, ge=1, description="window of the alert rule, per camera")
+    alert_cooldown_s: float = Field(30.0, ge=0, description="quiet time per camera after an alert")
+
+    # --- health, metrics, logs
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus port (0 disables)")
+    metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
+    heartbeat_s: float = Field(2.0, gt=0, description="heartbeat interval")
+    heartbeat_ttl_s: float = Field(10.0, gt=0, description="heartbeat key TTL")
+    stall_s: float = Field(60.0, gt=0, description="`rlrctl check` fails when the worker loop "
+                           "made no progress for this long")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="time to finish the batch in flight")
+    log_format: Literal["json", "console"] = Field("json", description="structlog renderer")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    # --- alert bridges
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// broker")
+    mqtt_topic: str = Field("rlr/{line}/alerts/{camera}", description="topic template")
+    mqtt_qos: int = Field(1, ge=0, le=2)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    webhook_url: str | None = Field(None, description="http(s) URL alerts are POSTed to")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    bridge_max_attempts: int = Field(8, ge=1, description="tries before an alert is dead-lettered")
+
+    @field_validator("lines", mode="before")
+    @classmethod
+    def _split_lines(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("lines")
+    @classmethod
+    def _check_lines(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one line name")
+        for name in value:
+            _check_name(name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"line names repeat: {value}")
+        return value
+
+    @field_validator("group", "consumer")
+    @classmethod
+    def _check_names(cls, value: str | None) -> str | None:
+        return value if value is None else _check_name(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_URL_SCHEMES):
+            raise ValueError(f"{value!r} is not a Redis URL; use redis://host:port/db, "
+                             "rediss://host:port/db (TLS) or unix:///path/to/redis.sock")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt(cls, value: str) -> str:
+        if not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"{value!r}: use mqtt://host:port or mqtts://host:port")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: use an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.alert_k > self.alert_n:
+            raise ValueError(f"alert_k={self.alert_k} is more than alert_n={self.alert_n}: "
+                             "an alert needs k anomalous frames among the last n")
+        if self.heartbeat_ttl_s <= self.heartbeat_s:
+            raise ValueError(f"heartbeat_ttl_s={self.heartbeat_ttl_s} must exceed "
+                             f"heartbeat_s={self.heartbeat_s}, or healthy workers look dead")
+        if self.backlog_limit >= self.frames_maxlen:
+            raise ValueError(f"backlog_limit={self.backlog_limit} must be below "
+                             f"frames_maxlen={self.frames_maxlen}: frames trimmed by the cap "
+                             "are lost before the worker can skip and count them")
+        return self
+
+    # --- derived values
+    @property
+    def line(self) -> str:
+        """The first line: what single-line commands (produce, alerts) use."""
+        return self.lines[0]
+
+    @property
+    def consumer_name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid name: use 1-64 letters, digits, '_', '.' "
+                         "or '-' (it becomes part of Redis keys)")
+    return name
+
+
+def env_name(field: str) -> str:
+    return f"RLR_{field.upper()}"
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, `config_file` (or `RLR_CONFIG`) and `overrides`.
+
+    `overrides` whose value is None are ignored (CLI options the user did not give).
+    Raises `SettingsError` naming every bad setting.
+    """
+    config_file = config_file or os.environ.get("RLR_CONFIG")
+    if config_file is not None and not Path(config_file).is_file():
+        raise SettingsError(f"settings file {config_file} not found; fix RLR_CONFIG / --config")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {unknown}")
+    _check_environment()
+    try:
+        return Settings(_env_file=config_file, **given)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, config_file)) from None
+
+
+def _check_environment() -> None:
+    """A misspelt `RLR_*` variable would silently fall back to a default: refuse it."""
+    known = {env_name(name) for name in Settings.model_fields} | {"RLR_CONFIG"}
+    for var in sorted(os.environ):
+        if var.startswith("RLR_") and var not in known:
+            close = difflib.get_close_matches(var, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see README: Configuration"
+            raise SettingsError(f"unknown setting {var} in the environment{hint}")
+
+
+def _describe(exc: ValidationError, config_file: str | os.PathLike[str] | None) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        name = env_name(loc[0]) if loc else "settings"
+        value = err.get("input")
+        shown = "" if not loc or isinstance(value, dict) else f"={value!r}"
+        if loc and loc[0].endswith("password"):
+            shown = ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "not a known setting; check the spelling (README: Configuration)"
+        problems.append(f"{name}{shown}: {msg}")
+    where = f" (environment and {config_file})" if config_file else ""
+    return "invalid settings" + where + ":\n  " + "\n  ".join(problems)
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for the README and `--help`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        rows.append((env_name(name), "" if shown is None else str(shown), field.description or ""))
+    return rows
