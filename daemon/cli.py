@@ -37,6 +37,11 @@ def _register() -> None:
                 cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate):
         main.add_command(cmd)
     # one line per command module of the streaming daemon
+    main.add_command(__import__("daemon.cli_worker", fromlist=["worker"]).worker)
+    main.add_command(__import__("daemon.cli_worker", fromlist=["check"]).check)
+    main.add_command(__import__("daemon.cli_alerts", fromlist=["alerts"]).alerts)
+    main.add_command(__import__("daemon.cli_alerts", fromlist=["bridge"]).bridge)
+    main.add_command(__import__("daemon.cli_produce", fromlist=["produce"]).produce)
 
 
 _register()

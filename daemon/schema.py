@@ -96,7 +96,8 @@ def encode_frame(camera: str, frame_id: str, ts: float, data: bytes, encoding: s
     return out
 
 
-def encode_image(image: np.ndarray, encoding: str = "jpeg", quality: int = 90) -> tuple[bytes, dict]:
+def encode_image(image: np.ndarray, encoding: str = "jpeg",
+                 quality: int = 90) -> tuple[bytes, dict]:
     """(data, extra encode_frame kwargs) for an RGB uint8 (H, W, 3) array."""
     if encoding == "raw":
         arr = np.ascontiguousarray(image)

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
         if self.heartbeat_ttl_s <= self.heartbeat_s:
             raise ValueError(f"heartbeat_ttl_s={self.heartbeat_ttl_s} must exceed "
                              f"heartbeat_s={self.heartbeat_s}, or healthy workers look dead")
+        if self.block_ms >= self.redis_timeout_s * 1000:
+            raise ValueError(f"block_ms={self.block_ms} must be below redis_timeout_s="
+                             f"{self.redis_timeout_s} (in ms), or idle reads time out")
         if self.backlog_limit >= self.frames_maxlen:
             raise ValueError(f"backlog_limit={self.backlog_limit} must be below "
                              f"frames_maxlen={self.frames_maxlen}: frames trimmed by the cap "

@@ -185,14 +185,15 @@ class RLRModel(nn.Module):
         return self.predict_features(self.features(images))
 
     @torch.inference_mode()
-    def predict(self, images: Tensor) -> Prediction:
+    def predict(self, images: Tensor, bf16: bool | None = None) -> Prediction:
         """Inference entry point: eval mode, no autograd, bf16 autocast on CUDA.
 
-        Scores are always computed in float32, so they compare across devices.
+        `bf16`: None = on CUDA only; False forces float32. Scores are always computed in
+        float32, so they compare across devices.
         """
         self.eval()
         on_cuda = images.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and bf16 is not False):
             return self.predict_features(self.features(images))
 
 

@@ -1,0 +1,73 @@
+"""Worker health from heartbeat keys: what `rlrctl check` decides, as pure functions."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import redis
+
+from daemon import keys
+
+HEALTHY = ("ready",)
+
+
+class WorkerHealth(NamedTuple):
+    worker: str
+    host: str
+    status: str
+    healthy: bool
+    why: str
+    beat: dict
+
+
+def read_heartbeats(client: redis.Redis) -> list[dict]:
+    beats = []
+    for key in client.scan_iter(match=keys.WORKERS_PATTERN, count=500):
+        raw = client.get(key)
+        if raw is None:  # expired between SCAN and GET
+            continue
+        try:
+            beats.append(json.loads(raw))
+        except ValueError:
+            continue
+    return sorted(beats, key=lambda b: b.get("worker", ""))
+
+
+def judge(beat: Mapping, now: float | None = None) -> WorkerHealth:
+    now = time.time() if now is None else now
+    status = str(beat.get("status", "unknown"))
+    stalled = now - float(beat.get("loop_at", 0)) > float(beat.get("stall_s", 60))
+    if status not in HEALTHY:
+        why = f"status {status}" + (f" ({beat['last_error']})" if beat.get("last_error") else "")
+    elif stalled:
+        why = f"worker loop stalled for {now - float(beat['loop_at']):.0f}s"
+    else:
+        why = "ok"
+    return WorkerHealth(str(beat.get("worker")), str(beat.get("host")), status,
+                        why == "ok", why, dict(beat))
+
+
+def check(beats: Iterable[Mapping], worker: str | None = None, host: str | None = None,
+          line: str | None = None, min_workers: int = 1,
+          now: float | None = None) -> tuple[bool, list[WorkerHealth], str]:
+    """(ok, the workers considered, one-line verdict)."""
+    chosen = [judge(b, now) for b in beats
+              if (worker is None or b.get("worker") == worker)
+              and (host is None or b.get("host") == host)
+              and (line is None or line in (b.get("lines") or []))]
+    healthy = sum(w.healthy for w in chosen)
+    scope = (f"worker {worker}" if worker else f"host {host}" if host else "all hosts") + \
+        (f", line {line}" if line else "")
+    if not chosen:
+        return False, chosen, f"no live worker heartbeat ({scope})"
+    ok = healthy >= min_workers
+    return ok, chosen, f"{healthy} of {len(chosen)} worker(s) healthy ({scope}), " \
+        f"need {min_workers}"
+
+
+def this_host() -> str:
+    return socket.gethostname()

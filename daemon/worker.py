@@ -1,0 +1,432 @@
+"""The inference worker: frames in, batched RLR, results and alerts out.
+
+Tasks on one asyncio loop: the reader (XREADGROUP, triage, decoding handed to a thread
+pool), the batcher (dynamic batches, inference on its own thread, publish + ack), the claimer
+(XAUTOCLAIM of frames dead workers left, dead-letter after N deliveries) and housekeeping
+(backlog, heartbeat). Lifecycle like arq / rq: `run()` with `finally: close()`; the first
+SIGTERM / SIGINT stops reading and finishes what was read; a second one, or the grace
+timeout, cancels (unfinished frames stay pending for another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from daemon import logs
+from daemon.alerts import AlertRule
+from daemon.engine import Engine
+from daemon.errors import FrameError
+from daemon.metrics import WorkerMetrics
+from daemon.ports import Delivery
+from daemon.redis_conn import TRANSIENT, Backoff
+from daemon.schema import (
+    DeadLetter,
+    Frame,
+    Result,
+    decode_frame,
+    keep_for_dead_letter,
+    mask_png,
+    parse_frame,
+)
+from daemon.settings import Settings
+
+T = TypeVar("T")
+log = logs.get("rlr.worker")
+
+
+@dataclass
+class WorkerStats:
+    read: int = 0
+    done: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    alerts: int = 0
+    batches: int = 0
+
+
+def _text(value: Any) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+class _Item(NamedTuple):
+    delivery: Delivery
+    frame: Frame
+    image: asyncio.Future  # (S, S, 3) uint8, decoded on the decode pool
+
+
+class Worker:
+    """One consumer of the line(s)' group. `streams` is both FrameSource and ResultSink."""
+
+    def __init__(self, settings: Settings, engine: Engine, streams: Any,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.s = settings
+        self.engine = engine
+        self.io = streams
+        self.metrics = metrics or WorkerMetrics()
+        self.id = settings.consumer_name
+        self.rule = AlertRule(settings.alert_k, settings.alert_n, settings.alert_cooldown_s)
+        self.stats = WorkerStats()
+        self.status = "starting"
+        self.last_error: str | None = None
+        self.backlogs = dict.fromkeys(settings.lines, 0)
+        self.started_at = time.time()
+        self.loop_at = time.time()
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, "rlr-decode")
+        self._infer_pool = ThreadPoolExecutor(1, "rlr-infer")
+        self._stopping = False
+        self._reader_done = False
+        self._last_activity = time.monotonic()
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._first_claim: asyncio.Event | None = None
+        self._main: asyncio.Task | None = None
+        self._hard = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, idle_s: float | None = None) -> WorkerStats:
+        """Serve until stopped; with `idle_s`, also stop after that long with nothing to do."""
+        self._main = asyncio.current_task()
+        self._install_signals()
+        self._queue = asyncio.Queue(self.s.prefetch_batches * self.s.batch_size)
+        self._first_claim = asyncio.Event()
+        try:
+            await self._retry(self.io.ensure_groups, "ensure_groups")
+            self.status = "ready"
+            self.metrics.up.set(1)
+            self.metrics.model.labels(self.engine.version).set(1)
+            log.info("worker_ready", worker=self.id, lines=self.s.lines, group=self.s.group,
+                     model_version=self.engine.version, device=str(self.engine.device),
+                     batch_size=self.s.batch_size, calibrated=self.engine.calibrated)
+            helpers = [asyncio.create_task(c()) for c in
+                       (self._reader, self._claimer, self._housekeeping)]
+            try:
+                await self._batcher(idle_s)
+            finally:
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+        except asyncio.CancelledError:
+            if not self._hard:
+                raise
+            log.warning("worker_cancelled", worker=self.id,
+                        note="frames in flight stay pending for another worker")
+        finally:
+            await self.close()
+        return self.stats
+
+    async def run_until_idle(self, idle_s: float = 1.0, timeout_s: float = 120.0) -> WorkerStats:
+        """Bounded run for tests and batch jobs: returns once idle for `idle_s`."""
+        return await asyncio.wait_for(self.run(idle_s=idle_s), timeout_s)
+
+    @property
+    def hard_stopped(self) -> bool:
+        """True when the run was cancelled (second signal or grace timeout), not drained."""
+        return self._hard
+
+    def request_stop(self) -> None:
+        """First call: drain and stop. Second call: cancel at once."""
+        if not self._stopping:
+            self._stopping = True
+            self.status = "draining"
+            log.info("shutdown_requested", worker=self.id, grace_s=self.s.shutdown_grace_s)
+            asyncio.get_running_loop().call_later(self.s.shutdown_grace_s, self._cancel)
+        else:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._main is not None and not self._main.done():
+            self._hard = True
+            self._main.cancel()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    async def close(self) -> None:
+        self.status = "stopped"
+        self.metrics.up.set(0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.io.clear_heartbeat(self.id), 2)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            await self.io.close()
+        log.info("worker_stopped", worker=self.id, **asdict(self.stats))
+
+    # ------------------------------------------------------------------ reading
+
+    async def _reader(self) -> None:
+        backoff = Backoff()
+        try:
+            # The claimer's first pass recovers what this consumer name left pending last
+            # time; reading new frames before it would make those look like our own backlog.
+            await self._first_claim.wait()
+            while not self._stopping:
+                over = any(b > self.s.backlog_limit for b in self.backlogs.values())
+                count = max(self.s.batch_size, 256) if over else self.s.batch_size
+                try:
+                    deliveries = await self.io.read(count, self.s.block_ms)
+                except TRANSIENT as exc:
+                    await self._redis_down(exc, backoff)
+                    continue
+                self._redis_up(backoff)
+                if deliveries:
+                    self._last_activity = time.monotonic()
+                    await self._admit(deliveries)
+        finally:
+            self._reader_done = True
+
+    async def _admit(self, deliveries: list[Delivery]) -> None:
+        """Triage: dead-letter what cannot be a frame, skip stale frames, decode the rest."""
+        loop = asyncio.get_running_loop()
+        dead, skipped = [], []
+        now = time.time()
+        for d in deliveries:
+            self.stats.read += 1
+            self.metrics.frames_in.labels(d.line).inc()
+            if d.deliveries > self.s.max_deliveries:
+                dead.append(self._letter(d, FrameError(
+                    "too_many_deliveries", f"delivered {d.deliveries} times without a result "
+                    f"(limit RLR_MAX_DELIVERIES={self.s.max_deliveries}): workers crashed or "
+                    "inference failed on it; see the worker logs")))
+                continue
+            try:
+                frame = parse_frame(d.fields, self.s.max_payload_bytes)
+            except FrameError as exc:
+                dead.append(self._letter(d, exc))
+                continue
+            if self.backlogs.get(d.line, 0) > self.s.backlog_limit and \
+                    now - frame.ts > self.s.max_frame_age_s:
+                skipped.append(d)
+                continue
+            fut = loop.run_in_executor(self._decode_pool, decode_frame, frame,
+                                       self.engine.image_size, self.s.max_image_side)
+            await self._queue.put(_Item(d, frame, fut))
+        await self._skip(skipped)
+        await self._dead_letter(dead)
+
+    async def _skip(self, items: list[Delivery]) -> None:
+        if not items:
+            return
+        await self._retry(lambda: self.io.ack(items), "ack_skipped")
+        by_line: dict[str, int] = {}
+        for d in items:
+            by_line[d.line] = by_line.get(d.line, 0) + 1
+        for line, n in by_line.items():
+            await self._retry(lambda line=line, n=n: self.io.count(line, "skipped", n), "count")
+            self.metrics.frames_skipped.labels(line).inc(n)
+            log.warning("frames_skipped", line=line, n=n, backlog=self.backlogs.get(line),
+                        backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
+        self.stats.skipped += len(items)
+
+    def _letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
+        kept = keep_for_dead_letter(d.fields, self.s.max_payload_bytes)
+        letter = DeadLetter(d.entry_id, exc.reason, exc.detail, self.id, time.time(),
+                            d.deliveries, "frame", kept)
+        return d, d.line, letter
+
+    async def _dead_letter(self, items: list[tuple[Delivery | None, str, DeadLetter]]) -> None:
+        if not items:
+            return
+        await self._retry(lambda: self.io.dead_letter(items), "dead_letter")
+        for _, line, letter in items:
+            self.metrics.frames_dead.labels(line, letter.reason).inc()
+            log.warning("frame_dead_lettered", line=line, entry=letter.source_id,
+                        reason=letter.reason, detail=letter.detail,
+                        camera=_text(letter.original.get("camera")))
+        self.stats.dead_lettered += len(items)
+
+    # ------------------------------------------------------------------ batching
+
+    async def _batcher(self, idle_s: float | None) -> None:
+        wait = self.s.batch_wait_ms / 1000
+        while True:
+            self.loop_at = time.time()
+            if self._stopping and self._reader_done and self._queue.empty():
+                return
+            try:
+                first = await asyncio.wait_for(self._queue.get(), 0.1)
+            except asyncio.TimeoutError:
+                if idle_s is not None and time.monotonic() - self._last_activity > idle_s:
+                    self.request_stop()
+                continue
+            batch = [first]
+            deadline = time.monotonic() + wait
+            while len(batch) < self.s.batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    batch.append(self._queue.get_nowait() if remaining <= 0 else
+                                 await asyncio.wait_for(self._queue.get(), remaining))
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+            await self._process(batch)
+            self._last_activity = time.monotonic()
+
+    async def _process(self, batch: list[_Item]) -> None:
+        start = time.time()
+        good, dead = [], []
+        for item in batch:
+            try:
+                good.append((item, await item.image))
+            except FrameError as exc:
+                dead.append(self._letter(item.delivery, exc))
+            except Exception as exc:  # a decoder bug must not take the worker down
+                dead.append(self._letter(item.delivery, FrameError(
+                    "corrupt", f"decoding failed ({type(exc).__name__}: {exc})")))
+        await self._dead_letter(dead)
+        if not good:
+            return
+        frames = [item.frame for item, _ in good]
+        try:
+            outputs, infer_ms = await asyncio.get_running_loop().run_in_executor(
+                self._infer_pool, self._infer, frames, [img for _, img in good])
+        except Exception as exc:
+            # Left unacknowledged: another delivery retries it, and after
+            # RLR_MAX_DELIVERIES it is dead-lettered instead of blocking the line.
+            self.last_error = f"inference failed: {type(exc).__name__}: {exc}"
+            log.error("inference_failed", n=len(good), error=self.last_error)
+            return
+        self.stats.batches += 1
+        self.metrics.batch_size.observe(len(good))
+        self.metrics.inference.observe(infer_ms / 1000)
+        await self._publish(good, outputs, start, infer_ms)
+
+    def _infer(self, frames: list[Frame], images: list[np.ndarray]):
+        """On the inference thread: scores, then PNG masks where wanted."""
+        scores = self.engine.infer(images)
+        outputs = []
+        for i, frame in enumerate(frames):
+            score = float(scores.scores[i])
+            threshold = self.engine.threshold(frame.product_class)
+            anomalous = threshold is not None and score > threshold
+            want = frame.want_mask or self.s.masks == "always" or \
+                (self.s.masks == "anomalous" and anomalous)
+            mask = mask_png(scores.maps[i], threshold) if want and threshold is not None \
+                else None
+            outputs.append((score, threshold, anomalous, mask))
+        return outputs, scores.infer_ms
+
+    async def _publish(self, good, outputs, start: float, infer_ms: float) -> None:
+        now = time.time()
+        pairs = []
+        for (item, _), (score, threshold, anomalous, mask) in zip(good, outputs, strict=True):
+            f, d = item.frame, item.delivery
+            queue_ms = max(0.0, start * 1000 - d.enqueued_ms)
+            pairs.append((d, Result(f.frame_id, f.camera, score, anomalous, threshold,
+                                    self.engine.version, f.ts, queue_ms, infer_ms,
+                                    (now - f.ts) * 1000, self.id, f.product_class, mask)))
+            self.metrics.queue_wait.observe(queue_ms / 1000)
+        published = await self._retry(lambda: self.io.publish(pairs, self.rule.n), "publish")
+        for (d, res), pub in zip(pairs, published, strict=True):
+            if not pub.new:
+                self.stats.replayed += 1
+                self.metrics.frames_replayed.labels(d.line).inc()
+                continue
+            self.stats.done += 1
+            self.metrics.frames_done.labels(d.line).inc()
+            self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
+            if res.is_anomaly and self.rule.triggered(pub.window):
+                await self._alert(d.line, res, pub.window)
+
+    async def _alert(self, line: str, res: Result, window) -> None:
+        alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
+                                res.threshold, res.product_class)
+        alert_id = await self._retry(
+            lambda: self.io.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
+        if alert_id is not None:
+            self.stats.alerts += 1
+            self.metrics.alerts.labels(line).inc()
+            log.warning("alert_raised", line=line, camera=res.camera, rule=alert.rule,
+                        frames=alert.frame_ids, scores=alert.scores, alert=alert_id)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _claimer(self) -> None:
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                claimed = await self.io.claim_stale(self.s.claim_idle_ms,
+                                                    max(4 * self.s.batch_size, 100))
+            except TRANSIENT as exc:
+                await self._redis_down(exc, backoff)
+                continue
+            self._redis_up(backoff)
+            self._first_claim.set()
+            if claimed.trimmed:
+                await self._dead_letter([(None, line, DeadLetter(
+                    eid, "trimmed", "the frame was trimmed from the stream (MAXLEN cap, "
+                    "RLR_FRAMES_MAXLEN) before any worker finished it; raise the cap or add "
+                    "workers", self.id, time.time(), 0)) for line, eid in claimed.trimmed])
+            if claimed.deliveries:
+                self._last_activity = time.monotonic()
+                log.info("frames_claimed", n=len(claimed.deliveries),
+                         entries=[d.entry_id for d in claimed.deliveries[:10]])
+                await self._admit(claimed.deliveries)
+            await self._sleep(self.s.claim_interval_s)
+
+    async def _housekeeping(self) -> None:
+        next_beat = 0.0
+        while True:
+            for line in self.s.lines:
+                with contextlib.suppress(*TRANSIENT):
+                    self.backlogs[line] = await self.io.backlog(line)
+                    self.metrics.pending.labels(line).set(self.backlogs[line])
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.s.heartbeat_s
+                with contextlib.suppress(*TRANSIENT):
+                    await self.io.heartbeat(self.id, self.health(), self.s.heartbeat_ttl_s)
+            await asyncio.sleep(min(0.5, self.s.heartbeat_s))
+
+    def health(self) -> dict:
+        return {"worker": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                "status": self.status, "lines": self.s.lines, "group": self.s.group,
+                "model_version": self.engine.version, "device": str(self.engine.device),
+                "started_at": self.started_at, "updated_at": time.time(),
+                "loop_at": self.loop_at, "stall_s": self.s.stall_s,
+                "backlog": self.backlogs, "last_error": self.last_error, **asdict(self.stats)}
+
+    # ------------------------------------------------------------------ Redis outages
+
+    async def _retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Retry `call` through Redis outages; only cancellation ends it."""
+        backoff = Backoff()
+        while True:
+            try:
+                result = await call()
+            except TRANSIENT as exc:
+                await self._redis_down(exc, backoff, what)
+                continue
+            self._redis_up(backoff)
+            return result
+
+    async def _redis_down(self, exc: Exception, backoff: Backoff, what: str = "read") -> None:
+        if self.status != "redis_unavailable":
+            log.error("redis_unavailable", during=what, error=f"{type(exc).__name__}: {exc}")
+        self.status = "redis_unavailable"
+        self.last_error = f"redis: {exc}"
+        await backoff.asleep()
+
+    def _redis_up(self, backoff: Backoff) -> None:
+        backoff.reset()
+        if self.status == "redis_unavailable":
+            self.status = "draining" if self._stopping else "ready"
+            log.info("redis_reconnected")
+
+    async def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < end:
+            await asyncio.sleep(min(0.1, end - time.monotonic()))
