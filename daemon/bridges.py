@@ -35,7 +35,7 @@ GROUPS = {"mqtt": "rlr-bridge-mqtt", "webhook": "rlr-bridge-webhook"}
 # alerts raised before the first bridge of a kind came up (a rollout where workers start first,
 # or a group Redis lost and we recreate) would otherwise never be delivered, and nobody would
 # know. The cost is a one-off replay of at most `alerts_maxlen` old alerts; to skip history,
-# create the group at "$" yourself before the first start (README: Alert bridges).
+# run `XGROUP CREATE rlr:alerts:{<line>} rlr-bridge-<kind> $ MKSTREAM` before the first start.
 GROUP_START_ID = "0"
 _EXCERPT = 300
 
@@ -116,6 +116,17 @@ class Bridge:
     # ------------------------------------------------------------------ one round
     def step(self, block_ms: int | None = None) -> int:
         """One read (plus a stale-alert claim when due); the number of alerts handled."""
+        try:
+            return self._step(block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # A Redis restart without persistence, or a deleted key: recreate on the next step.
+            log.warning("group_missing", group=self.group, error=str(exc))
+            self._groups_ready = False
+            return 0
+
+    def _step(self, block_ms: int | None) -> int:
         self._flush_acks()
         if not self._groups_ready:
             self._ensure_groups()
@@ -123,27 +134,22 @@ class Bridge:
         if time.monotonic() >= self._next_claim:
             handled += self._claim_stale()
             self._next_claim = time.monotonic() + self.settings.claim_interval_s
-        start = "0" if self._own_backlog else ">"
-        try:
-            # COUNT 1: on stop, at most one read-but-unhandled alert per line waits for a claim.
-            reply = self.client.xreadgroup(
-                self.group, self.consumer, dict.fromkeys(self.lines, start), count=1,
-                block=None if start == "0" else (block_ms or self.settings.block_ms))
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            log.warning("group_missing", group=self.group, error=str(exc))
-            self._groups_ready = False  # a Redis restart without persistence, or a deleted key
-            return handled
-        entries = [(key, eid, fields) for key, batch in reply or [] for eid, fields in batch]
-        if start == "0" and not entries:
+        entries = self._read("0", None) if self._own_backlog else []
+        if not entries:
             self._own_backlog = False
+            entries = self._read(">", block_ms or self.settings.block_ms)
         for key, entry_id, fields in entries:
             if self.stopping:
                 break
             self._handle(_s(key), entry_id, fields)
             handled += 1
         return handled
+
+    def _read(self, start: str, block_ms: int | None) -> list[tuple[bytes, bytes, Fields]]:
+        # COUNT 1: on stop, at most one read-but-unhandled alert per line waits for a claim.
+        reply = self.client.xreadgroup(self.group, self.consumer,
+                                       dict.fromkeys(self.lines, start), count=1, block=block_ms)
+        return [(key, eid, fields) for key, batch in reply or [] for eid, fields in batch]
 
     def _ensure_groups(self) -> None:
         for key in self.lines:
@@ -159,18 +165,12 @@ class Bridge:
         """Take over alerts a crashed bridge of this kind read but never acked."""
         handled = 0
         for key in self.lines:
-            try:
-                reply = self.client.xautoclaim(key, self.group, self.consumer,
-                                               self.settings.claim_idle_ms, "0-0", count=16)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self._groups_ready = False
-                return handled
+            reply = self.client.xautoclaim(key, self.group, self.consumer,
+                                           self.settings.claim_idle_ms, "0-0", count=16)
             entries, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
             if entries or deleted:
                 log.info("alerts_claimed", key=key, n=len(entries) + len(deleted))
-            for entry_id, fields in list(entries) + [(d, None) for d in deleted]:
+            for entry_id, fields in [*entries, *((d, None) for d in deleted)]:
                 if self.stopping:
                     return handled
                 self._handle(key, entry_id, fields)
@@ -216,6 +216,9 @@ class Bridge:
                 # Left pending: a restart (same consumer name) or another bridge's claim retries.
                 log.warning("alert_left_pending", line=line, alert_id=alert.alert_id)
                 return
+            # Retries can outlast claim_idle_ms: reset the idle time so no other bridge of this
+            # kind takes the alert over and sends it in parallel.
+            self.client.xclaim(key, self.group, self.consumer, 0, [entry_id], justid=True)
 
     def _ack(self, key: str, entry_id: bytes) -> None:
         try:
@@ -227,8 +230,7 @@ class Bridge:
 
     def _flush_acks(self) -> None:
         while self._unacked:
-            key, entry_id = self._unacked[0]
-            self.client.xack(key, self.group, entry_id)
+            self.client.xack(self._unacked[0][0], self.group, self._unacked[0][1])
             self._unacked.pop(0)
 
     def _dead_letter(self, key: str, entry_id: bytes, fields: Fields, reason: str, detail: str,
@@ -380,8 +382,8 @@ class WebhookSink:
             with self._opener.open(request, timeout=self.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            status, body = exc.code, _excerpt(exc)
-            detail = f"HTTP {status} from {self.url}: {body}"
+            status, body = exc.code, exc.read(_EXCERPT).decode(errors="replace")
+            detail = f"HTTP {status} from {self.url}: {' '.join(body.split()) or '(no body)'}"
             if status >= 500 or status in self.RETRY_STATUS:
                 raise DeliveryError(f"http_{status}", detail) from None
             if 300 <= status < 400:
@@ -395,11 +397,3 @@ class WebhookSink:
 
     def close(self) -> None:
         pass
-
-
-def _excerpt(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read(_EXCERPT).decode(errors="replace")
-    except OSError:
-        body = ""
-    return " ".join(body.split()) or "(empty body)"

@@ -66,9 +66,8 @@ class MemoryStreams:
         return len(self.frames[line]) - self.cursor[line] + \
             sum(1 for (ln, _) in self.pending if ln == line)
 
-    async def ack(self, items: Sequence[Delivery]) -> None:
-        for d in items:
-            self.pending.pop((d.line, d.entry_id), None)
+    async def ack(self, items: Sequence[Delivery]) -> int:
+        return sum(self.pending.pop((d.line, d.entry_id), None) is not None for d in items)
 
     # ResultSink
     async def publish(self, items: Sequence[tuple[Delivery, Result]],

@@ -47,8 +47,8 @@ class FrameSource(Protocol):
     async def backlog(self, line: str) -> int:
         """Entries of `line` not yet acknowledged by the group (undelivered + pending)."""
 
-    async def ack(self, items: Sequence[Delivery]) -> None:
-        """Acknowledge without an outcome: only for skipped frames (the sink counts them)."""
+    async def ack(self, items: Sequence[Delivery]) -> int:
+        """Acknowledge without an outcome (skipped frames); how many were still pending."""
 
     async def close(self) -> None: ...
 

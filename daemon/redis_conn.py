@@ -7,6 +7,7 @@ import time
 
 import redis
 import redis.asyncio
+import redis.exceptions
 
 from daemon.errors import RedisUnavailable
 from daemon.settings import Settings
@@ -37,7 +38,7 @@ def connect_async(settings: Settings) -> redis.asyncio.Redis:
 
 def describe(exc: Exception, url: str) -> RedisUnavailable:
     shown = _hide_password(url)
-    if isinstance(exc, redis.AuthenticationError | redis.AuthorizationError) or \
+    if isinstance(exc, redis.exceptions.AuthenticationError) or \
             "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
         return RedisUnavailable(f"Redis at {shown} refused the credentials ({exc}); set "
                                 "RLR_REDIS_USERNAME / RLR_REDIS_PASSWORD or fix RLR_REDIS_URL")

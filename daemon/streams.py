@@ -141,11 +141,11 @@ class RedisStreams:
                 return int(lag) + int(g["pending"])
         return 0
 
-    async def ack(self, items: Sequence[Delivery]) -> None:
+    async def ack(self, items: Sequence[Delivery]) -> int:
         pipe = self.r.pipeline(transaction=False)
         for d in items:
             pipe.xack(keys.frames(d.line), self.group, d.entry_id)
-        await pipe.execute()
+        return sum(int(n) for n in await pipe.execute())
 
     # ------------------------------------------------------------------ ResultSink
 

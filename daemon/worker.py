@@ -92,6 +92,7 @@ class Worker:
         self._first_claim: asyncio.Event | None = None
         self._main: asyncio.Task | None = None
         self._hard = False
+        self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -194,8 +195,10 @@ class Worker:
         """Triage: dead-letter what cannot be a frame, skip stale frames, decode the rest."""
         loop = asyncio.get_running_loop()
         dead, skipped = [], []
-        now = time.time()
         for d in deliveries:
+            if (d.line, d.entry_id) in self._held:
+                continue  # our own frame, still queued: XAUTOCLAIM saw it idle, it is not lost
+            self._held.add((d.line, d.entry_id))
             self.stats.read += 1
             self.metrics.frames_in.labels(d.line).inc()
             if d.deliveries > self.s.max_deliveries:
@@ -210,7 +213,7 @@ class Worker:
                 dead.append(self._letter(d, exc))
                 continue
             if self.backlogs.get(d.line, 0) > self.s.backlog_limit and \
-                    now - frame.ts > self.s.max_frame_age_s:
+                    time.time() - frame.ts > self.s.max_frame_age_s:
                 skipped.append(d)
                 continue
             fut = loop.run_in_executor(self._decode_pool, decode_frame, frame,
@@ -220,18 +223,24 @@ class Worker:
         await self._dead_letter(dead)
 
     async def _skip(self, items: list[Delivery]) -> None:
-        if not items:
-            return
-        await self._retry(lambda: self.io.ack(items), "ack_skipped")
-        by_line: dict[str, int] = {}
+        by_line: dict[str, list[Delivery]] = {}
         for d in items:
-            by_line[d.line] = by_line.get(d.line, 0) + 1
-        for line, n in by_line.items():
-            await self._retry(lambda line=line, n=n: self.io.count(line, "skipped", n), "count")
+            by_line.setdefault(d.line, []).append(d)
+        for line, group in by_line.items():
+            # count what this ack settled, so a redelivered frame is never counted twice
+            n = await self._retry(lambda group=group: self.io.ack(group), "ack_skipped")
+            if n:
+                await self._retry(lambda line=line, n=n: self.io.count(line, "skipped", n),
+                                  "count")
             self.metrics.frames_skipped.labels(line).inc(n)
+            self.stats.skipped += n
             log.warning("frames_skipped", line=line, n=n, backlog=self.backlogs.get(line),
                         backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
-        self.stats.skipped += len(items)
+        self._release(items)
+
+    def _release(self, items) -> None:
+        for d in items:
+            self._held.discard((d.line, d.entry_id))
 
     def _letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
         kept = keep_for_dead_letter(d.fields, self.s.max_payload_bytes)
@@ -243,6 +252,7 @@ class Worker:
         if not items:
             return
         await self._retry(lambda: self.io.dead_letter(items), "dead_letter")
+        self._release(d for d, _, _ in items if d is not None)
         for _, line, letter in items:
             self.metrics.frames_dead.labels(line, letter.reason).inc()
             log.warning("frame_dead_lettered", line=line, entry=letter.source_id,
@@ -299,6 +309,7 @@ class Worker:
             # RLR_MAX_DELIVERIES it is dead-lettered instead of blocking the line.
             self.last_error = f"inference failed: {type(exc).__name__}: {exc}"
             log.error("inference_failed", n=len(good), error=self.last_error)
+            self._release(item.delivery for item, _ in good)  # let the claimer retry them
             return
         self.stats.batches += 1
         self.metrics.batch_size.observe(len(good))
@@ -331,6 +342,7 @@ class Worker:
                                     (now - f.ts) * 1000, self.id, f.product_class, mask)))
             self.metrics.queue_wait.observe(queue_ms / 1000)
         published = await self._retry(lambda: self.io.publish(pairs, self.rule.n), "publish")
+        self._release(d for d, _ in pairs)
         for (d, res), pub in zip(pairs, published, strict=True):
             if not pub.new:
                 self.stats.replayed += 1

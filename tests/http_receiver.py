@@ -34,7 +34,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
 
     def __enter__(self) -> Receiver:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

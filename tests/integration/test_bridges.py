@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from daemon import keys
 from daemon.bridges import Bridge, DeliveryError, WebhookSink
 from daemon.cli import main
+from daemon.embedded import EmbeddedRedis
+from daemon.redis_conn import connect
 from daemon.schema import Alert, DeadLetter
 from daemon.settings import load_settings
 from tests.http_receiver import Receiver
@@ -213,6 +215,26 @@ def test_recreates_a_lost_group_and_delivers_what_arrived_since(redis_url, line,
     alert, = _raise(rclient, line, 1)
     bridge.run_until_idle(5)
     assert [a.alert_id for a in sink.got] == [alert.alert_id]
+
+
+def test_rides_out_a_redis_restart(line):
+    with EmbeddedRedis(port=0) as server:
+        settings = load_settings(redis_url=server.url, lines=[line], block_ms=100)
+        client = connect(settings)
+        sink = _ListSink()
+        bridge = Bridge(client, settings, sink)
+        worker = threading.Thread(target=bridge.run, daemon=True)
+        worker.start()
+        writer = redis.Redis.from_url(server.url)
+        writer.xadd(keys.alerts(line), _alert(line, 0).to_fields())
+        _wait(lambda: len(sink.got) == 1, 5)
+        server.restart(down_s=0.5)  # AOF keeps the stream and the group's position
+        writer.xadd(keys.alerts(line), _alert(line, 1).to_fields())
+        _wait(lambda: len(sink.got) == 2, 10)
+        bridge.stop()
+        worker.join(5)
+        assert not worker.is_alive()
+        assert [a.alert_id for a in sink.got] == [f"{line}-a0", f"{line}-a1"]
 
 
 # ----------------------------------------------------------------------------- rlrctl alerts
