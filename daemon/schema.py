@@ -232,7 +232,8 @@ class Result:
 
     @property
     def normalized(self) -> float | None:
-        return None if not self.threshold else self.score / self.threshold
+        return None if self.threshold is None or self.threshold <= 0 else \
+            self.score / self.threshold
 
     def to_fields(self) -> dict[str, bytes]:
         fields = {"v": SCHEMA_VERSION, "frame_id": self.frame_id, "camera": self.camera,

@@ -25,7 +25,7 @@ _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RLR_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="RLR_", extra="ignore", validate_default=True)
 
     # --- Redis
     redis_url: str | None = Field(None, description="redis://, rediss:// (TLS) or unix:// URL; "
@@ -153,17 +153,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.alert_k > self.alert_n:
-            raise ValueError(f"alert_k={self.alert_k} is more than alert_n={self.alert_n}: "
+            raise ValueError(f"RLR_ALERT_K={self.alert_k} is more than RLR_ALERT_N={self.alert_n}: "
                              "an alert needs k anomalous frames among the last n")
         if self.heartbeat_ttl_s <= self.heartbeat_s:
-            raise ValueError(f"heartbeat_ttl_s={self.heartbeat_ttl_s} must exceed "
-                             f"heartbeat_s={self.heartbeat_s}, or healthy workers look dead")
+            raise ValueError(f"RLR_HEARTBEAT_TTL_S={self.heartbeat_ttl_s} must exceed "
+                             f"RLR_HEARTBEAT_S={self.heartbeat_s}, or healthy workers look dead")
         if self.block_ms >= self.redis_timeout_s * 1000:
-            raise ValueError(f"block_ms={self.block_ms} must be below redis_timeout_s="
+            raise ValueError(f"RLR_BLOCK_MS={self.block_ms} must be below RLR_REDIS_TIMEOUT_S="
                              f"{self.redis_timeout_s} (in ms), or idle reads time out")
         if self.backlog_limit >= self.frames_maxlen:
-            raise ValueError(f"backlog_limit={self.backlog_limit} must be below "
-                             f"frames_maxlen={self.frames_maxlen}: frames trimmed by the cap "
+            raise ValueError(f"RLR_BACKLOG_LIMIT={self.backlog_limit} must be below "
+                             f"RLR_FRAMES_MAXLEN={self.frames_maxlen}: frames trimmed by the cap "
                              "are lost before the worker can skip and count them")
         return self
 
@@ -206,21 +206,38 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     unknown = sorted(set(given) - set(Settings.model_fields))
     if unknown:
         raise SettingsError(f"unknown setting(s) {unknown}")
-    _check_environment()
+    _check_names(os.environ, "the environment")
+    if config_file is not None:
+        _check_names(_file_keys(Path(config_file)), str(config_file), file=True)
     try:
         return Settings(_env_file=config_file, **given)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, config_file)) from None
 
 
-def _check_environment() -> None:
-    """A misspelt `RLR_*` variable would silently fall back to a default: refuse it."""
+def _check_names(names, where: str, file: bool = False) -> None:
+    """A misspelt `RLR_*` name would silently fall back to a default: refuse it. Names
+    without the prefix are left alone (a shared env file holds other programs' settings),
+    unless they are one of ours with the prefix forgotten."""
     known = {env_name(name) for name in Settings.model_fields} | {"RLR_CONFIG"}
-    for var in sorted(os.environ):
-        if var.startswith("RLR_") and var not in known:
-            close = difflib.get_close_matches(var, sorted(known), n=1)
+    for var in sorted(names):
+        if var.upper().startswith("RLR_") and var.upper() not in known:
+            close = difflib.get_close_matches(var.upper(), sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else "; see README: Configuration"
-            raise SettingsError(f"unknown setting {var} in the environment{hint}")
+            raise SettingsError(f"unknown setting {var} in {where}{hint}")
+        if file and f"RLR_{var.upper()}" in known and var.upper() != "CONFIG":
+            raise SettingsError(f"{var} in {where} is missing its prefix: write RLR_{var.upper()}")
+
+
+def _file_keys(path: Path) -> list[str]:
+    """Variable names in a KEY=value file (comments, blanks and `export ` allowed)."""
+    names = []
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        names.append(line.removeprefix("export ").split("=", 1)[0].strip())
+    return names
 
 
 def _describe(exc: ValidationError, config_file: str | os.PathLike[str] | None) -> str:

@@ -430,6 +430,7 @@ class Worker:
             log.error("redis_unavailable", during=what, error=f"{type(exc).__name__}: {exc}")
         self.status = "redis_unavailable"
         self.last_error = f"redis: {exc}"
+        self._last_activity = time.monotonic()  # an outage is not idleness
         await backoff.asleep()
 
     def _redis_up(self, backoff: Backoff) -> None:

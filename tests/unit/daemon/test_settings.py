@@ -76,10 +76,11 @@ def test_a_bad_password_is_not_echoed(clean_env):
 
 
 @pytest.mark.parametrize("overrides, names", [
-    ({"alert_k": 6, "alert_n": 5}, ("alert_k=6", "alert_n=5")),
-    ({"heartbeat_s": 5, "heartbeat_ttl_s": 5}, ("heartbeat_ttl_s=5", "heartbeat_s=5")),
-    ({"backlog_limit": 100, "frames_maxlen": 100}, ("backlog_limit=100", "frames_maxlen=100")),
-    ({"block_ms": 2000, "redis_timeout_s": 2}, ("block_ms=2000", "redis_timeout_s=2")),
+    ({"alert_k": 6, "alert_n": 5}, ("RLR_ALERT_K=6", "RLR_ALERT_N=5")),
+    ({"heartbeat_s": 5, "heartbeat_ttl_s": 5}, ("RLR_HEARTBEAT_TTL_S=5", "RLR_HEARTBEAT_S=5")),
+    ({"backlog_limit": 100, "frames_maxlen": 100},
+     ("RLR_BACKLOG_LIMIT=100", "RLR_FRAMES_MAXLEN=100")),
+    ({"block_ms": 2000, "redis_timeout_s": 2}, ("RLR_BLOCK_MS=2000", "RLR_REDIS_TIMEOUT_S=2")),
 ])
 def test_inconsistent_settings_name_both_sides(overrides, names):
     msg = _error(**overrides)
@@ -152,7 +153,7 @@ def test_a_misspelt_key_in_the_settings_file_is_refused(tmp_path):
     path.write_text("RLR_BATCH_SZE=16\n")
     msg = _error(config_file=path)
     assert "BATCH_SZE" in msg
-    assert "not a known setting" in msg
+    assert "did you mean RLR_BATCH_SIZE" in msg
 
 
 @pytest.mark.parametrize("overrides, var", [
@@ -179,3 +180,18 @@ def test_describe_settings_lists_every_variable_with_its_default():
     assert rows["RLR_LINES"][0] == "line1"
     assert rows["RLR_REDIS_URL"][0] == ""
     assert all(var.startswith("RLR_") for var in rows)
+
+
+def test_settings_file_misspelling_gets_a_hint_and_other_programs_keys_pass(tmp_path):
+    path = tmp_path / "rlr.env"
+    path.write_text("# plant settings\nPATH_X=1\nexport RLR_BATCH_SZE=16\n")
+    msg = _error(config_file=path)
+    assert "did you mean RLR_BATCH_SIZE" in msg and "RLR_RLR_" not in msg
+    path.write_text("OTHER_TOOL=1\nRLR_BATCH_SIZE=16\n")
+    assert load_settings(path).batch_size == 16
+
+
+def test_settings_file_key_without_prefix_is_refused(tmp_path):
+    path = tmp_path / "rlr.env"
+    path.write_text("BATCH_SIZE=16\n")
+    assert "write RLR_BATCH_SIZE" in _error(config_file=path)

@@ -1,0 +1,181 @@
+"""Streaming pipeline throughput and latency, measured in one run.
+
+1. model-only frames/s: `model.predict` on decoded batches of the worker's batch size;
+2. end-to-end frames/s: pre-encoded JPEG frames XADDed to the frames stream (the producer's
+   code path) → Redis → a real `rlrctl worker` process → results stream, timed from the
+   first XADD to the last result;
+3. their ratio (target >= 0.9);
+4. p50 / p99 end-to-end latency (capture → result published) with frames paced at half of
+   the measured end-to-end capacity.
+
+The worker runs as its own process on the same machine, like in production; camera-side JPEG
+encoding is done before timing (cameras encode on their own hardware). Redis: an embedded
+server unless --redis-url is given.
+
+    python benchmarks/pipeline.py [--preset lite] [--batch 8] [--seconds 20] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+
+from daemon import keys
+from daemon.embedded import EmbeddedRedis
+from daemon.producer import push_images
+from daemon.schema import Result, encode_image
+from rlr.artifact import save_artifact
+from rlr.config import preset
+from rlr.data import list_images, load_image
+from rlr.features import images_to_tensor
+from rlr.model import create_model
+from rlr.synthetic import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
+    """The preset's model (packaged backbone weights) with a threshold at the median score."""
+    cfg = preset(name)
+    model = create_model(cfg).eval()
+    scores = model.predict(images_to_tensor(images[:16])).score.numpy()
+    path = workdir / f"{name}.rlr"
+    save_artifact(path, model, ["bench"], thresholds={"default": float(np.median(scores))})
+    return path
+
+
+def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: float,
+                   device: str) -> float:
+    from rlr.artifact import load_artifact
+
+    model, _ = load_artifact(path, device=device)
+    x = images_to_tensor((images * batch)[:batch]).to(device)
+    model.predict(x)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.predict(x)
+        n += batch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def start_worker(url: str, line: str, model: Path, batch: int, device: str,
+                 log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLR_")}
+    env.update({"RLR_REDIS_URL": url, "RLR_LINES": line, "RLR_MODEL": str(model),
+                "RLR_BATCH_SIZE": str(batch), "RLR_DEVICE": device, "RLR_METRICS_PORT": "0",
+                "RLR_CONSUMER": "bench-worker", "RLR_BACKLOG_LIMIT": "50000",
+                "RLR_FRAMES_MAXLEN": "100000", "RLR_RESULTS_MAXLEN": "100000",
+                "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600"})
+    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker"], env=env, cwd=ROOT,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def wait_ready(client: redis.Redis, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while b'"ready"' not in (client.get(keys.worker("bench-worker")) or b""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"worker did not start; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def results_after(client: redis.Redis, line: str, start_id: str) -> list[tuple[str, Result]]:
+    return [(eid.decode(), Result.from_fields(f))
+            for eid, f in client.xrange(keys.results(line), min=f"({start_id}")]
+
+
+def wait_results(client: redis.Redis, line: str, n: int, timeout: float) -> float:
+    """Blocks until the results stream holds n entries; returns the time it did."""
+    deadline = time.monotonic() + timeout
+    while client.xlen(keys.results(line)) < n:
+        if time.monotonic() > deadline:
+            sys.exit(f"only {client.xlen(keys.results(line))} of {n} results after {timeout}s")
+        time.sleep(0.002)
+    return time.perf_counter()
+
+
+def throughput(client: redis.Redis, line: str, frames: list[bytes], n: int) -> float:
+    have = client.xlen(keys.results(line))
+    t0 = time.perf_counter()
+    push_images(client, line, "cam-tput", (frames * (n // len(frames) + 1))[:n], maxlen=None)
+    t1 = wait_results(client, line, have + n, timeout=60 + n)
+    return n / (t1 - t0)
+
+
+def latency(client: redis.Redis, line: str, frames: list[bytes], fps: float,
+            seconds: float) -> np.ndarray:
+    last = client.xrevrange(keys.results(line), count=1)
+    start_id = last[0][0].decode() if last else "0-0"
+    n = int(fps * seconds)
+    period, t_next = 1.0 / fps, time.perf_counter()
+    for i in range(n):
+        t_next += period
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+        push_images(client, line, "cam-lat", [frames[i % len(frames)]], maxlen=None)
+    have = client.xlen(keys.results(line))
+    wait_results(client, line, have, timeout=60)
+    deadline = time.monotonic() + 60
+    while len(got := results_after(client, line, start_id)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return np.array([r.latency_ms for _, r in got if r.camera == "cam-lat"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="lite", help="tiny or lite (or paper on a GPU)")
+    ap.add_argument("--batch", type=int, default=8, help="worker batch size")
+    ap.add_argument("--seconds", type=float, default=20, help="length of each measurement")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rlr-bench-"))
+    size = preset(args.preset).backbone.image_size
+    data = write_dataset(work / "data", classes=["fabric", "tile", "wood"], n_train=8,
+                         n_test_good=4, n_test_defect=4, size=size, seed=1, progress=False)
+    images = [load_image(p, size) for p in list_images(sorted(data.glob("*/test")))]
+    frames = [encode_image(img, "jpeg", 90)[0] for img in images]
+    model = make_model(args.preset, work, images)
+    print(f"preset {args.preset}: {size} px, batch {args.batch}, device {args.device}, "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
+
+    server = None if args.redis_url else EmbeddedRedis(work / "redis").start()
+    url = args.redis_url or server.url
+    client = redis.Redis.from_url(url)
+    line = f"bench{uuid.uuid4().hex[:6]}"
+    log = work / "worker.log"
+    worker = start_worker(url, line, model, args.batch, args.device, log)
+    try:
+        wait_ready(client, worker, log)
+        fps_model = model_only_fps(model, images, args.batch, args.seconds, args.device)
+        print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches)",
+              flush=True)
+        throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
+        fps_e2e = throughput(client, line, frames, max(int(fps_model * args.seconds), 64))
+        print(f"end-to-end      {fps_e2e:8.1f} frames/s (XADD -> worker -> results)", flush=True)
+        print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
+        rate = fps_e2e / 2
+        lat = latency(client, line, frames, rate, args.seconds)
+        print(f"latency @ {rate:5.1f} fps (half capacity), {lat.size} frames: "
+              f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+              f"max {lat.max():.1f} ms")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
