@@ -1,4 +1,5 @@
-# The two commands: `make demo` (set up + train + score on a synthetic multi-class set)
+# The two commands: `make demo` (set up, then a whole inspection line on this box: embedded
+# Redis, a model trained on the spot, a worker, simulated cameras, live scores and alerts)
 # and `make test` (set up + lint + the test suite). Both create .venv on first use.
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo demo-offline test lint bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/rlrctl demo --workdir $(DEMO)
+
+# The model workflow without the streaming line: train, calibrate, evaluate, score to overlays.
+demo-offline: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/rlrctl synthetic $(DEMO)/data --classes fabric,tile,washer --n-train 40 --n-test 4 --size 256
 	$(BIN)/rlrctl train --data $(DEMO)/data --preset lite --epochs 8 --out $(DEMO)/model.rlr \
@@ -37,6 +42,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

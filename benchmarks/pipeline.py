@@ -79,7 +79,7 @@ def start_worker(url: str, line: str, model: Path, batch: int, device: str,
                 "RLR_FRAMES_MAXLEN": "100000", "RLR_RESULTS_MAXLEN": "100000",
                 "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600"})
     return subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker"], env=env, cwd=ROOT,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
 def wait_ready(client: redis.Redis, proc: subprocess.Popen, log: Path) -> None:

@@ -31,17 +31,13 @@ def main() -> None:
 
 
 def _register() -> None:
-    from daemon import cli_eval, cli_model
+    from daemon import cli_alerts, cli_demo, cli_eval, cli_model, cli_produce, cli_worker
 
     for cmd in (cli_model.train, cli_model.score, cli_model.info, cli_model.import_official,
-                cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate):
+                cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate,
+                cli_demo.demo, cli_produce.produce, cli_worker.worker, cli_worker.check,
+                cli_alerts.alerts, cli_alerts.bridge):
         main.add_command(cmd)
-    # one line per command module of the streaming daemon
-    main.add_command(__import__("daemon.cli_worker", fromlist=["worker"]).worker)
-    main.add_command(__import__("daemon.cli_worker", fromlist=["check"]).check)
-    main.add_command(__import__("daemon.cli_alerts", fromlist=["alerts"]).alerts)
-    main.add_command(__import__("daemon.cli_alerts", fromlist=["bridge"]).bridge)
-    main.add_command(__import__("daemon.cli_produce", fromlist=["produce"]).produce)
 
 
 _register()

@@ -42,6 +42,7 @@ from daemon.schema import (
 from daemon.settings import Settings
 
 T = TypeVar("T")
+_PUBLISHERS = 2  # batches published concurrently while the next one is inferred
 log = logs.get("rlr.worker")
 
 
@@ -63,7 +64,8 @@ def _text(value: Any) -> str | None:
 class _Item(NamedTuple):
     delivery: Delivery
     frame: Frame
-    image: asyncio.Future  # (S, S, 3) uint8, decoded on the decode pool
+    images: asyncio.Future  # list of decoded (S, S, 3) uint8 images or exceptions, per chunk
+    index: int  # this frame's place in that list
 
 
 class Worker:
@@ -92,6 +94,7 @@ class Worker:
         self._first_claim: asyncio.Event | None = None
         self._main: asyncio.Task | None = None
         self._hard = False
+        self._publishing: set[asyncio.Task] = set()
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
 
     # ------------------------------------------------------------------ lifecycle
@@ -101,6 +104,7 @@ class Worker:
         self._main = asyncio.current_task()
         self._install_signals()
         self._queue = asyncio.Queue(self.s.prefetch_batches * self.s.batch_size)
+        self._publish_slots = asyncio.Semaphore(_PUBLISHERS)
         self._first_claim = asyncio.Event()
         try:
             await self._retry(self.io.ensure_groups, "ensure_groups")
@@ -114,8 +118,9 @@ class Worker:
                        (self._reader, self._claimer, self._housekeeping)]
             try:
                 await self._batcher(idle_s)
+                await self._drain_publishing()
             finally:
-                for task in helpers:
+                for task in [*helpers, *self._publishing]:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
         except asyncio.CancelledError:
@@ -193,8 +198,7 @@ class Worker:
 
     async def _admit(self, deliveries: list[Delivery]) -> None:
         """Triage: dead-letter what cannot be a frame, skip stale frames, decode the rest."""
-        loop = asyncio.get_running_loop()
-        dead, skipped = [], []
+        dead, skipped, fresh = [], [], []
         for d in deliveries:
             if (d.line, d.entry_id) in self._held:
                 continue  # our own frame, still queued: XAUTOCLAIM saw it idle, it is not lost
@@ -216,11 +220,27 @@ class Worker:
                     time.time() - frame.ts > self.s.max_frame_age_s:
                 skipped.append(d)
                 continue
-            fut = loop.run_in_executor(self._decode_pool, decode_frame, frame,
-                                       self.engine.image_size, self.s.max_image_side)
-            await self._queue.put(_Item(d, frame, fut))
+            fresh.append((d, frame))
         await self._skip(skipped)
         await self._dead_letter(dead)
+        # One decode job per batch-sized chunk: fewer thread hand-offs than one per frame.
+        loop = asyncio.get_running_loop()
+        step = self.s.batch_size
+        for start in range(0, len(fresh), step):
+            chunk = fresh[start:start + step]
+            job = loop.run_in_executor(self._decode_pool, self._decode_many,
+                                       [frame for _, frame in chunk])
+            for i, (d, frame) in enumerate(chunk):
+                await self._queue.put(_Item(d, frame, job, i))
+
+    def _decode_many(self, frames: list[Frame]) -> list[np.ndarray | Exception]:
+        out: list[np.ndarray | Exception] = []
+        for frame in frames:
+            try:
+                out.append(decode_frame(frame, self.engine.image_size, self.s.max_image_side))
+            except Exception as exc:  # reported per frame by the batcher
+                out.append(exc)
+        return out
 
     async def _skip(self, items: list[Delivery]) -> None:
         by_line: dict[str, list[Delivery]] = {}
@@ -274,33 +294,45 @@ class Worker:
                 if idle_s is not None and time.monotonic() - self._last_activity > idle_s:
                     self.request_stop()
                 continue
+            t_first = time.monotonic()
             batch = [first]
-            deadline = time.monotonic() + wait
+            deadline = t_first + wait
             while len(batch) < self.s.batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
                 remaining = deadline - time.monotonic()
-                try:
-                    batch.append(self._queue.get_nowait() if remaining <= 0 else
-                                 await asyncio.wait_for(self._queue.get(), remaining))
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                if remaining <= 0:
                     break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            t_full = time.monotonic()
             await self._process(batch)
             self._last_activity = time.monotonic()
+            log.debug("batch_done", n=len(batch), fill_ms=round((t_full - t_first) * 1000, 2),
+                      process_ms=round((self._last_activity - t_full) * 1000, 2),
+                      queued=self._queue.qsize())
 
     async def _process(self, batch: list[_Item]) -> None:
         start = time.time()
+        t0 = time.monotonic()
         good, dead = [], []
         for item in batch:
-            try:
-                good.append((item, await item.image))
-            except FrameError as exc:
-                dead.append(self._letter(item.delivery, exc))
-            except Exception as exc:  # a decoder bug must not take the worker down
+            image = (await item.images)[item.index]
+            if isinstance(image, FrameError):
+                dead.append(self._letter(item.delivery, image))
+            elif isinstance(image, Exception):  # a decoder bug must not take the worker down
                 dead.append(self._letter(item.delivery, FrameError(
-                    "corrupt", f"decoding failed ({type(exc).__name__}: {exc})")))
+                    "corrupt", f"decoding failed ({type(image).__name__}: {image})")))
+            else:
+                good.append((item, image))
         await self._dead_letter(dead)
         if not good:
             return
         frames = [item.frame for item, _ in good]
+        t_decoded = time.monotonic()
         try:
             outputs, infer_ms = await asyncio.get_running_loop().run_in_executor(
                 self._infer_pool, self._infer, frames, [img for _, img in good])
@@ -311,13 +343,34 @@ class Worker:
             log.error("inference_failed", n=len(good), error=self.last_error)
             self._release(item.delivery for item, _ in good)  # let the claimer retry them
             return
+        t_inferred = time.monotonic()
+        log.debug("batch_timing", decode_wait_ms=round((t_decoded - t0) * 1000, 2),
+                  infer_wall_ms=round((t_inferred - t_decoded) * 1000, 2),
+                  infer_ms=round(infer_ms, 2))
         self.stats.batches += 1
         self.metrics.batch_size.observe(len(good))
         self.metrics.inference.observe(infer_ms / 1000)
-        await self._publish(good, outputs, start, infer_ms)
+        # Publishing overlaps the next batch's inference: the model never waits for Redis.
+        # At most `_PUBLISHERS` batches are being published at once (bounded memory).
+        await self._publish_slots.acquire()
+        task = asyncio.create_task(self._publish(good, outputs, start, infer_ms))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task) -> None:
+        self._publishing.discard(task)
+        self._publish_slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.last_error = f"publish failed: {type(exc).__name__}: {exc}"
+            log.error("publish_failed", error=self.last_error)
+
+    async def _drain_publishing(self) -> None:
+        if self._publishing:
+            await asyncio.gather(*list(self._publishing), return_exceptions=True)
 
     def _infer(self, frames: list[Frame], images: list[np.ndarray]):
-        """On the inference thread: scores, then PNG masks where wanted."""
+        """On the inference thread: scores and verdicts (masks are drawn later, off it)."""
         scores = self.engine.infer(images)
         outputs = []
         for i, frame in enumerate(frames):
@@ -326,12 +379,18 @@ class Worker:
             anomalous = threshold is not None and score > threshold
             want = frame.want_mask or self.s.masks == "always" or \
                 (self.s.masks == "anomalous" and anomalous)
-            mask = mask_png(scores.maps[i], threshold) if want and threshold is not None \
-                else None
-            outputs.append((score, threshold, anomalous, mask))
+            outputs.append((score, threshold, anomalous,
+                            scores.maps[i] if want and threshold is not None else None))
         return outputs, scores.infer_ms
 
+    def _masks(self, outputs):
+        return [(score, threshold, anomalous, None if amap is None else mask_png(amap, threshold))
+                for score, threshold, anomalous, amap in outputs]
+
     async def _publish(self, good, outputs, start: float, infer_ms: float) -> None:
+        if any(o[3] is not None for o in outputs):
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, self._masks, outputs)
         now = time.time()
         pairs = []
         for (item, _), (score, threshold, anomalous, mask) in zip(good, outputs, strict=True):
