@@ -86,16 +86,17 @@ class Settings(BaseSettings):
                            "made no progress for this long")
     shutdown_grace_s: float = Field(30.0, gt=0, description="time to finish the batch in flight")
     log_format: Literal["json", "console"] = Field("json", description="structlog renderer")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug adds per-batch timing events")
 
     # --- alert bridges
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// broker")
     mqtt_topic: str = Field("rlr/{line}/alerts/{camera}", description="topic template")
-    mqtt_qos: int = Field(1, ge=0, le=2)
-    mqtt_username: str | None = None
-    mqtt_password: SecretStr | None = None
+    mqtt_qos: int = Field(1, ge=0, le=2, description="MQTT QoS of alert messages")
+    mqtt_username: str | None = Field(None, description="MQTT user")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password")
     webhook_url: str | None = Field(None, description="http(s) URL alerts are POSTed to")
-    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per webhook call")
     bridge_max_attempts: int = Field(8, ge=1, description="tries before an alert is dead-lettered")
 
     @field_validator("lines", mode="before")

@@ -216,8 +216,7 @@ class Worker:
             except FrameError as exc:
                 dead.append(self._letter(d, exc))
                 continue
-            if self.backlogs.get(d.line, 0) > self.s.backlog_limit and \
-                    time.time() - frame.ts > self.s.max_frame_age_s:
+            if self._stale(d.line, frame.ts):
                 skipped.append(d)
                 continue
             fresh.append((d, frame))
@@ -232,6 +231,11 @@ class Worker:
                                        [frame for _, frame in chunk])
             for i, (d, frame) in enumerate(chunk):
                 await self._queue.put(_Item(d, frame, job, i))
+
+    def _stale(self, line: str, ts: float) -> bool:
+        """Skip rule: the line's backlog is over its bound and the frame is too old."""
+        return self.backlogs.get(line, 0) > self.s.backlog_limit and \
+            time.time() - ts > self.s.max_frame_age_s
 
     def _decode_many(self, frames: list[Frame]) -> list[np.ndarray | Exception]:
         out: list[np.ndarray | Exception] = []
@@ -318,6 +322,11 @@ class Worker:
     async def _process(self, batch: list[_Item]) -> None:
         start = time.time()
         t0 = time.monotonic()
+        # Frames can go stale while queued, too: a live line wants the newest frames.
+        stale = [self._stale(it.delivery.line, it.frame.ts) for it in batch]
+        if any(stale):
+            await self._skip([it.delivery for it, old in zip(batch, stale, strict=True) if old])
+            batch = [it for it, old in zip(batch, stale, strict=True) if not old]
         good, dead = [], []
         for item in batch:
             image = (await item.images)[item.index]
