@@ -31,12 +31,26 @@ def main() -> None:
 
 
 def _register() -> None:
-    from daemon import cli_alerts, cli_demo, cli_eval, cli_model, cli_produce, cli_worker
+    from daemon import (
+        cli_alerts,
+        cli_collect,
+        cli_demo,
+        cli_eval,
+        cli_jobs,
+        cli_model,
+        cli_produce,
+        cli_registry,
+        cli_worker,
+    )
 
     for cmd in (cli_model.train, cli_model.score, cli_model.info, cli_model.import_official,
                 cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate,
-                cli_demo.demo, cli_produce.produce, cli_worker.worker, cli_worker.check,
-                cli_alerts.alerts, cli_alerts.bridge):
+                cli_demo.demo, cli_demo.redis_server, cli_produce.produce, cli_worker.worker,
+                cli_worker.check,
+                cli_alerts.alerts, cli_alerts.bridge,
+                cli_registry.models, cli_registry.deploy, cli_registry.promote,
+                cli_registry.rollback, cli_registry.undeploy, cli_registry.status,
+                cli_jobs.trainer, cli_jobs.jobs_group, cli_collect.collect):
         main.add_command(cmd)
 
 

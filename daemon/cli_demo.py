@@ -29,3 +29,33 @@ def demo(workdir, seconds, fps, preset, epochs, model):
     from daemon.demo import run_demo
 
     run_demo(workdir, seconds, fps, preset, epochs, model)
+
+
+@click.command("redis")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              default="rlr-redis", show_default=True, help="Data directory (append-only file).")
+@click.option("--port", type=int, default=6379, show_default=True,
+              help="TCP port on 127.0.0.1 (0: unix socket only).")
+def redis_server(workdir, port):
+    """Run the embedded Redis in the foreground until Ctrl-C / SIGTERM.
+
+    For a single box without a system Redis, and for the README walk-throughs. Plants run
+    their own Redis (or Redis Cluster / Sentinel) and point RLR_REDIS_URL at it.
+    """
+    import signal
+    import threading
+
+    from daemon.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(workdir, port=port or None).start()
+    click.echo(f"redis-server running: RLR_REDIS_URL={server.url}  (data in {workdir}; "
+               "Ctrl-C stops it)")
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        while not done.wait(1.0):
+            if server.process is None or server.process.poll() is not None:
+                raise click.ClickException(f"redis-server exited; see {workdir}/redis.log")
+    finally:
+        server.stop()

@@ -77,24 +77,17 @@ def calibrate(model_path, data_root, kind, classes, far, out, batch_size, device
     """
     import shutil
 
+    from daemon.calibration import calibrate_model, validation_normals
     from rlr.artifact import load_artifact, update_manifest
-    from rlr.calibrate import calibrate_scores
-    from rlr.data import split_validation
-    from rlr.evaluate import score_samples
     from rlr.pipeline import resolve_device
 
     art = load_artifact(model_path)
     tcfg = art.manifest["config"]["train"]
     ds = _dataset(kind, data_root, classes, art.manifest["class_names"], False, tcfg["seed"])
-    normals = (list(ds.validation) if ds.validation is not None else
-               split_validation(list(ds.train), tcfg["val_fraction"], tcfg["seed"])[1])
+    normals = validation_normals(ds, tcfg)
     if not normals:
         raise click.UsageError("no validation normals to calibrate on; check --data/--classes")
-    scores, _ = score_samples(art.model, normals, batch_size, resolve_device(device))
-    by_class: dict[str, list[float]] = {}
-    for s, v in zip(normals, scores, strict=True):
-        by_class.setdefault(s.class_name, []).append(float(v))
-    cal = calibrate_scores(by_class, far)
+    cal = calibrate_model(art.model, normals, far, batch_size, resolve_device(device))
     for w in cal.warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
     target = out or model_path

@@ -38,7 +38,8 @@ def _backbone_option(cfg: RLRConfig, weights: str | None, image_size: int | None
               help="Classes to train on (repeat or comma-separate); default: all found.")
 @click.option("--preset", "preset_name", default="lite", show_default=True,
               type=click.Choice(sorted(PRESETS)), help="Named model configuration.")
-@click.option("--out", required=True, type=click.Path(), help="Model artifact to write.")
+@click.option("--out", type=click.Path(),
+              help="Model artifact to write (required unless --submit).")
 @click.option("--epochs", type=int, help="Override the preset's epoch count.")
 @click.option("--max-minutes", type=float,
               help="Training time budget; the learning-rate schedule is fitted into it.")
@@ -52,10 +53,39 @@ def _backbone_option(cfg: RLRConfig, weights: str | None, image_size: int | None
 @click.option("--checkpoint", type=click.Path(), help="Resumable training checkpoint file.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--submit", is_flag=True,
+              help="Queue a training job for `rlrctl trainer` (via Redis) instead of training "
+              "here; --data is the path on the trainer machine.")
+@click.option("--far", type=float, help="With --submit: false-alarm rate the finished model is "
+              "calibrated at [default 0.005].")
+@click.option("--deploy-line", help="With --submit: deploy the finished model as canary here.")
+@click.option("--canary-cameras", help="With --deploy-line: comma-separated canary cameras.")
+@click.option("--canary-percent", type=float,
+              help="With --deploy-line: share of the line's cameras the canary serves (0-100].")
+@click.option("--redis-url", help="With --submit: Redis URL [RLR_REDIS_URL].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="With --submit: settings file (KEY=value lines) [RLR_CONFIG].")
 def train(data_root, kind, classes, preset_name, out, epochs, max_minutes, batch_size, lr,
           image_size, backbone_weights, seed, device, cache_dir, checkpoint, resume,
-          quiet) -> None:
-    """Train one model on the normal images of every class."""
+          quiet, submit, far, deploy_line, canary_cameras, canary_percent, redis_url,
+          config_file) -> None:
+    """Train one model on the normal images of every class (or, with --submit, queue a
+    training job that a `rlrctl trainer` runs, calibrates, registers and can deploy)."""
+    if submit:
+        from daemon.cli_jobs import submit_training
+
+        submit_training(click.get_current_context())
+        return
+    given = [name for name, value in (("--far", far), ("--deploy-line", deploy_line),
+                                      ("--canary-cameras", canary_cameras),
+                                      ("--canary-percent", canary_percent),
+                                      ("--redis-url", redis_url), ("--config", config_file))
+             if value is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --submit (to calibrate a local "
+                               "model: rlrctl calibrate --far)")
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the model artifact to write).")
     from rlr.artifact import save_artifact
     from rlr.datasets import load_dataset
     from rlr.pipeline import train_on_dataset

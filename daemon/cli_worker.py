@@ -32,6 +32,9 @@ def _lines(values: tuple[str, ...]) -> str | None:
 def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, config_file):
     """Serve a model: read frames, score them in batches, publish results and alerts.
 
+    A line's rollout (`rlrctl deploy`) decides its models and is followed live; --model /
+    RLR_MODEL serves lines that have none. With neither, the worker waits for a deploy.
+
     Runs until SIGTERM / SIGINT: the first finishes, publishes and acknowledges the frames
     already read; a second one exits at once (unfinished frames go to another worker).
     """
@@ -40,13 +43,15 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
                              metrics_port=metrics_port, redis_url=redis_url)
     logs.configure(settings.log_format, settings.log_level, worker=settings.consumer_name)
     log = logs.get("rlr.worker")
-    engine = Engine.from_file(settings.model, settings.device, settings.precision)
-    engine.warm_up()
-    log.info("model_loaded", path=str(settings.model), version=engine.version,
-             device=str(engine.device), classes=engine.manifest.get("class_names"))
-    if not engine.calibrated:
-        log.warning("model_uncalibrated", note="no thresholds: every frame is reported "
-                    "normal and no alert fires; run `rlrctl calibrate` on the artifact")
+    engine = None
+    if settings.model is not None:
+        engine = Engine.from_file(settings.model, settings.device, settings.precision)
+        engine.warm_up()
+        log.info("model_loaded", path=str(settings.model), version=engine.version,
+                 device=str(engine.device), classes=engine.manifest.get("class_names"))
+        if not engine.calibrated:
+            log.warning("model_uncalibrated", note="no thresholds: every frame is reported "
+                        "normal and no alert fires; run `rlrctl calibrate` on the artifact")
     url = settings.effective_redis_url
     wait_ready(connect(settings), url, timeout_s=30)
     metrics = WorkerMetrics()
@@ -56,9 +61,15 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
 
     from daemon.worker import Worker
 
+    def watcher(initial, publish):
+        from daemon.serving import ModelWatcher
+
+        return ModelWatcher(connect(settings), settings.lines, initial, publish,
+                            settings.device, settings.precision, settings.rollout_poll_s)
+
     async def main() -> bool:
         streams = RedisStreams(connect_async(settings), settings, settings.consumer_name)
-        w = Worker(settings, engine, streams, metrics)
+        w = Worker(settings, engine, streams, metrics, watch_rollouts=watcher)
         await w.run()
         return w.hard_stopped
 

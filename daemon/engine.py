@@ -12,6 +12,7 @@ import torch
 from daemon.errors import SettingsError
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
+from rlr.data import resize
 from rlr.features import images_to_tensor
 from rlr.model import RLRModel
 
@@ -33,7 +34,7 @@ def pick_device(device: str) -> torch.device:
 
 class Engine:
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", version: str | None = None) -> None:
         self.model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
@@ -41,7 +42,7 @@ class Engine:
         if precision == "bf16" and device.type != "cuda":
             raise SettingsError("RLR_PRECISION=bf16 needs a CUDA device; use auto or fp32 on CPU")
         self.thresholds: dict = dict(manifest.get("thresholds") or {})
-        self.version = str(manifest.get("version") or f"sha256:{manifest['sha256'][:12]}")
+        self.version = version or f"sha256:{manifest['sha256'][:12]}"
 
     @classmethod
     def from_file(cls, path: str | Path | None, device: str = "auto",
@@ -65,8 +66,12 @@ class Engine:
         return threshold_of(self.thresholds, product_class)
 
     def infer(self, images: list[np.ndarray]) -> Scores:
-        """Score a batch of (S, S, 3) uint8 RGB images. Blocking: run it off the event loop."""
+        """Score a batch of (S, S, 3) uint8 RGB images. Blocking: run it off the event loop.
+
+        Images of another size (decoded for another model of a rollout) are resized."""
         start = time.perf_counter()
+        s = self.image_size
+        images = [img if img.shape[:2] == (s, s) else resize(img, s) for img in images]
         x = images_to_tensor(images).to(self.device, non_blocking=True)
         pred = self.model.predict(x, bf16=self.bf16)
         scores = pred.score.float().cpu().numpy()

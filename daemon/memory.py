@@ -22,6 +22,7 @@ class MemoryStreams:
         self.results: dict[str, list[tuple[str, Result]]] = {line: [] for line in self.lines}
         self.alerts: dict[str, list[tuple[str, Alert]]] = {line: [] for line in self.lines}
         self.dlq: dict[str, list[DeadLetter]] = {line: [] for line in self.lines}
+        self.shadow: dict[str, list[Result]] = {}
         self.stats: dict[str, dict[str, int]] = {line: {} for line in self.lines}
         self.heartbeats: dict[str, Mapping] = {}
         self._seen: dict[tuple[str, str, str], str] = {}
@@ -87,6 +88,10 @@ class MemoryStreams:
             del win[window_n:]
             out.append(Published(True, rid, list(win)))
         return out
+
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        for line, res in items:
+            self.shadow.setdefault(line, []).append(res)
 
     async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
         for d, line, letter in items:

@@ -58,6 +58,9 @@ class ResultSink(Protocol):
                       window_n: int) -> list[Published]:
         """Publish each result once per frame id, remember its verdict and ack the frame."""
 
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        """Results of shadow models (line, result): their own stream, no ack, no alerts."""
+
     async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
         """Record dead letters (line, letter) and ack their frames when there is a delivery."""
 

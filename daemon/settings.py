@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per webhook call")
     bridge_max_attempts: int = Field(8, ge=1, description="tries before an alert is dead-lettered")
 
+    # --- model rollout
+    rollout_poll_s: float = Field(5.0, gt=0, description="how often workers re-check the "
+                                  "lines' rollouts (pub/sub wakes them at once as well)")
+
+    # --- training jobs (rlrctl trainer / jobs)
+    job_timeout_s: float = Field(120.0, gt=0, description="a running training job whose trainer "
+                                 "sent no heartbeat for this long is marked failed")
+    trainer_workdir: Path = Field(Path("rlr-trainer"), description="where `rlrctl trainer` keeps "
+                                  "job artifacts, checkpoints and its feature cache")
+
     @field_validator("lines", mode="before")
     @classmethod
     def _split_lines(cls, value: Any) -> Any:

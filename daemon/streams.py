@@ -168,6 +168,13 @@ class RedisStreams:
                           [Verdict.from_json(v) for v in window])
                 for new, rid, window in replies]
 
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for line, res in items:
+            pipe.xadd(keys.shadow(line), res.to_fields(), maxlen=self.s.results_maxlen,
+                      approximate=True)
+        await pipe.execute()
+
     async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
         pipe = self.r.pipeline(transaction=False)
         for d, line, letter in items:

@@ -36,9 +36,10 @@ from daemon.schema import (
     Result,
     decode_frame,
     keep_for_dead_letter,
-    mask_png,
     parse_frame,
 )
+from daemon.scoring import Verdict, draw_masks, infer_batch, make_result
+from daemon.serving import ServingSet
 from daemon.settings import Settings
 
 T = TypeVar("T")
@@ -71,10 +72,12 @@ class _Item(NamedTuple):
 class Worker:
     """One consumer of the line(s)' group. `streams` is both FrameSource and ResultSink."""
 
-    def __init__(self, settings: Settings, engine: Engine, streams: Any,
-                 metrics: WorkerMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None, streams: Any,
+                 metrics: WorkerMetrics | None = None, watch_rollouts: Any = None) -> None:
         self.s = settings
-        self.engine = engine
+        self.serving = ServingSet(engine)  # swapped whole between batches on a rollout
+        self._watch_rollouts = watch_rollouts  # builds a ModelWatcher (None: RLR_MODEL only)
+        self._watcher = None
         self.io = streams
         self.metrics = metrics or WorkerMetrics()
         self.id = settings.consumer_name
@@ -96,6 +99,8 @@ class Worker:
         self._hard = False
         self._publishing: set[asyncio.Task] = set()
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
+        self._model_labels: set[str] = set()
+        self._last_publish: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,12 +113,19 @@ class Worker:
         self._first_claim = asyncio.Event()
         try:
             await self._retry(self.io.ensure_groups, "ensure_groups")
+            if self._watch_rollouts is not None:
+                loop = asyncio.get_running_loop()
+                self._watcher = self._watch_rollouts(
+                    self.serving, lambda new: loop.call_soon_threadsafe(self._swap, new))
+                self._watcher.refresh()  # a line's current rollout wins over RLR_MODEL
+                self._watcher.start()
+            await self._wait_for_model()
             self.status = "ready"
             self.metrics.up.set(1)
-            self.metrics.model.labels(self.engine.version).set(1)
+            primary = self.serving.primary
             log.info("worker_ready", worker=self.id, lines=self.s.lines, group=self.s.group,
-                     model_version=self.engine.version, device=str(self.engine.device),
-                     batch_size=self.s.batch_size, calibrated=self.engine.calibrated)
+                     models=self.serving.versions(), device=str(primary.device),
+                     batch_size=self.s.batch_size, calibrated=primary.calibrated)
             helpers = [asyncio.create_task(c()) for c in
                        (self._reader, self._claimer, self._housekeeping)]
             try:
@@ -131,6 +143,35 @@ class Worker:
         finally:
             await self.close()
         return self.stats
+
+    def _swap(self, new: ServingSet) -> None:
+        """On the event loop, between batches: the next batch uses the new models."""
+        old = set(self.serving.versions())
+        self.serving = new
+        for version in old - set(new.versions()):
+            if version in self._model_labels:
+                self.metrics.model.remove(version)
+                self._model_labels.discard(version)
+        for version in new.versions():
+            self.metrics.model.labels(version).set(1)
+            self._model_labels.add(version)
+        log.info("models_swapped", models=new.versions(), revisions=new.revisions())
+
+    async def _wait_for_model(self) -> None:
+        """With no RLR_MODEL and no rollout yet, wait for `rlrctl deploy` (heartbeat says so)."""
+        if self.serving.primary is None:
+            self.status = "waiting_for_model"
+            log.warning("waiting_for_model", lines=self.s.lines,
+                        note="set RLR_MODEL or `rlrctl deploy MODEL --line LINE`")
+            beat = asyncio.create_task(self._housekeeping())
+            try:
+                while self.serving.primary is None and not self._stopping:
+                    await asyncio.sleep(0.2)
+            finally:
+                beat.cancel()
+        for version in self.serving.versions():
+            self.metrics.model.labels(version).set(1)
+            self._model_labels.add(version)
 
     async def run_until_idle(self, idle_s: float = 1.0, timeout_s: float = 120.0) -> WorkerStats:
         """Bounded run for tests and batch jobs: returns once idle for `idle_s`."""
@@ -163,6 +204,8 @@ class Worker:
                 loop.add_signal_handler(sig, self.request_stop)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         self.status = "stopped"
         self.metrics.up.set(0)
         with contextlib.suppress(Exception):
@@ -238,10 +281,11 @@ class Worker:
             time.time() - ts > self.s.max_frame_age_s
 
     def _decode_many(self, frames: list[Frame]) -> list[np.ndarray | Exception]:
+        size = self.serving.primary.image_size  # other models of a rollout resize if needed
         out: list[np.ndarray | Exception] = []
         for frame in frames:
             try:
-                out.append(decode_frame(frame, self.engine.image_size, self.s.max_image_side))
+                out.append(decode_frame(frame, size, self.s.max_image_side))
             except Exception as exc:  # reported per frame by the batcher
                 out.append(exc)
         return out
@@ -340,11 +384,13 @@ class Worker:
         await self._dead_letter(dead)
         if not good:
             return
+        serving = self.serving  # one snapshot per batch: a swap lands between batches
+        lines = [item.delivery.line for item, _ in good]
         frames = [item.frame for item, _ in good]
         t_decoded = time.monotonic()
         try:
-            outputs, infer_ms = await asyncio.get_running_loop().run_in_executor(
-                self._infer_pool, self._infer, frames, [img for _, img in good])
+            outputs, shadow, infer_ms = await asyncio.get_running_loop().run_in_executor(
+                self._infer_pool, self._infer, serving, lines, frames, [img for _, img in good])
         except Exception as exc:
             # Left unacknowledged: another delivery retries it, and after
             # RLR_MAX_DELIVERIES it is dead-lettered instead of blocking the line.
@@ -362,7 +408,9 @@ class Worker:
         # Publishing overlaps the next batch's inference: the model never waits for Redis.
         # At most `_PUBLISHERS` batches are being published at once (bounded memory).
         await self._publish_slots.acquire()
-        task = asyncio.create_task(self._publish(good, outputs, start, infer_ms))
+        task = asyncio.create_task(self._publish(good, outputs, shadow, start, infer_ms,
+                                                 self._last_publish))
+        self._last_publish = task
         self._publishing.add(task)
         task.add_done_callback(self._published)
 
@@ -378,37 +426,26 @@ class Worker:
         if self._publishing:
             await asyncio.gather(*list(self._publishing), return_exceptions=True)
 
-    def _infer(self, frames: list[Frame], images: list[np.ndarray]):
-        """On the inference thread: scores and verdicts (masks are drawn later, off it)."""
-        scores = self.engine.infer(images)
-        outputs = []
-        for i, frame in enumerate(frames):
-            score = float(scores.scores[i])
-            threshold = self.engine.threshold(frame.product_class)
-            anomalous = threshold is not None and score > threshold
-            want = frame.want_mask or self.s.masks == "always" or \
-                (self.s.masks == "anomalous" and anomalous)
-            outputs.append((score, threshold, anomalous,
-                            scores.maps[i] if want and threshold is not None else None))
-        return outputs, scores.infer_ms
+    def _infer(self, serving: ServingSet, lines: list[str], frames: list[Frame],
+               images: list[np.ndarray]):
+        return infer_batch(serving, lines, frames, images, self.s.masks)
 
-    def _masks(self, outputs):
-        return [(score, threshold, anomalous, None if amap is None else mask_png(amap, threshold))
-                for score, threshold, anomalous, amap in outputs]
-
-    async def _publish(self, good, outputs, start: float, infer_ms: float) -> None:
-        if any(o[3] is not None for o in outputs):
+    async def _publish(self, good, outputs, shadow, start: float, infer_ms: float,
+                       previous: asyncio.Task | None) -> None:
+        if any(v.mask is not None for v in outputs):
             outputs = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, self._masks, outputs)
+                self._decode_pool, draw_masks, outputs)
+        if previous is not None:  # results leave in batch order (a model switch is one point)
+            await asyncio.gather(previous, return_exceptions=True)
         now = time.time()
         pairs = []
-        for (item, _), (score, threshold, anomalous, mask) in zip(good, outputs, strict=True):
-            f, d = item.frame, item.delivery
-            queue_ms = max(0.0, start * 1000 - d.enqueued_ms)
-            pairs.append((d, Result(f.frame_id, f.camera, score, anomalous, threshold,
-                                    self.engine.version, f.ts, queue_ms, infer_ms,
-                                    (now - f.ts) * 1000, self.id, f.product_class, mask)))
-            self.metrics.queue_wait.observe(queue_ms / 1000)
+        for (item, _), out in zip(good, outputs, strict=True):
+            pairs.append((item.delivery, self._result(item, out, start, infer_ms, now)))
+            self.metrics.queue_wait.observe(pairs[-1][1].queue_ms / 1000)
+        if shadow:
+            await self._retry(lambda: self.io.publish_shadow(
+                [(good[i][0].delivery.line, self._result(good[i][0], out, start, infer_ms, now))
+                 for i, out in shadow]), "publish_shadow")
         published = await self._retry(lambda: self.io.publish(pairs, self.rule.n), "publish")
         self._release(d for d, _ in pairs)
         for (d, res), pub in zip(pairs, published, strict=True):
@@ -421,6 +458,10 @@ class Worker:
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
             if res.is_anomaly and self.rule.triggered(pub.window):
                 await self._alert(d.line, res, pub.window)
+
+    def _result(self, item: _Item, out: Verdict, start: float, infer_ms: float,
+                now: float) -> Result:
+        return make_result(item.frame, item.delivery, out, start, infer_ms, now, self.id)
 
     async def _alert(self, line: str, res: Result, window) -> None:
         alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
@@ -472,9 +513,13 @@ class Worker:
             await asyncio.sleep(min(0.5, self.s.heartbeat_s))
 
     def health(self) -> dict:
+        primary = self.serving.primary
         return {"worker": self.id, "host": socket.gethostname(), "pid": os.getpid(),
                 "status": self.status, "lines": self.s.lines, "group": self.s.group,
-                "model_version": self.engine.version, "device": str(self.engine.device),
+                "model_version": None if primary is None else primary.version,
+                "device": None if primary is None else str(primary.device),
+                "models": self.serving.versions(), "rollouts": self.serving.revisions(),
+                "model_errors": {} if self._watcher is None else dict(self._watcher.errors),
                 "started_at": self.started_at, "updated_at": time.time(),
                 "loop_at": self.loop_at, "stall_s": self.s.stall_s,
                 "backlog": self.backlogs, "last_error": self.last_error, **asdict(self.stats)}

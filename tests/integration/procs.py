@@ -26,7 +26,7 @@ def daemon_env(redis_url: str, line: str, **settings) -> dict[str, str]:
                 "RLR_METRICS_PORT": "0", "RLR_HEARTBEAT_S": "0.5", "RLR_HEARTBEAT_TTL_S": "3",
                 "RLR_CLAIM_INTERVAL_S": "0.5", "RLR_CLAIM_IDLE_MS": "2000",
                 "RLR_BATCH_WAIT_MS": "10", "RLR_BLOCK_MS": "200", "PYTHONUNBUFFERED": "1"})
-    env.update({f"RLR_{k.upper()}": str(v) for k, v in settings.items()})
+    env.update({f"RLR_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
     return env
 
 

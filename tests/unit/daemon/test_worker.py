@@ -462,6 +462,6 @@ def test_heartbeat_says_ready_while_serving_and_is_cleared_after(engines):
     first = streams.beats[0]
     assert first["status"] == "ready"
     assert first["worker"] == "w1" and first["lines"] == ["line1"]
-    assert first["model_version"] == w.engine.version
+    assert first["model_version"] == w.serving.primary.version
     assert streams.heartbeats == {}
     assert w.status == "stopped"
