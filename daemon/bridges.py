@@ -24,7 +24,7 @@ import redis
 
 from daemon import keys, logs
 from daemon.errors import DaemonError, SettingsError
-from daemon.redis_conn import TRANSIENT, Backoff
+from daemon.redis_conn import TRANSIENT, Backoff, read_streams
 from daemon.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields
 from daemon.settings import Settings
 
@@ -147,8 +147,9 @@ class Bridge:
 
     def _read(self, start: str, block_ms: int | None) -> list[tuple[bytes, bytes, Fields]]:
         # COUNT 1: on stop, at most one read-but-unhandled alert per line waits for a claim.
-        reply = self.client.xreadgroup(self.group, self.consumer,
-                                       dict.fromkeys(self.lines, start), count=1, block=block_ms)
+        reply = read_streams(self.client, lambda st, block: self.client.xreadgroup(
+            self.group, self.consumer, st, count=1, block=block),
+            dict.fromkeys(self.lines, start), block_ms)
         return [(key, eid, fields) for key, batch in reply or [] for eid, fields in batch]
 
     def _ensure_groups(self) -> None:

@@ -62,7 +62,7 @@ def alerts(lines, since, as_json, count, config, redis_url) -> None:
 
 
 def _tail(client, settings: Settings, since: str, as_json: bool, count: int | None) -> None:
-    from daemon.redis_conn import TRANSIENT, Backoff
+    from daemon.redis_conn import TRANSIENT, Backoff, read_streams
     from daemon.schema import Alert
 
     streams = {keys.alerts(name): since for name in settings.lines}
@@ -72,7 +72,8 @@ def _tail(client, settings: Settings, since: str, as_json: bool, count: int | No
     shown, backoff = 0, Backoff(0.2, 5.0)
     while count is None or shown < count:
         try:
-            reply = client.xread(streams, block=settings.block_ms)
+            reply = read_streams(client, lambda st, block: client.xread(st, block=block),
+                                 streams, settings.block_ms)
             backoff.reset()
         except TRANSIENT as exc:
             click.secho(f"Redis unavailable ({exc}); retrying", fg="yellow", err=True)

@@ -134,3 +134,91 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of `masters` redis-server processes on loopback (no replicas), built with
+    `redis-cli --cluster create`; for tests and benchmarks of the sharded layout."""
+
+    def __init__(self, workdir: str | os.PathLike[str], masters: int = 3) -> None:
+        if masters < 3:
+            raise ValueError("Redis Cluster needs at least 3 masters")
+        self.workdir = Path(workdir).resolve()
+        self.ports: list[int] = []
+        while len(self.ports) < masters:  # the cluster bus uses port + 10000
+            port = free_port()
+            if port <= 55535 and port not in self.ports:
+                self.ports.append(port)
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedCluster:
+        exe = server_executable()
+        for port in self.ports:
+            node = self.workdir / f"node-{port}"
+            node.mkdir(parents=True, exist_ok=True)
+            (node / "redis.conf").write_text("\n".join([
+                "daemonize no", f"port {port}", "bind 127.0.0.1", f"dir {node}",
+                "cluster-enabled yes", "cluster-config-file nodes.conf",
+                "cluster-node-timeout 5000", "appendonly yes", 'save ""',
+                f"logfile {node / 'redis.log'}"]) + "\n")
+            self.processes.append(subprocess.Popen(
+                [exe, str(node / "redis.conf")], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+        for port in self.ports:
+            _wait_ping(f"redis://127.0.0.1:{port}/0", timeout_s)
+        cli = Path(exe).with_name("redis-cli")
+        if not cli.is_file():
+            cli = Path(shutil.which("redis-cli") or "redis-cli")
+        subprocess.run([str(cli), "--cluster", "create",
+                        *[f"127.0.0.1:{p}" for p in self.ports],
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not all(_cluster_ok(p) for p in self.ports):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DaemonError("the embedded Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.processes = []
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _wait_ping(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if redis.Redis.from_url(url, socket_timeout=1).ping():
+                return
+        if time.monotonic() > deadline:
+            raise DaemonError(f"redis-server at {url} did not answer within {timeout_s}s")
+        time.sleep(0.05)
+
+
+def _cluster_ok(port: int) -> bool:
+    with contextlib.suppress(redis.RedisError, OSError):
+        info = redis.Redis(port=port, socket_timeout=1).cluster("INFO")
+        if isinstance(info, dict):
+            return info.get("cluster_state") in ("ok", b"ok")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text
+    return False

@@ -1,7 +1,7 @@
 """Training jobs on Redis: submission, job records, cancellation, the stale-job reaper.
 
-A job is a hash `rlr:job:<id>` (state, spec JSON, progress, outcome) plus one entry on the
-`rlr:jobs` stream that trainers (`rlrctl trainer`, `daemon.trainer.Trainer`) read through the
+A job is a hash `rlr:job:{jobs}:<id>` (state, spec JSON, progress, outcome) plus one entry on the
+`rlr:{jobs}` stream that trainers (`rlrctl trainer`, `daemon.trainer.Trainer`) read through the
 `rlr-trainers` consumer group, one job at a time. States:
 
     queued -> running -> succeeded | failed | cancelled
@@ -49,7 +49,7 @@ def __getattr__(name: str):
 
 @dataclass
 class Job:
-    """A job record as read from `rlr:job:<id>` (numbers parsed, missing ones None)."""
+    """A job record as read from `rlr:job:{jobs}:<id>` (numbers parsed, missing ones None)."""
 
     id: str
     state: str
@@ -206,7 +206,7 @@ def log_line(client: redis.Redis, job_id: str, text: str) -> None:
 
 
 def submit(client: redis.Redis, spec: JobSpec, by: str) -> str:
-    """Validate `spec`, record the job as queued and put it on `rlr:jobs`; returns its id."""
+    """Validate `spec`, record the job as queued and put it on `rlr:{jobs}`; returns its id."""
     spec.validate()
     if spec.deploy_line:
         from daemon.registry import Registry

@@ -85,26 +85,28 @@ def rollouts(line: str) -> str:
 
 # --- training jobs (daemon/jobs.py, daemon/trainer.py)
 
-JOBS = f"{PREFIX}:jobs"
+# Every job key carries the `{jobs}` hash tag: a submission updates several of them in one
+# MULTI, which Redis Cluster allows only within one slot.
+JOBS = f"{PREFIX}:{{jobs}}"
 """Stream of job submissions (field `job_id`), read by the `rlr-trainers` consumer group."""
 
 JOBS_GROUP = "rlr-trainers"
 
-JOB_INDEX = f"{PREFIX}:jobs:index"
+JOB_INDEX = f"{PREFIX}:{{jobs}}:index"
 """Sorted set: every job id, scored by its submission time (what `rlrctl jobs list` reads)."""
 
-JOBS_ACTIVE = f"{PREFIX}:jobs:active"
+JOBS_ACTIVE = f"{PREFIX}:{{jobs}}:active"
 """Set: ids of queued and running jobs (what the stale-job reaper looks at)."""
 
 
 def job(job_id: str) -> str:
     """Hash: a job's state, spec (JSON), progress, heartbeat and outcome."""
-    return f"{PREFIX}:job:{job_id}"
+    return f"{PREFIX}:job:{{jobs}}:{job_id}"
 
 
 def job_log(job_id: str) -> str:
     """Stream of a job's log lines (field `line`), capped with MAXLEN ~."""
-    return f"{PREFIX}:joblog:{job_id}"
+    return f"{PREFIX}:joblog:{{jobs}}:{job_id}"
 
 
 def trainer(name: str) -> str:

@@ -28,12 +28,71 @@ def _kwargs(settings: Settings) -> dict:
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A synchronous client (binary replies). Does not contact the server yet."""
+    """A synchronous client (binary replies). Does not contact the server yet.
+
+    With RLR_REDIS_CLUSTER the URL names any node of a Redis Cluster and the cluster client
+    routes each command to the shard of its key (every key of a line shares `{line}`)."""
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.effective_redis_url, **_cluster_kwargs(settings))
     return redis.Redis.from_url(settings.effective_redis_url, **_kwargs(settings))
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.effective_redis_url, **_cluster_kwargs(settings))
     return redis.asyncio.Redis.from_url(settings.effective_redis_url, **_kwargs(settings))
+
+
+def is_cluster(client) -> bool:
+    return type(client).__name__ == "RedisCluster"
+
+
+def read_streams(client, call, streams: dict, block_ms: int | None) -> list:
+    """Multi-stream XREAD / XREADGROUP that also works on a Redis Cluster.
+
+    `call(streams, block)` issues the command. One call on a single server; on a cluster,
+    streams of different lines live on different shards, so each is read on its own: a
+    non-blocking pass first, then a short blocking read per stream."""
+    if not is_cluster(client) or len(streams) == 1:
+        return call(streams, block_ms) or []
+    out: list = []
+    for key, start in streams.items():
+        out += call({key: start}, None) or []
+    if out or not block_ms:
+        return out
+    per = max(1, block_ms // len(streams))
+    for key, start in streams.items():
+        out += call({key: start}, per) or []
+        if out:
+            break
+    return out
+
+
+async def aread_streams(client, call, streams: dict, block_ms: int | None) -> list:
+    """`read_streams` for asyncio clients (`call` returns an awaitable)."""
+    if not is_cluster(client) or len(streams) == 1:
+        return await call(streams, block_ms) or []
+    out: list = []
+    for key, start in streams.items():
+        out += await call({key: start}, None) or []
+    if out or not block_ms:
+        return out
+    per = max(1, block_ms // len(streams))
+    for key, start in streams.items():
+        out += await call({key: start}, per) or []
+        if out:
+            break
+    return out
+
+
+def _cluster_kwargs(settings: Settings) -> dict:
+    kwargs = _kwargs(settings)
+    kwargs.pop("health_check_interval", None)
+    return kwargs
 
 
 def describe(exc: Exception, url: str) -> RedisUnavailable:

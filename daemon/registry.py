@@ -336,7 +336,7 @@ class Registry:
             raise RegistryError(f"{line!r} is not a valid line name: use 1-64 letters, digits, "
                                 "'_', '.' or '-'")
         key = keys.alias(line)
-        with self.r.pipeline() as pipe:
+        with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
@@ -352,8 +352,10 @@ class Registry:
                         "version": what or "", "revision": new.revision,
                         "rollout": json.dumps(new.to_json(), sort_keys=True)},
                         maxlen=HISTORY_MAXLEN, approximate=True)
-                    pipe.publish(NOTIFY_CHANNEL, line)
                     pipe.execute()
+                    # After the transaction: Redis Cluster refuses PUBLISH inside one. Workers
+                    # also poll revisions, so a lost announcement only delays the swap.
+                    self.r.publish(NOTIFY_CHANNEL, line)
                     return new
                 except redis.WatchError:
                     continue

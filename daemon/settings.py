@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     redis_username: str | None = Field(None, description="ACL user (overrides the URL's)")
     redis_password: SecretStr | None = Field(None, description="password (overrides the URL's)")
     redis_timeout_s: float = Field(10.0, gt=0, description="socket timeout for Redis calls")
+    redis_cluster: bool = Field(False, description="RLR_REDIS_URL names one node of a Redis "
+                                "Cluster: use the cluster client (lines spread over shards)")
 
     # --- what to serve
     lines: Annotated[list[str], NoDecode] = Field(["line1"], description="comma-separated lines")

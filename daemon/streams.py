@@ -8,6 +8,7 @@ results are idempotent by (camera, frame id) and an acked frame always has its r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ import redis.asyncio
 from daemon import keys
 from daemon.alerts import Verdict
 from daemon.ports import Claimed, Delivery, Published
+from daemon.redis_conn import aread_streams, is_cluster
 from daemon.schema import Alert, DeadLetter, Result
 from daemon.settings import Settings
 
@@ -61,6 +63,7 @@ class RedisStreams:
         self._publish = client.register_script(_PUBLISH)
         self._alert = client.register_script(_ALERT)
         self._own_recovered = False
+        self.cluster = is_cluster(client)
 
     # ------------------------------------------------------------------ groups
 
@@ -90,8 +93,9 @@ class RedisStreams:
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         streams = dict.fromkeys(self._by_key, ">")
-        reply = await self._with_group(lambda: self.r.xreadgroup(
-            self.group, self.consumer, streams, count=count, block=block_ms))
+        reply = await self._with_group(lambda: aread_streams(
+            self.r, lambda st, block: self.r.xreadgroup(
+                self.group, self.consumer, st, count=count, block=block), streams, block_ms))
         return [Delivery(self._by_key[_s(key)], _s(eid), fields, 1)
                 for key, entries in reply or [] for eid, fields in entries if fields]
 
@@ -136,10 +140,19 @@ class RedisStreams:
         for g in groups:
             if _s(g["name"]) == self.group:
                 lag = g.get("lag")
-                if lag is None:  # Redis cannot tell after deletions: bound it by the length
-                    lag = await self.r.xlen(key)
+                if lag is None:
+                    lag = await self._lag_bound(key, g)
                 return int(lag) + int(g["pending"])
         return 0
+
+    async def _lag_bound(self, key: str, group: Mapping) -> int:
+        """Redis 6 (the embedded server) reports no lag, and Redis 7 none after deletions:
+        0 when the group has read the newest entry, else the stream length (an upper bound;
+        it only lets the skip rule act on frames that are already too old)."""
+        info = await self.r.xinfo_stream(key)
+        if _s(info["last-generated-id"]) == _s(group["last-delivered-id"]):
+            return 0
+        return int(info["length"])
 
     async def ack(self, items: Sequence[Delivery]) -> int:
         pipe = self.r.pipeline(transaction=False)
@@ -151,19 +164,26 @@ class RedisStreams:
 
     async def publish(self, items: Sequence[tuple[Delivery, Result]],
                       window_n: int) -> list[Published]:
-        pipe = self.r.pipeline(transaction=False)
+        # One round trip on a single server; on a cluster the scripts run concurrently, each
+        # on its line's shard.
+        pipe = self.r if self.cluster else self.r.pipeline(transaction=False)
+        calls = []
         for d, res in items:
             flat: list = []
             for k, v in res.to_fields().items():
                 flat += [k, v]
             head = json.dumps([res.frame_id, round(res.score, 6), int(res.is_anomaly)])[:-1]
-            await self._publish(
+            call = self._publish(
                 keys=[keys.results(d.line), keys.seen(d.line, res.camera, res.frame_id),
                       keys.frames(d.line), keys.alert_window(d.line, res.camera)],
                 args=[self.group, d.entry_id, self.s.dedup_ttl_s, self.s.results_maxlen,
                       window_n, head + ',"', f'",{res.capture_ts!r}]', *flat],
                 client=pipe)
-        replies = await pipe.execute()
+            if self.cluster:
+                calls.append(call)
+            else:
+                await call
+        replies = await (asyncio.gather(*calls) if self.cluster else pipe.execute())
         return [Published(bool(new), None if rid is None else _s(rid),
                           [Verdict.from_json(v) for v in window])
                 for new, rid, window in replies]

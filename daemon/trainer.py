@@ -1,4 +1,4 @@
-"""`rlrctl trainer`: runs training jobs from `rlr:jobs`, one at a time, on this machine.
+"""`rlrctl trainer`: runs training jobs from `rlr:{jobs}`, one at a time, on this machine.
 
 For each job: check the data, train (progress, ETA and a heartbeat in the job record), then
 calibrate thresholds on the held-out normals, evaluate on the test split when there is one,
