@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -15,7 +16,14 @@ def _fail(exc: Exception) -> None:
 
 
 class _Group(click.Group):
-    """Turns rlr's own errors into one readable line and exit status 2, not a traceback."""
+    """Loads commands lazily; turns rlr's own errors into one readable line and exit status
+    2, not a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _load(name) if name in _COMMANDS else None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -30,31 +38,27 @@ def main() -> None:
     """Unified multi-class visual anomaly detection (RLR) for factory lines."""
 
 
-def _register() -> None:
-    from daemon import (
-        cli_alerts,
-        cli_collect,
-        cli_demo,
-        cli_eval,
-        cli_jobs,
-        cli_model,
-        cli_produce,
-        cli_registry,
-        cli_worker,
-    )
-
-    for cmd in (cli_model.train, cli_model.score, cli_model.info, cli_model.import_official,
-                cli_model.synthetic, cli_eval.evaluate, cli_eval.calibrate,
-                cli_demo.demo, cli_demo.redis_server, cli_produce.produce, cli_worker.worker,
-                cli_worker.check,
-                cli_alerts.alerts, cli_alerts.bridge,
-                cli_registry.models, cli_registry.deploy, cli_registry.promote,
-                cli_registry.rollback, cli_registry.undeploy, cli_registry.status,
-                cli_jobs.trainer, cli_jobs.jobs_group, cli_collect.collect):
-        main.add_command(cmd)
+# command name -> (module, attribute): a command's module (and torch, for the model commands)
+# is imported only when that command runs, so `rlrctl check` answers a probe quickly.
+_COMMANDS = {
+    "train": ("cli_model", "train"), "score": ("cli_model", "score"),
+    "info": ("cli_model", "info"), "import-official": ("cli_model", "import_official"),
+    "synthetic": ("cli_model", "synthetic"), "eval": ("cli_eval", "evaluate"),
+    "calibrate": ("cli_eval", "calibrate"), "demo": ("cli_demo", "demo"),
+    "redis": ("cli_demo", "redis_server"), "produce": ("cli_produce", "produce"),
+    "worker": ("cli_worker", "worker"), "check": ("cli_worker", "check"),
+    "alerts": ("cli_alerts", "alerts"), "bridge": ("cli_alerts", "bridge"),
+    "models": ("cli_registry", "models"), "deploy": ("cli_registry", "deploy"),
+    "promote": ("cli_registry", "promote"), "rollback": ("cli_registry", "rollback"),
+    "undeploy": ("cli_registry", "undeploy"), "status": ("cli_registry", "status"),
+    "trainer": ("cli_jobs", "trainer"), "jobs": ("cli_jobs", "jobs_group"),
+    "collect": ("cli_collect", "collect"),
+}
 
 
-_register()
+def _load(name: str) -> click.Command:
+    module, attr = _COMMANDS[name]
+    return getattr(importlib.import_module(f"daemon.{module}"), attr)
 
 
 if __name__ == "__main__":

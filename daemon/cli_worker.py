@@ -8,11 +8,8 @@ import sys
 import click
 
 from daemon import health, logs
-from daemon.engine import Engine
-from daemon.metrics import WorkerMetrics
 from daemon.redis_conn import connect, connect_async, ping, wait_ready
 from daemon.settings import load_settings
-from daemon.streams import RedisStreams, line_stats
 
 
 def _lines(values: tuple[str, ...]) -> str | None:
@@ -38,6 +35,10 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     Runs until SIGTERM / SIGINT: the first finishes, publishes and acknowledges the frames
     already read; a second one exits at once (unfinished frames go to another worker).
     """
+    from daemon.engine import Engine
+    from daemon.metrics import WorkerMetrics
+    from daemon.streams import RedisStreams
+
     settings = load_settings(config_file, model=model, lines=_lines(lines),
                              batch_size=batch_size, device=device, consumer=consumer,
                              metrics_port=metrics_port, redis_url=redis_url)
@@ -84,11 +85,14 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
               "one (a fleet-wide check).")
 @click.option("--min-workers", type=int, default=1, show_default=True,
               help="Healthy workers needed.")
+@click.option("--liveness", is_flag=True, help="Liveness instead of readiness: a worker that "
+              "is alive but not serving (waiting for its first model, draining, waiting for "
+              "Redis) passes; only a stalled loop or a missing heartbeat fails.")
 @click.option("--quiet", "-q", is_flag=True, help="No output, exit status only.")
 @click.option("--redis-url", help="Redis URL [RLR_REDIS_URL].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Settings file [RLR_CONFIG].")
-def check(worker_id, line, all_hosts, min_workers, quiet, redis_url, config_file):
+def check(worker_id, line, all_hosts, min_workers, liveness, quiet, redis_url, config_file):
     """Health probe: exit 0 when enough workers are healthy, 1 otherwise.
 
     By default it checks the workers on this host (a container's or pod's own worker), as
@@ -105,7 +109,7 @@ def check(worker_id, line, all_hosts, min_workers, quiet, redis_url, config_file
         sys.exit(1)
     host = None if (all_hosts or worker_id) else health.this_host()
     ok, workers, verdict = health.check(health.read_heartbeats(client), worker_id, host, line,
-                                        min_workers)
+                                        min_workers, live=liveness)
     if not quiet:
         for w in workers:
             b = w.beat
@@ -113,6 +117,8 @@ def check(worker_id, line, all_hosts, min_workers, quiet, redis_url, config_file
                        f"backlog={sum((b.get('backlog') or {}).values()):<6} "
                        f"model={b.get('model_version')}  {'' if w.healthy else w.why}")
         if line:
+            from daemon.streams import line_stats
+
             stats = line_stats(client, line)
             if stats:
                 click.echo(f"line {line}: " + ", ".join(f"{k}={v}" for k, v in

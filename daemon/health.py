@@ -13,6 +13,7 @@ import redis
 from daemon import keys
 
 HEALTHY = ("ready",)
+ALIVE = ("ready", "starting", "waiting_for_model", "draining", "redis_unavailable")
 
 
 class WorkerHealth(NamedTuple):
@@ -37,11 +38,13 @@ def read_heartbeats(client: redis.Redis) -> list[dict]:
     return sorted(beats, key=lambda b: b.get("worker", ""))
 
 
-def judge(beat: Mapping, now: float | None = None) -> WorkerHealth:
+def judge(beat: Mapping, now: float | None = None, live: bool = False) -> WorkerHealth:
+    """Readiness (default: serving frames) or liveness (`live`: the process makes progress;
+    restarting it would not help a worker that waits for a model or for Redis)."""
     now = time.time() if now is None else now
     status = str(beat.get("status", "unknown"))
     stalled = now - float(beat.get("loop_at", 0)) > float(beat.get("stall_s", 60))
-    if status not in HEALTHY:
+    if status not in (ALIVE if live else HEALTHY):
         why = f"status {status}" + (f" ({beat['last_error']})" if beat.get("last_error") else "")
     elif stalled:
         why = f"worker loop stalled for {now - float(beat['loop_at']):.0f}s"
@@ -52,10 +55,10 @@ def judge(beat: Mapping, now: float | None = None) -> WorkerHealth:
 
 
 def check(beats: Iterable[Mapping], worker: str | None = None, host: str | None = None,
-          line: str | None = None, min_workers: int = 1,
-          now: float | None = None) -> tuple[bool, list[WorkerHealth], str]:
+          line: str | None = None, min_workers: int = 1, now: float | None = None,
+          live: bool = False) -> tuple[bool, list[WorkerHealth], str]:
     """(ok, the workers considered, one-line verdict)."""
-    chosen = [judge(b, now) for b in beats
+    chosen = [judge(b, now, live) for b in beats
               if (worker is None or b.get("worker") == worker)
               and (host is None or b.get("host") == host)
               and (line is None or line in (b.get("lines") or []))]

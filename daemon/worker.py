@@ -166,6 +166,7 @@ class Worker:
             beat = asyncio.create_task(self._housekeeping())
             try:
                 while self.serving.primary is None and not self._stopping:
+                    self.loop_at = time.time()  # alive, just idle: liveness probes pass
                     await asyncio.sleep(0.2)
             finally:
                 beat.cancel()

@@ -20,9 +20,20 @@ from rlr.errors import (
     DataError,
     RLRError,
 )
-from rlr.model import Prediction, RLRModel, create_model
 
 __version__ = "0.1.0"
+
+_LAZY = {"Prediction", "RLRModel", "create_model"}
+
+
+def __getattr__(name: str):
+    # torch loads on first use of the model API, so `import rlr.errors` / `rlr.config` stay
+    # light (health probes and CLI start-up import them).
+    if name in _LAZY:
+        from rlr import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'rlr' has no attribute {name!r}")
 
 
 def load_artifact(path, device="cpu"):

@@ -64,3 +64,14 @@ def test_check_fails_when_no_heartbeat_matches(kw):
     ok, chosen, verdict = check(beats, now=NOW, **kw)
     assert not ok and chosen == []
     assert "no live worker heartbeat" in verdict
+
+
+def test_liveness_passes_a_worker_that_waits_but_not_a_stalled_one():
+    from daemon.health import judge
+
+    now = 1000.0
+    waiting = {"worker": "w", "status": "waiting_for_model", "loop_at": now - 1, "stall_s": 60}
+    assert not judge(waiting, now).healthy  # not ready: no model to serve yet
+    assert judge(waiting, now, live=True).healthy  # but alive: no restart
+    stalled = {**waiting, "status": "ready", "loop_at": now - 600}
+    assert not judge(stalled, now, live=True).healthy
