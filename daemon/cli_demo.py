@@ -22,9 +22,10 @@ import click
 def demo(workdir, seconds, fps, preset, epochs, model):
     """Run a whole inspection line on this machine and watch it live.
 
-    Trains a model on a synthetic 3-class set (unless --model), starts an embedded Redis
-    (unless RLR_REDIS_URL is set), a worker and one simulated camera per class replaying
-    test images with defects; shows per-camera scores and alerts; then stops everything.
+    Trains a model on a synthetic 3-class set and calibrates it on separate normal images
+    (unless --model), starts an embedded Redis (unless RLR_REDIS_URL is set), a worker and
+    one simulated camera per class replaying unseen normal images with defects among them
+    (PNG, like the calibration images); shows per-camera scores and alerts; then stops.
     """
     from daemon.demo import run_demo
 

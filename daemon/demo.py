@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,22 +39,49 @@ def rlrctl(*args: str) -> list[str]:
 
 
 def prepare(workdir: Path, preset: str, epochs: int, size: int) -> Path:
-    """Synthetic data → trained model → calibrated thresholds (each step shows progress)."""
+    """Synthetic data → trained model → calibrated thresholds → camera feeds (with progress)."""
     data, model = workdir / "data", workdir / "model.rlr"
+    classes = ",".join(CLASSES)
+
+    def synthetic(out: str, n_train: int, n_test: int, seed: int) -> list[str]:
+        return rlrctl("synthetic", str(workdir / out), "--classes", classes, "--n-train",
+                      str(n_train), "--n-test", str(n_test), "--size", str(size),
+                      "--seed", str(seed))
+
     steps = [
-        ("writing a synthetic 3-class data set", rlrctl(
-            "synthetic", str(data), "--classes", ",".join(CLASSES), "--n-train", "40",
-            "--n-test", "6", "--size", str(size))),
+        ("writing a synthetic 3-class training set", synthetic("data", 40, 2, 0)),
+        # Thresholds set on a handful of held-out images are rough; a separate set of normal
+        # images (as a plant would collect from the line) gives ~20 per class.
+        ("writing normal images for calibration", synthetic("calib", 200, 0, 2)),
+        ("writing unseen normal images for the camera feeds", synthetic("normal", 10, 0, 3)),
         (f"training one `{preset}` model for all classes ({epochs} epochs)", rlrctl(
             "train", "--data", str(data), "--preset", preset, "--epochs", str(epochs),
             "--out", str(model), "--cache-dir", str(workdir / "cache"))),
         ("calibrating alarm thresholds (1% false alarms)", rlrctl(
-            "calibrate", "--model", str(model), "--data", str(data), "--far", "0.01")),
+            "calibrate", "--model", str(model), "--data", str(workdir / "calib"),
+            "--far", "0.01")),
     ]
     for title, cmd in steps:
         click.secho(f"==> {title}", bold=True)
         subprocess.run(cmd, check=True)
+    write_feeds(workdir)
     return model
+
+
+def write_feeds(workdir: Path) -> None:
+    """Per camera, unseen normal images with the test defects spread among them."""
+    for cls in CLASSES:
+        normals = sorted((workdir / "normal" / cls / "train" / "good").glob("*.png"))
+        defects = sorted(p for p in (workdir / "data" / cls / "test").glob("*/*.png")
+                         if p.parent.name != "good")
+        feed = workdir / "feeds" / cls
+        shutil.rmtree(feed, ignore_errors=True)
+        feed.mkdir(parents=True)
+        order = [(i / len(normals), p) for i, p in enumerate(normals)]
+        order += [((i + 0.5) / len(defects), p) for i, p in enumerate(defects)]
+        for k, (_, src) in enumerate(sorted(order)):
+            kind = "good" if src in normals else src.parent.name
+            shutil.copyfile(src, feed / f"{k:03d}_{kind}.png")
 
 
 class Line:
@@ -96,7 +124,11 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
              model: Path | None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     size = 64 if preset == "tiny" else 256
-    model = model or prepare(workdir, preset, epochs, size)
+    if model is None:
+        model = prepare(workdir, preset, epochs, size)
+    elif not (workdir / "feeds").is_dir():
+        raise click.ClickException(f"{workdir}/feeds is missing: run `rlrctl demo` once "
+                                   "without --model to write the data and the camera feeds")
     server = None
     url = os.environ.get("RLR_REDIS_URL")
     if url is None:
@@ -122,8 +154,8 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
         _wait_ready(client, line, stopping)
         for cls in CLASSES:
             line.start(f"camera-{cls}", [
-                "produce", "--source", str(workdir / "data" / cls / "test"),
-                "--camera", f"cam-{cls}", "--class", cls, "--fps", str(fps), "--loop"])
+                "produce", "--source", str(workdir / "feeds" / cls), "--camera", f"cam-{cls}",
+                "--class", cls, "--fps", str(fps), "--loop", "--encoding", "png"])
         _watch(client, line, line_name, seconds, stopping)
     finally:
         click.secho("==> stopping cameras, worker and Redis", bold=True)
