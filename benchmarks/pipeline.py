@@ -140,8 +140,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="lite", help="tiny or lite (or paper on a GPU)")
     ap.add_argument("--batch", type=int, default=8, help="worker batch size")
-    ap.add_argument("--seconds", type=float, default=20, help="length of each measurement")
+    ap.add_argument("--seconds", type=float, default=40,
+                    help="total length of each measurement (split over the rounds)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
     ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
     args = ap.parse_args()
 
@@ -163,12 +165,20 @@ def main() -> None:
     worker = start_worker(url, line, model, args.batch, args.device, log)
     try:
         wait_ready(client, worker, log)
-        fps_model = model_only_fps(model, images, args.batch, args.seconds, args.device)
-        print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches)",
-              flush=True)
         throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
-        fps_e2e = throughput(client, line, frames, max(int(fps_model * args.seconds), 64))
-        print(f"end-to-end      {fps_e2e:8.1f} frames/s (XADD -> worker -> results)", flush=True)
+        # Alternate the two measurements (this machine's speed drifts over minutes) and
+        # compare their medians: the ratio is then not an artefact of when each one ran.
+        models, e2es = [], []
+        for _ in range(args.rounds):
+            models.append(model_only_fps(model, images, args.batch, args.seconds / args.rounds,
+                                         args.device))
+            n = max(int(models[-1] * args.seconds / args.rounds), 4 * args.batch)
+            e2es.append(throughput(client, line, frames, n))
+        fps_model, fps_e2e = float(np.median(models)), float(np.median(e2es))
+        print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches; rounds: "
+              f"{', '.join(f'{x:.1f}' for x in models)})", flush=True)
+        print(f"end-to-end      {fps_e2e:8.1f} frames/s (XADD -> worker -> results; rounds: "
+              f"{', '.join(f'{x:.1f}' for x in e2es)})", flush=True)
         print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
         infer = [(r.infer_ms, r.worker) for _, r in results_after(client, line, "0-0")
                  if r.camera == "cam-tput"]

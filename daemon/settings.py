@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     block_ms: int = Field(500, ge=1, le=60_000, description="XREADGROUP BLOCK when idle")
     prefetch_batches: int = Field(2, ge=1, le=64, description="decoded batches read ahead")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding frames")
+    decode_inline: Literal["auto", "yes", "no"] = Field(
+        "auto", description="decode on the inference thread between batches (auto: when the "
+        "model runs on the CPU) instead of on RLR_DECODE_THREADS threads beside it")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 on CUDA, fp32 on CPU")
