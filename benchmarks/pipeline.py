@@ -36,8 +36,7 @@ from daemon.producer import push_images
 from daemon.schema import Result, encode_image
 from rlr.artifact import save_artifact
 from rlr.config import preset
-from rlr.data import list_images, load_image
-from rlr.features import images_to_tensor
+from rlr.data import list_images, load_image, to_tensor
 from rlr.model import create_model
 from rlr.synthetic import write_dataset
 
@@ -48,7 +47,7 @@ def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
     """The preset's model (packaged backbone weights) with a threshold at the median score."""
     cfg = preset(name)
     model = create_model(cfg).eval()
-    scores = model.predict(images_to_tensor(images[:16])).score.numpy()
+    scores = model.predict(to_tensor(images[:16])).score.numpy()
     path = workdir / f"{name}.rlr"
     save_artifact(path, model, ["bench"], thresholds={"default": float(np.median(scores))})
     return path
@@ -59,7 +58,7 @@ def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: fl
     from rlr.artifact import load_artifact
 
     model, _ = load_artifact(path, device=device)
-    x = images_to_tensor((images * batch)[:batch]).to(device)
+    x = to_tensor((images * batch)[:batch]).to(device)
     model.predict(x)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:

@@ -41,8 +41,8 @@ def evaluate(model_path, data_root, kind, classes, out, batch_size, device, no_p
              seed) -> None:
     """Score a data set's test images; print per-class metrics, write a report."""
     from rlr.artifact import load_artifact
+    from rlr.device import resolve_device
     from rlr.evaluate import evaluate as run_eval
-    from rlr.pipeline import resolve_device
     from rlr.report import console_table, write_report
 
     art = load_artifact(model_path)
@@ -77,9 +77,9 @@ def calibrate(model_path, data_root, kind, classes, far, out, batch_size, device
     """
     import shutil
 
-    from daemon.calibration import calibrate_model, validation_normals
     from rlr.artifact import load_artifact, update_manifest
-    from rlr.pipeline import resolve_device
+    from rlr.calibrate import calibrate_model, validation_normals
+    from rlr.device import resolve_device
 
     art = load_artifact(model_path)
     tcfg = art.manifest["config"]["train"]

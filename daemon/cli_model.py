@@ -137,8 +137,8 @@ def score(model_path, images, out, batch_size, device, threshold, as_json) -> No
     """Score IMAGES (files or folders) and optionally write heat-map overlays."""
     from rlr.artifact import load_artifact
     from rlr.data import list_images
+    from rlr.device import resolve_device
     from rlr.inference import score_paths
-    from rlr.pipeline import resolve_device
     from rlr.visualize import overlay, save_rgb, side_by_side
 
     art = load_artifact(model_path)

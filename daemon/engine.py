@@ -12,8 +12,9 @@ import torch
 from daemon.errors import SettingsError
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
-from rlr.data import resize
-from rlr.features import images_to_tensor
+from rlr.data import resize, to_tensor
+from rlr.device import resolve_device
+from rlr.errors import ConfigError
 from rlr.model import RLRModel
 
 
@@ -24,12 +25,11 @@ class Scores(NamedTuple):
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SettingsError(f"RLR_DEVICE={device} but no CUDA device is available; use "
-                            "RLR_DEVICE=cpu or auto")
-    return torch.device(device)
+    """`RLR_DEVICE` as a torch device; the rule is `rlr.device.resolve_device`'s."""
+    try:
+        return resolve_device(device)
+    except ConfigError as exc:
+        raise SettingsError(f"RLR_DEVICE: {exc}") from exc
 
 
 class Engine:
@@ -72,7 +72,7 @@ class Engine:
         start = time.perf_counter()
         s = self.image_size
         images = [img if img.shape[:2] == (s, s) else resize(img, s) for img in images]
-        x = images_to_tensor(images).to(self.device, non_blocking=True)
+        x = to_tensor(images).to(self.device, non_blocking=True)
         pred = self.model.predict(x, bf16=self.bf16)
         scores = pred.score.float().cpu().numpy()
         maps = pred.anomaly_map.float().cpu().numpy()

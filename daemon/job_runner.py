@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 def execute(trainer: Trainer, job_id: str) -> dict[str, Any]:
     """Run job `job_id` (already marked running by `trainer`); returns the fields of the
     succeeded record. Raises on failure, `JobCancelled` / `TrainerStopping` to stop."""
-    from daemon.calibration import calibrate_model, validation_normals
     from rlr.artifact import save_artifact
-    from rlr.pipeline import resolve_device, train_on_samples
+    from rlr.calibrate import calibrate_model, validation_normals
+    from rlr.device import resolve_device
+    from rlr.pipeline import train_on_samples
 
     client = trainer.client
     job = jobs.get_job(client, job_id)

@@ -24,6 +24,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from rlr.calibrate import DEFAULT_SLOT
 from rlr.config import RLRConfig
 from rlr.errors import ArtifactError, BackboneError, ConfigError
 from rlr.model import RLRModel, create_model
@@ -32,7 +33,6 @@ from rlr.state import state_mismatches
 SCHEMA_VERSION = 1
 FORMAT = "rlr-model"
 MANIFEST_KEY = "rlr_manifest"
-DEFAULT_SLOT = "default"  # thresholds slot used for frames whose class is not known
 UPDATABLE = ("thresholds", "metrics", "training")
 _REQUIRED = ("config", "backbone", "class_names", "thresholds", "sha256")
 _Fields = Mapping[str, Any] | None  # thresholds: class or "default" -> float | None

@@ -11,12 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlr.errors import ConfigError
 
-DEFAULT_SLOT = "default"
+if TYPE_CHECKING:
+    import torch
+
+    from rlr.data import Sample
+    from rlr.datasets import Dataset
+    from rlr.model import RLRModel
+
+DEFAULT_SLOT = "default"  # thresholds slot for frames whose class is not known
 
 
 @dataclass
@@ -76,3 +84,28 @@ def threshold_of(thresholds: Mapping[str, float | None], class_name: str | None)
     if class_name is not None and thresholds.get(class_name) is not None:
         return thresholds[class_name]
     return thresholds.get(DEFAULT_SLOT)
+
+
+def validation_normals(ds: Dataset, train_config: Mapping[str, Any]) -> list[Sample]:
+    """The data set's own validation normals (ELPV), else the split of `train/good` that
+    training held out (same `val_fraction` and `seed`), so none of them was trained on."""
+    from rlr.data import split_validation
+
+    if ds.validation is not None:
+        return list(ds.validation)
+    return split_validation(list(ds.train), train_config["val_fraction"], train_config["seed"])[1]
+
+
+def calibrate_model(model: RLRModel, normals: Sequence[Sample], far: float, batch_size: int = 8,
+                    device: str | torch.device = "cpu") -> Calibration:
+    """Score `normals` and set per-class (and pooled "default") thresholds at `far`.
+
+    `rlrctl calibrate` and training jobs both call this, so a model calibrated by a job gets
+    exactly the thresholds the command would give it."""
+    from rlr.inference import score_samples
+
+    scores, _ = score_samples(model, normals, batch_size, device)
+    by_class: dict[str, list[float]] = {}
+    for s, v in zip(normals, scores, strict=True):
+        by_class.setdefault(s.class_name, []).append(float(v))
+    return calibrate_scores(by_class, far)

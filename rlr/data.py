@@ -197,52 +197,6 @@ class Sample:
     group: str = ""
 
 
-def discover_normal_set(root: str | Path, classes: Sequence[str] | None = None) -> list[Sample]:
-    """Find the normal training images of an MVTec-style folder: `<root>/<class>/train/good/*`.
-
-    `classes=None` takes every class folder that has `train/good`. Sorted by class, then file.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise DataError(
-            f"data root {root} does not exist; pass the folder that holds one sub-folder per "
-            "class, laid out as <root>/<class>/train/good/*.png"
-        )
-    if not root.is_dir():
-        raise DataError(f"data root {root} is a file; pass the folder that holds the classes")
-    found = sorted(d.name for d in root.iterdir() if (d / "train" / "good").is_dir())
-    if not found:
-        hint = ""
-        if (root / "train" / "good").is_dir():
-            hint = f" {root} looks like a single class folder; pass its parent {root.parent}."
-        raise DataError(
-            f"no class folder with train/good found under {root}; expected "
-            f"<root>/<class>/train/good/*.png.{hint}"
-        )
-    if classes is None:
-        wanted = found
-    else:
-        missing = [c for c in classes if c not in found]
-        if missing:
-            raise DataError(
-                f"class(es) {', '.join(missing)} not found under {root} (no "
-                f"<class>/train/good folder); classes found: {', '.join(found)}"
-            )
-        wanted = sorted(set(classes))
-
-    samples: list[Sample] = []
-    for name in wanted:
-        folder = root / name / "train" / "good"
-        images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
-        if not images:
-            raise DataError(
-                f"class {name!r} has no images in {folder}; add normal images with extension "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))} or leave the class out"
-            )
-        samples.extend(Sample(path=p, class_name=name) for p in images)
-    return samples
-
-
 def check_images(samples: Iterable[Sample], progress: bool = False) -> None:
     """Decode every image once; raise one DataError listing all unusable files, if any.
 

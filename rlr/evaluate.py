@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,9 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rlr.data import Sample, load_image, load_mask
+from rlr.calibrate import threshold_of
+from rlr.data import load_mask
 from rlr.datasets import Dataset
-from rlr.features import images_to_tensor
+from rlr.inference import score_samples
 from rlr.metrics import image_metrics, mean_over_classes, pixel_metrics
 from rlr.model import RLRModel
 
@@ -62,32 +62,6 @@ class EvalReport:
         return cols
 
 
-def _batched(samples: Sequence[Sample], n: int):
-    for i in range(0, len(samples), n):
-        yield samples[i : i + n]
-
-
-@torch.inference_mode()
-def score_samples(
-    model: RLRModel, samples: Sequence[Sample], batch_size: int = 8,
-    device: str | torch.device = "cpu", keep_maps: bool = False,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Image scores (N,) and, when asked, float16 anomaly maps (N, S, S)."""
-    model = model.to(device).eval()
-    size = model.image_size
-    scores, maps = [], []
-    for chunk in _batched(samples, batch_size):
-        images = images_to_tensor([load_image(s.path, size) for s in chunk]).to(device)
-        pred = model.predict(images)
-        scores.append(pred.score.float().cpu().numpy())
-        if keep_maps:
-            maps.append(pred.anomaly_map.cpu().numpy().astype(np.float16))
-        if on_batch is not None:
-            on_batch(len(chunk))
-    return np.concatenate(scores), (np.concatenate(maps) if keep_maps else None)
-
-
 def evaluate(
     model: RLRModel,
     dataset: Dataset,
@@ -103,8 +77,6 @@ def evaluate(
     With calibrated `thresholds` (class or "default" -> score), each class row also gets the
     false-alarm rate and the detection rate at its threshold.
     """
-    from rlr.calibrate import threshold_of
-
     size = model.image_size
     use_pixel = pixel and dataset.has_masks
     t0 = time.perf_counter()

@@ -16,13 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from rlr.data import to_tensor
+
 ImageLoader = Callable[[Path, int], np.ndarray]
-
-
-def images_to_tensor(images: Sequence[np.ndarray]) -> Tensor:
-    """uint8 (H, W, 3) arrays -> float (B, 3, H, W) in [0, 1]."""
-    arr = np.stack(images, 0)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @torch.inference_mode()
@@ -42,7 +38,7 @@ def extract_features(
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        batch = images_to_tensor([load(p, image_size) for p in chunk]).to(device)
+        batch = to_tensor([load(p, image_size) for p in chunk]).to(device)
         feats = backbone(batch)
         if not levels:
             levels = [[] for _ in feats]

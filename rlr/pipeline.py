@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from rlr.config import RLRConfig
-from rlr.data import Sample, check_images, discover_normal_set, load_image, split_validation
+from rlr.data import Sample, load_image, split_validation
 from rlr.datasets import Dataset, check_dataset
+from rlr.device import resolve_device
 from rlr.features import cached_features, channel_stats, extract_features
 from rlr.model import RLRModel, create_model
 from rlr.train import TrainResult, fit
@@ -32,25 +33,6 @@ class TrainedModel:
     def training_summary(self) -> dict[str, Any]:
         return {"data": self.data_summary, "result": self.result.summary(),
                 "history": self.result.history}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """"auto" (or None) picks CUDA when present, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def train_on_folder(config: RLRConfig, data_root: str | Path,
-                    classes: Sequence[str] | None = None, **options: Any) -> TrainedModel:
-    """Train one unified model on `<root>/<class>/train/good/*` for all (or the given) classes.
-
-    `options`: device, cache_dir, checkpoint, resume, progress, on_epoch (see
-    `train_on_samples`).
-    """
-    samples = discover_normal_set(data_root, classes)
-    check_images(samples, progress=options.get("progress", True))
-    return train_on_samples(config, samples, data_root=str(data_root), **options)
 
 
 def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> TrainedModel:

@@ -87,7 +87,7 @@ def _curves(report: EvalReport, out: Path) -> list[str]:
 
 def _overlays(report: EvalReport, model: RLRModel, out: Path, k: int, device) -> list[str]:
     from rlr.data import Sample
-    from rlr.evaluate import score_samples
+    from rlr.inference import score_samples
     from rlr.visualize import colorize, overlay, save_rgb, side_by_side
 
     written: list[str] = []

@@ -23,11 +23,12 @@ def tiny_trained(synthetic_root):
     import dataclasses
 
     from rlr.config import preset
-    from rlr.pipeline import train_on_folder
+    from rlr.datasets import load_dataset
+    from rlr.pipeline import train_on_dataset
 
     cfg = preset("tiny")
     cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=25))
-    return train_on_folder(cfg, synthetic_root, progress=False)
+    return train_on_dataset(cfg, load_dataset("folder", synthetic_root), progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from daemon.cli import main
 from daemon.collect import Collector
 from daemon.producer import push_images
 from daemon.schema import Result
-from rlr.data import discover_normal_set
+from rlr.datasets import load_dataset
 
 
 def _collect(redis_url: str, *args: str):
@@ -36,7 +36,7 @@ def test_collect_writes_the_training_layout_from_the_stream(redis_url, rclient, 
     assert "wrote 8 frame(s)" in res.output and "cam1 4, tile 4" in res.output
     assert "1 unreadable" in res.output
 
-    samples = discover_normal_set(out)  # what `rlrctl train --data OUT` reads
+    samples = list(load_dataset('folder', out).train)  # what `rlrctl train --data OUT` reads
     assert len(samples) == 8
     names = {(s.class_name, s.path.name) for s in samples}
     assert names == {("cam1", f"cam1-{i}.png") for i in cam1} | \
@@ -49,7 +49,7 @@ def test_collect_writes_the_training_layout_from_the_stream(redis_url, rclient, 
     res = _collect(redis_url, "--line", line, "--cameras", "cam1", "--n", "2",
                    "--out", str(out), "--since", "0", "--max-seconds", "2")
     assert res.exit_code == 1 and "no frames collected" in res.output
-    assert len(discover_normal_set(out)) == 8
+    assert len(list(load_dataset('folder', out).train)) == 8
 
 
 def test_class_option_filters_and_names_the_folder(redis_url, rclient, line, frame_jpegs,

@@ -12,12 +12,12 @@ from rlr.data import (
     Sample,
     check_images,
     decode_image,
-    discover_normal_set,
     list_images,
     load_image,
     split_validation,
     to_tensor,
 )
+from rlr.datasets import load_dataset
 from rlr.errors import DataError
 
 
@@ -151,13 +151,18 @@ def test_to_tensor_layout_and_range() -> None:
 # ----------------------------------------------------------------------------- discovery
 
 
+def _normals(root, classes=None) -> list:
+    """The normal training images `rlrctl train --data ROOT` reads (the `folder` layout)."""
+    return list(load_dataset("folder", root, classes).train)
+
+
 def test_discover_finds_classes_sorted_and_skips_non_images(tmp_path: Path) -> None:
     root = _mvtec(tmp_path, {"zipper": 2, "bottle": 3})
     (root / "bottle" / "train" / "good" / "notes.txt").write_text("x")
     (root / "bottle" / "train" / "good" / "._000.png").write_bytes(b"macOS junk")
     _save(root / "bottle" / "train" / "good" / "UPPER.PNG", _rgb())
     (root / "stray").mkdir()  # not a class: no train/good
-    samples = discover_normal_set(root)
+    samples = _normals(root)
     assert [(s.class_name, s.path.name) for s in samples] == [
         ("bottle", "000.png"),
         ("bottle", "001.png"),
@@ -167,34 +172,34 @@ def test_discover_finds_classes_sorted_and_skips_non_images(tmp_path: Path) -> N
         ("zipper", "001.png"),
     ]
     assert all(s.label == 0 and s.mask_path is None for s in samples)
-    assert {s.class_name for s in discover_normal_set(root, ["zipper"])} == {"zipper"}
+    assert {s.class_name for s in _normals(root, ["zipper"])} == {"zipper"}
 
 
 def test_discover_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist") as info:
-        discover_normal_set(tmp_path / "nope")
+        _normals(tmp_path / "nope")
     assert str(tmp_path / "nope") in str(info.value)
 
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     with pytest.raises(DataError, match="is a file"):
-        discover_normal_set(a_file)
+        _normals(a_file)
 
     with pytest.raises(DataError, match="no class folder") as info:
-        discover_normal_set(tmp_path)
+        _normals(tmp_path)
     assert "train/good" in str(info.value)
 
 
 def test_class_folder_passed_as_root_gets_a_hint(tmp_path: Path) -> None:
     root = _mvtec(tmp_path, {"bottle": 1})
     with pytest.raises(DataError, match="pass its parent"):
-        discover_normal_set(root / "bottle")
+        _normals(root / "bottle")
 
 
 def test_missing_class_lists_the_classes_found(tmp_path: Path) -> None:
     root = _mvtec(tmp_path, {"bottle": 1, "cable": 1})
     with pytest.raises(DataError) as info:
-        discover_normal_set(root, ["bottle", "screw"])
+        _normals(root, ["bottle", "screw"])
     message = str(info.value)
     assert "screw" in message and "bottle, cable" in message and str(root) in message
 
@@ -202,8 +207,8 @@ def test_missing_class_lists_the_classes_found(tmp_path: Path) -> None:
 def test_empty_class_names_its_folder(tmp_path: Path) -> None:
     root = _mvtec(tmp_path, {"bottle": 1, "cable": 0})
     (root / "cable" / "train" / "good" / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match="no images") as info:
-        discover_normal_set(root)
+    with pytest.raises(DataError, match="no training images") as info:
+        _normals(root)
     assert str(root / "cable" / "train" / "good") in str(info.value)
 
 
@@ -212,13 +217,13 @@ def test_empty_class_names_its_folder(tmp_path: Path) -> None:
 
 def test_check_images_reports_every_bad_file_at_once(tmp_path: Path) -> None:
     root = _mvtec(tmp_path, {"bottle": 3})
-    good = discover_normal_set(root)
+    good = _normals(root)
     check_images(good)  # all fine: no error
     bad1 = root / "bottle" / "train" / "good" / "bad1.png"
     bad1.write_bytes(b"junk")
     bad2 = _save(root / "bottle" / "train" / "good" / "bad2.jpg", Image.new("CMYK", (4, 4)))
     with pytest.raises(DataError) as info:
-        check_images(discover_normal_set(root), progress=True)
+        check_images(_normals(root), progress=True)
     message = str(info.value)
     assert "2 of 5 images" in message and str(bad1) in message and str(bad2) in message
 

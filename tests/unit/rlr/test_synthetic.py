@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlr.data import discover_normal_set, load_image
+from rlr.data import load_image
+from rlr.datasets import load_dataset
 from rlr.errors import ConfigError, DataError
 from rlr.synthetic import CLASSES, DEFECTS, add_defect, make_normal, write_dataset
 
@@ -46,7 +47,7 @@ def test_write_dataset_makes_the_mvtec_layout(tmp_path: Path) -> None:
                 assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
                 assert set(np.unique(mask)) == {0, 255}
                 assert 0.005 <= (mask > 0).mean() <= 0.08
-    samples = discover_normal_set(root)
+    samples = list(load_dataset('folder', root).train)
     assert len(samples) == 6 and {s.class_name for s in samples} == {"fabric", "washer"}
 
 
