@@ -30,10 +30,11 @@ import numpy as np
 import redis
 import torch
 
-from daemon import keys
-from daemon.embedded import EmbeddedRedis
-from daemon.producer import push_images
-from daemon.schema import Result, encode_image
+from daemon.line.embedded import EmbeddedRedis
+from daemon.line.producer import push_images
+from daemon.wire import keys
+from daemon.wire.codec import encode_image
+from daemon.wire.schema import Result
 from rlr.artifact import save_artifact
 from rlr.config import preset
 from rlr.data import list_images, load_image, to_tensor

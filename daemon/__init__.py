@@ -1,0 +1,20 @@
+"""rlr's operational side: everything that runs a line around the model library `rlr`.
+
+The parts, in the order they build on each other:
+
+    wire/     the line's wire format and Redis plumbing (schemas, image codec, keys, clients,
+              the one consumer-group helper, heartbeats)
+    models/   model versions in Redis, per-line rollouts, line status
+    serve/    the worker: run loop, batching policy, engine, verdicts, publishing, hot reload
+    jobs/     training jobs: queue, spec, runner, trainer
+    line/     what runs beside the workers: producers, alert bridges, capture, embedded Redis,
+              the demo
+    cli/      `rlrctl`, one module per command group
+
+and, at the top, `settings` (every `RLR_*` setting), `errors` (every error class) and `logs`.
+
+Import rules (tests/unit/test_import_boundary.py enforces them): no import cycle anywhere;
+a part imports only the parts before it that its docstring names (`wire` none, `models` wire,
+`serve` wire and models, `jobs` wire and models, `line` wire, `cli` any); the top-level
+modules import no part; only `cli` imports `click`; `rlr` imports nothing of `daemon`.
+"""

@@ -1,4 +1,7 @@
-"""Errors the daemon raises on purpose. Messages name the bad value and the way out."""
+"""Every error the daemon raises on purpose, in one place. Messages name the bad value and the
+way out. All derive from `rlr.errors.RLRError`, so `rlrctl` turns any of them into one line on
+stderr and exit status 2 instead of a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from rlr.errors import RLRError
 
 
 class DaemonError(RLRError):
-    """Base class for operational problems (settings, Redis, bridges)."""
+    """Base class for operational problems (settings, Redis, bridges, jobs, registry)."""
 
 
 class SettingsError(DaemonError):
@@ -15,6 +18,13 @@ class SettingsError(DaemonError):
 
 class RedisUnavailable(DaemonError):
     """Redis cannot be reached, or refused the credentials."""
+
+
+class SourceUnavailable(DaemonError):
+    """A port of the worker (frame source or result sink) cannot be reached for now.
+
+    Raised by the port implementations in place of their transport's own exceptions, so the
+    worker retries through an outage without knowing which transport it talks to."""
 
 
 class FrameError(DaemonError):
@@ -29,3 +39,30 @@ class FrameError(DaemonError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class DeliveryError(DaemonError):
+    """A bridge's sink could not deliver an alert. `permanent` ones are dead-lettered at once."""
+
+    def __init__(self, reason: str, detail: str, permanent: bool = False) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.permanent = reason, detail, permanent
+
+
+class RegistryError(DaemonError):
+    """A registry or rollout request cannot be done; the message says why and what to do."""
+
+
+class JobError(DaemonError):
+    """A job spec is invalid, a job does not exist, or a job operation is not possible."""
+
+
+# Signals between a trainer and the job it runs: control flow, not errors a user sees.
+
+
+class JobCancelled(Exception):
+    """The job's cancel was requested (or the job was taken away from this trainer)."""
+
+
+class TrainerStopping(Exception):
+    """This trainer was asked to stop; the job goes back on the queue."""

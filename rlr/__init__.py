@@ -20,8 +20,7 @@ from rlr.errors import (
     DataError,
     RLRError,
 )
-
-__version__ = "0.1.0"
+from rlr.version import __version__
 
 _LAZY = {"Prediction", "RLRModel", "create_model"}
 

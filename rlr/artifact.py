@@ -72,11 +72,18 @@ def load_artifact_bytes(data: bytes, device: str | torch.device = "cpu",
     return Artifact(_build_model(tensors, manifest, source).to(device).eval(), manifest)
 
 
+def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of the artifact at `path`, after checking the whole file: structure,
+    schema and the sha256 over every tensor and the manifest. Builds no model (fast)."""
+    path = Path(path)
+    return _decode(_read(path), str(path))[1]
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest from the file header, without reading the weights.
 
     Checks the schema version but NOT the sha256 (that needs every tensor); use
-    `load_artifact` before trusting the weights or the thresholds.
+    `verify_artifact` or `load_artifact` before trusting the weights or the thresholds.
     """
     path = Path(path)
     _check_exists(path)
@@ -172,9 +179,9 @@ def rlr_version() -> str:
     try:
         return importlib.metadata.version("rlr")
     except importlib.metadata.PackageNotFoundError:  # running from a source checkout
-        import rlr
+        from rlr.version import __version__
 
-        return str(getattr(rlr, "__version__", "unknown"))
+        return __version__
 
 
 # --- encoding ------------------------------------------------------------------------------

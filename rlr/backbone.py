@@ -12,8 +12,10 @@ import functools
 import importlib
 import importlib.metadata
 import re
+import socket
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import timm
 import timm.data
@@ -131,6 +133,8 @@ def _create(name: str, pretrained: bool, **kwargs: object) -> nn.Module:
         raise BackboneError(
             f"unknown timm model {name!r}; list candidates with timm.list_models('*efficientnet*')"
         )
+    if pretrained:
+        _check_hub_reachable(name)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:
@@ -142,10 +146,39 @@ def _create(name: str, pretrained: bool, **kwargs: object) -> nn.Module:
             else:
                 raise BackboneError(
                     f"could not fetch pretrained {name!r} from the timm hub ({exc}); this machine "
-                    "seems offline. Use weights='packaged' (tf_efficientnet_lite0/1/2) or "
-                    "weights='file' with weights_path=PATH"
+                    "seems offline. Use weights='packaged' (tf_efficientnet_lite0/1/2) or a "
+                    "local copy of the weights: --backbone-weights PATH (library: "
+                    "weights='file' with weights_path=PATH)"
                 ) from exc
         raise BackboneError(f"timm cannot build {name!r} with {kwargs}: {exc}") from exc
+
+
+def _check_hub_reachable(name: str, timeout_s: float = 3.0) -> None:
+    """Fail at once when hub weights are neither cached nor downloadable, instead of after the
+    hub client's minute of retries, and say how to bring the weights in by hand."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return  # weights from a plain URL: timm's own download says what failed
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub_id, filename), str):
+            return
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackboneError(
+            f"the pretrained weights of {name} come from the Hugging Face hub ({hub_id}), "
+            f"which cannot be reached from this machine ({constants.ENDPOINT}: {exc}). Copy "
+            "the weights file (model.safetensors of that repository) here and pass it with "
+            "--backbone-weights PATH (library: BackboneConfig(weights='file', "
+            "weights_path=PATH)), or use a packaged backbone such as tf_efficientnet_lite0"
+        ) from None
 
 
 def _truncate(extractor: nn.Module) -> None:

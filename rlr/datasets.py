@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlr.config import DATASET_KINDS
 from rlr.data import Sample, format_problems, is_image_file, load_image, load_mask
 from rlr.errors import ConfigError, DataError
 
-KINDS: tuple[str, ...] = ("mvtec", "visa", "elpv", "folder")
+KINDS: tuple[str, ...] = DATASET_KINDS
 
 # ELPV normals (p = 0) go to train / validation / test by these shares; see `elpv_split`.
 ELPV_FRACTIONS: tuple[float, float, float] = (0.6, 0.1, 0.3)

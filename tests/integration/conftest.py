@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from daemon.embedded import EmbeddedRedis
+from daemon.line.embedded import EmbeddedRedis
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -52,7 +52,7 @@ def rclient(redis_url):
 @pytest.fixture(scope="session")
 def frame_jpegs(synthetic_root) -> list[bytes]:
     """JPEG bytes of the synthetic test images (normal and defective, 64 px)."""
-    from daemon.schema import encode_image
+    from daemon.wire.codec import encode_image
     from rlr.data import list_images, load_image
 
     paths = list_images(sorted(synthetic_root.glob("*/test")))

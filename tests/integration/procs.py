@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from daemon import keys
-from daemon.schema import DeadLetter, Result
+from daemon.wire import keys
+from daemon.wire.schema import DeadLetter, Result
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -31,15 +31,18 @@ from click.testing import CliRunner
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from daemon import embedded, jobs, keys
-from daemon.bridges import Bridge, DeliveryError
 from daemon.cli import main
-from daemon.embedded import EmbeddedRedis
-from daemon.producer import Producer, push_images
-from daemon.redis_conn import connect
-from daemon.registry import Registry
-from daemon.schema import Alert
+from daemon.errors import DeliveryError
+from daemon.jobs import queue as jobs
+from daemon.line import embedded
+from daemon.line.bridge import Bridge
+from daemon.line.embedded import EmbeddedRedis
+from daemon.line.producer import Producer, push_images
+from daemon.models.registry import Registry
 from daemon.settings import load_settings
+from daemon.wire import keys
+from daemon.wire.clients import connect
+from daemon.wire.schema import Alert
 from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
@@ -389,7 +392,7 @@ def test_bridge_reads_alerts_and_writes_only_dead_letters(acl_redis):
 @pytest.mark.slow
 def test_trainer_runs_a_job_registers_and_deploys_its_canary(
         acl_redis, tiny_artifact, synthetic_root, tmp_path):
-    from daemon.trainer import Trainer
+    from daemon.jobs.trainer import Trainer
 
     line, admin = _line(), acl_redis.admin
     operator_url = acl_redis.url("rlr-operator")

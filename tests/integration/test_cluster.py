@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from redis.cluster import RedisCluster
 
-from daemon import keys
-from daemon.embedded import EmbeddedCluster
-from daemon.schema import Result
+from daemon.line.embedded import EmbeddedCluster
+from daemon.wire import keys
+from daemon.wire.schema import Result
 from tests.integration.procs import Proc, daemon_env, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -88,8 +88,8 @@ def test_three_lines_on_a_cluster_every_frame_scored_exactly_once(cluster, serve
 
 
 def test_registry_rollouts_and_jobs_work_on_a_cluster(cluster, served_model, synthetic_root):
-    from daemon.jobs import JobSpec, cancel, get_job, submit
-    from daemon.registry import Registry
+    from daemon.jobs.queue import JobSpec, cancel, get_job, submit
+    from daemon.models.registry import Registry
 
     client = RedisCluster.from_url(cluster.url)
     try:

@@ -1,35 +1,199 @@
-"""`rlr` is a library: importing it must not pull in the daemon's stack."""
+"""The architecture's import rules, written as tests (DESIGN.md "Layout", daemon/__init__.py).
+
+The module graph is built from the source's AST, imports inside functions included, so a cycle
+held together by a function-level import is found as well as one at module level.
+"""
+
+from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-FORBIDDEN = ("redis", "click", "structlog", "daemon", "pydantic_settings")
-RLR = Path(__file__).resolve().parents[2] / "rlr"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("rlr", "daemon")
+FORBIDDEN_IN_RLR = ("redis", "click", "structlog", "daemon", "pydantic_settings")
+TOP_LEVEL = {"daemon", "daemon.settings", "daemon.errors", "daemon.logs"}
+# part -> the parts it may import (besides itself, `rlr` and the top-level modules)
+ALLOWED_PARTS = {
+    "wire": set(),
+    "models": {"wire"},
+    "serve": {"wire", "models"},
+    "jobs": {"wire", "models"},
+    "line": {"wire"},
+    "cli": {"wire", "models", "serve", "jobs", "line", "console"},
+    "console": {"wire", "models", "jobs"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def source_files() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module `path` imports, anywhere in the file (relative imports resolved); for
+    `from pkg import name`, both `pkg` and `pkg.name` (the latter counts only if a module)."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports."""
+    files = {module_name(p): p for p in source_files()}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets = {m for m in imported_names(path) if m in files and m != name}
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        path, stack = [start], [iter(sorted(graph.get(start, ())))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def part_of(module: str) -> str | None:
+    """`daemon.serve.worker` -> "serve"; top-level daemon modules and rlr -> None."""
+    bits = module.split(".")
+    if bits[0] != "daemon" or module in TOP_LEVEL or len(bits) < 2:
+        return None
+    return bits[1]
+
+
+# ----------------------------------------------------------------------------- the checker
+
+
+def test_the_cycle_finder_finds_a_planted_cycle_and_no_false_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"x": {"x"}}) == ["x", "x"]
+    # diamond: two paths to one module are not a cycle
+    assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
+def test_imports_inside_functions_and_relative_imports_count(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "mod.py").write_text("def f():\n    from daemon.serve import worker\n"
+                                "from . import sibling\nfrom .sub import thing\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        names = imported_names(pkg / "mod.py")
+    finally:
+        ROOT = saved
+    assert {"daemon.serve", "daemon.serve.worker", "pkg", "pkg.sibling", "pkg.sub"} <= names
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def test_no_import_cycle_anywhere_in_rlr_or_daemon():
+    cycle = find_cycle(module_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_parts_import_only_the_parts_they_build_on():
+    problems = []
+    for module, targets in module_graph().items():
+        part = part_of(module)
+        if module in TOP_LEVEL - {"daemon"}:
+            bad = sorted(t for t in targets if part_of(t) is not None)
+            problems += [f"{module} (top level) imports {t}" for t in bad]
+            continue
+        if part is None:
+            continue
+        assert part in ALLOWED_PARTS, f"daemon/{part}/ is a part this test does not know yet"
+        for t in targets:
+            other = part_of(t)
+            if other is not None and other != part and other not in ALLOWED_PARTS[part]:
+                problems.append(f"{module} ({part}) imports {t} ({other})")
+    assert not problems, "\n".join(problems)
+
+
+def test_only_cli_imports_click():
+    offenders = [module_name(p) for p in source_files()
+                 if any(n.split(".")[0] == "click" for n in imported_names(p))
+                 and part_of(module_name(p)) != "cli"]
+    assert offenders == []
+
+
+def test_the_worker_loop_talks_to_redis_only_through_its_ports():
+    names = imported_names(ROOT / "daemon" / "serve" / "worker.py")
+    assert not {n for n in names if n.split(".")[0] == "redis"}
+    assert "daemon.wire.clients" not in names  # TRANSIENT lives there: ports translate it
+    source = (ROOT / "daemon" / "serve" / "worker.py").read_text()
+    assert "TRANSIENT" not in source and "redis.exceptions" not in source
+
+
+def test_no_daemon_file_is_over_about_400_lines():
+    long = {module_name(p): n for p in (ROOT / "daemon").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 420}
+    assert long == {}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rlr").rglob("*.py")), ids=lambda p: p.name)
+def test_no_rlr_source_file_imports_the_daemon_stack(path):
+    bad = sorted(n for n in imported_names(path) if n.split(".")[0] in FORBIDDEN_IN_RLR)
+    assert bad == [], f"{path.name} imports {bad}"
 
 
 def test_importing_every_rlr_module_loads_no_daemon_dependency():
-    modules = sorted(f"rlr.{p.stem}" for p in RLR.glob("*.py") if p.stem != "__init__")
+    modules = sorted(module_name(p) for p in (ROOT / "rlr").rglob("*.py"))
     code = (
         "import importlib, sys\n"
-        f"for m in ['rlr', *{modules!r}]: importlib.import_module(m)\n"
-        f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN_IN_RLR!r}]\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
 
 
-def test_no_rlr_source_file_imports_the_daemon_stack():
-    # Also catches imports inside functions, which the runtime check above cannot see.
-    for path in RLR.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+def test_every_part_says_what_it_does_and_may_import():
+    for part in (ROOT / "daemon").iterdir():
+        if part.is_dir() and (part / "__init__.py").exists():
+            doc = ast.get_docstring(ast.parse((part / "__init__.py").read_text())) or ""
+            assert "May import" in doc, f"daemon/{part.name}/__init__.py lacks its import rule"

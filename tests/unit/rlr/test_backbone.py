@@ -214,7 +214,12 @@ def test_wrong_shapes_name_the_file_and_keys(tmp_path):
         Backbone(cfg)
 
 
-def test_hub_failure_says_offline(monkeypatch):
+def test_hub_failure_says_offline(monkeypatch, tmp_path):
+    """The hub answers (a listening socket on loopback), but the download itself fails."""
+    import socket
+
+    import huggingface_hub.constants
+
     create = timm.create_model
 
     def offline(*args, pretrained=False, **kwargs):
@@ -222,11 +227,46 @@ def test_hub_failure_says_offline(monkeypatch):
             raise OSError("no route to host")
         return create(*args, pretrained=pretrained, **kwargs)
 
-    monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(BackboneError, match=r"offline.*weights='packaged'"):
-        Backbone(BackboneConfig("tf_efficientnet_lite0", (2, 3), 64, weights="hub"))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT",
+                            f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+        monkeypatch.setattr(timm, "create_model", offline)
+        with pytest.raises(BackboneError, match=r"offline.*weights='packaged'.*PATH"):
+            Backbone(BackboneConfig("tf_efficientnet_lite0", (2, 3), 64, weights="hub"))
 
 
 def test_unsorted_out_indices_are_refused():
     with pytest.raises(BackboneError, match=r"\(3, 2\)"):
         Backbone(BackboneConfig("tf_efficientnet_lite0", (3, 2), 64, weights="none"))
+
+
+def test_paper_preset_pins_the_authors_weights_in_config_and_manifest():
+    from rlr.artifact import build_manifest
+    from rlr.config import BackboneConfig, preset
+    from rlr.model import create_model
+
+    cfg = preset("paper")
+    assert cfg.backbone.name == "tf_efficientnet_b6.aa_in1k"  # not timm's Noisy-Student default
+    assert timm.models.get_pretrained_cfg(cfg.backbone.name).hf_hub_id.endswith(".aa_in1k")
+    small = cfg.replace(backbone=BackboneConfig(cfg.backbone.name, (2, 3), 64, weights="none"))
+    manifest = build_manifest(create_model(small), ["a"])
+    assert manifest["backbone"]["name"] == "tf_efficientnet_b6.aa_in1k"
+    assert manifest["config"]["backbone"]["name"] == "tf_efficientnet_b6.aa_in1k"
+
+
+def test_hub_weights_out_of_reach_fail_at_once_naming_the_way_out(monkeypatch, tmp_path):
+    import time
+
+    import huggingface_hub.constants
+
+    from rlr.config import preset
+
+    # Nothing listens on port 9 of this machine, and the cache is empty: a hub that is away.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(BackboneError, match="--backbone-weights PATH") as err:
+        Backbone(preset("paper").backbone)
+    assert time.monotonic() - t0 < 10
+    assert "timm/tf_efficientnet_b6.aa_in1k" in str(err.value)

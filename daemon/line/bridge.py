@@ -1,0 +1,223 @@
+"""Alert bridges: deliver `rlr:alerts:{line}` entries to PLC/SCADA integrations through a sink
+(`daemon.line.sinks`: MQTT, webhook).
+
+Each bridge kind reads through its own consumer group (`rlr-bridge-mqtt`, `rlr-bridge-webhook`),
+so every kind sees every alert, and several bridges of one kind share the work. Delivery is
+at-least-once: an alert is acked only after the sink confirmed it, or after it was written to
+`rlr:dlq:{line}` with kind=alert. Receivers de-duplicate by `alert_id` (the webhook sends it as
+`Idempotency-Key`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import redis
+
+from daemon import logs
+from daemon.errors import DeliveryError
+from daemon.line.sinks import Sink
+from daemon.settings import Settings
+from daemon.wire import keys
+from daemon.wire.backoff import Backoff
+from daemon.wire.clients import TRANSIENT, is_cluster
+from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
+from daemon.wire.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields
+from daemon.wire.text import entry_field
+
+log = logs.get(__name__)
+
+GROUPS = {"mqtt": "rlr-bridge-mqtt", "webhook": "rlr-bridge-webhook"}
+# A group created for the first time starts at the beginning of the (capped) stream, not at "$":
+# alerts raised before the first bridge of a kind came up (a rollout where workers start first,
+# or a group Redis lost and we recreate) would otherwise never be delivered, and nobody would
+# know. The cost is a one-off replay of at most `alerts_maxlen` old alerts; to skip history,
+# run `XGROUP CREATE rlr:alerts:{<line>} rlr-bridge-<kind> $ MKSTREAM` before the first start.
+GROUP_START_ID = "0"
+_EXCERPT = 300
+
+
+class Bridge:
+    """Reads the alert streams of `lines` in the sink's consumer group and delivers each alert."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, sink: Sink,
+                 lines: Sequence[str] | None = None, *, start_id: str = GROUP_START_ID,
+                 retry_first_s: float = 0.2, retry_cap_s: float = 5.0) -> None:
+        self.client, self.settings, self.sink = client, settings, sink
+        self.group = GROUPS.get(sink.kind, f"rlr-bridge-{sink.kind}")
+        self.consumer = settings.consumer_name
+        self.lines = {keys.alerts(name): name for name in (lines or settings.lines)}
+        self.reader = ConsumerGroup(self.group, self.consumer, self.lines, start_id=start_id,
+                                    cluster=is_cluster(client))
+        self.retry_first_s, self.retry_cap_s = retry_first_s, retry_cap_s
+        self.delivered = self.dead_lettered = 0
+        self._stop = threading.Event()
+        self._groups_ready = False
+        self._own_backlog = True  # first re-read what this consumer name left pending
+        self._unacked: list[Delivery] = []
+        self._next_claim = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """Finish the alert in flight, then return from `run()`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Deliver alerts until `stop()`; Redis outages are waited out, never fatal."""
+        log.info("bridge_started", kind=self.sink.kind, group=self.group,
+                 consumer=self.consumer, lines=sorted(self.lines.values()))
+        backoff = Backoff(0.2, 5.0)
+        try:
+            while not self.stopping:
+                try:
+                    self.step()
+                    backoff.reset()
+                except TRANSIENT as exc:
+                    delay = backoff.next()
+                    log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
+                    self._stop.wait(delay)
+        finally:
+            self.sink.close()
+            log.info("bridge_stopped", delivered=self.delivered,
+                     dead_lettered=self.dead_lettered)
+
+    def run_until_idle(self, timeout_s: float = 10.0, block_ms: int = 100) -> int:
+        """Handle alerts until a read finds none or `timeout_s` passes; the number handled."""
+        deadline, total = time.monotonic() + timeout_s, 0
+        while time.monotonic() < deadline and not self.stopping:
+            n = self.step(block_ms)
+            total += n
+            if n == 0 and not self._own_backlog and self._groups_ready:
+                break
+        return total
+
+    # ------------------------------------------------------------------ one round
+    def step(self, block_ms: int | None = None) -> int:
+        """One read (plus a stale-alert claim when due); the number of alerts handled. A lost
+        group is recreated by the group helper and the read retried."""
+        self._flush_acks()
+        if not self._groups_ready:
+            self.ensure_groups()
+        handled = 0
+        if time.monotonic() >= self._next_claim:
+            handled += self._claim_stale()
+            self._next_claim = time.monotonic() + self.settings.claim_interval_s
+        batch: list[Delivery] = []
+        if self._own_backlog:
+            # COUNT 1: on stop, at most one read-but-unhandled alert per line waits for a claim.
+            own = run_sync(self.client, self.reader.pending_own(1))
+            batch = [*own.trimmed, *own.deliveries]
+        if not batch:
+            self._own_backlog = False
+            batch = run_sync(self.client, self.reader.read(1, block_ms or self.settings.block_ms))
+        return handled + self._handle_all(batch)
+
+    def ensure_groups(self) -> None:
+        for key in run_sync(self.client, self.reader.ensure()):
+            log.info("group_created", key=key, group=self.group, start_id=self.reader.start_id)
+        self._groups_ready = True
+
+    def _claim_stale(self) -> int:
+        """Take over alerts a crashed bridge of this kind read but never acked."""
+        claimed = run_sync(self.client, self.reader.claim_stale(self.settings.claim_idle_ms, 16))
+        batch = [*claimed.deliveries, *claimed.trimmed]
+        if batch:
+            log.info("alerts_claimed", n=len(batch))
+        return self._handle_all(batch)
+
+    def _handle_all(self, batch: list[Delivery]) -> int:
+        """Handle alerts in order until stopped; how many were handled."""
+        handled = 0
+        for d in batch:
+            if self.stopping:
+                break
+            self._handle(d)
+            handled += 1
+        return handled
+
+    # ------------------------------------------------------------------ one alert
+    def _handle(self, d: Delivery) -> None:
+        line, fields = d.line, d.fields
+        if not fields:  # trimmed by MAXLEN while pending: say so in the DLQ rather than vanish
+            self._dead_letter(d, "trimmed", "the alert was trimmed from the stream before "
+                              "delivery; raise RLR_ALERTS_MAXLEN", 0)
+            return
+        try:
+            alert = parse_alert(fields)
+        except DeliveryError as exc:
+            self._dead_letter(d, exc.reason, exc.detail, 0)
+            return
+        backoff, attempts = Backoff(self.retry_first_s, self.retry_cap_s), 0
+        while True:
+            attempts += 1
+            try:
+                self.sink.deliver(alert)
+            except DeliveryError as exc:
+                error = exc
+            except Exception as exc:  # a sink or library bug must cost one alert, not the bridge
+                error = DeliveryError("sink_error", f"{type(exc).__name__}: {exc}")
+            else:
+                self.delivered += 1
+                log.info("alert_delivered", line=line, alert_id=alert.alert_id,
+                         camera=alert.camera, attempts=attempts)
+                self._ack(d)
+                return
+            if error.permanent or attempts >= self.settings.bridge_max_attempts:
+                reason = error.reason if error.permanent else "delivery_failed"
+                self._dead_letter(d, reason, error.detail, attempts)
+                return
+            delay = backoff.next()
+            log.warning("alert_delivery_failed", line=line, alert_id=alert.alert_id,
+                        reason=error.reason, detail=error.detail, attempt=attempts,
+                        retry_in_s=delay)
+            if self._stop.wait(delay):
+                # Left pending: a restart (same consumer name) or another bridge's claim retries.
+                log.warning("alert_left_pending", line=line, alert_id=alert.alert_id)
+                return
+            # Retries can outlast claim_idle_ms: reset the idle time so no other bridge of this
+            # kind takes the alert over and sends it in parallel.
+            run_sync(self.client, self.reader.touch([d]))
+
+    def _ack(self, d: Delivery) -> None:
+        try:
+            run_sync(self.client, self.reader.ack([d]))
+        except TRANSIENT:
+            # Delivered but not acked: remember it, so Redis coming back doesn't mean a resend.
+            self._unacked.append(d)
+            raise
+
+    def _flush_acks(self) -> None:
+        while self._unacked:
+            run_sync(self.client, self.reader.ack(self._unacked[:1]))
+            self._unacked.pop(0)
+
+    def _dead_letter(self, d: Delivery, reason: str, detail: str, attempts: int) -> None:
+        letter = DeadLetter(d.entry_id, reason, detail[:1000], self.consumer, time.time(),
+                            attempts, kind="alert", original=dict(d.fields))
+        # One transaction (both keys share the {line} slot): never acked without the letter.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(keys.dlq(d.line), letter.to_fields(), maxlen=self.settings.dlq_maxlen,
+                  approximate=True)
+        pipe.xack(keys.alerts(d.line), self.group, d.entry_id)
+        pipe.execute()
+        self.dead_lettered += 1
+        log.error("alert_dead_lettered", line=d.line, entry=d.entry_id, reason=reason,
+                  detail=detail[:_EXCERPT], attempts=attempts, sink=self.sink.kind)
+
+
+def parse_alert(fields: Fields) -> Alert:
+    """An alerts-stream entry as an `Alert`; `DeliveryError` (permanent) when unreadable."""
+    version = entry_field(fields, "v") or ""
+    if version.split(".")[0] != SCHEMA_VERSION:
+        raise DeliveryError("unsupported_version", f"alert schema v={version!r}, this bridge "
+                            f"reads v={SCHEMA_VERSION}; upgrade the bridge or the worker", True)
+    try:
+        return Alert.from_fields(fields)
+    except (KeyError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise DeliveryError("malformed", f"{type(exc).__name__}: {exc}", True) from None

@@ -1,0 +1,65 @@
+"""Per-camera alert rules: raise an alert when k of the camera's last n frames are anomalous,
+then stay quiet for a cool-down. The window and the cool-down live in the result sink (Redis
+for real lines), so every worker of a line sees the same camera history."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from daemon.wire.schema import Alert
+
+
+class RecentFrame(NamedTuple):
+    """One frame's outcome as the camera's alert window remembers it."""
+
+    frame_id: str
+    score: float
+    is_anomaly: bool
+    result_id: str  # entry id in rlr:results:{line}
+    ts: float  # capture time
+
+    def to_json(self) -> str:
+        return json.dumps([self.frame_id, round(self.score, 6), int(self.is_anomaly),
+                           self.result_id, self.ts], separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RecentFrame:
+        f, s, a, r, t = json.loads(text)
+        return cls(f, float(s), bool(a), r, float(t))
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    k: int = 3
+    n: int = 5
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"alert rule needs 1 <= k <= n, got k={self.k}, n={self.n}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.k}/{self.n}"
+
+    def triggered(self, window: Sequence[RecentFrame]) -> bool:
+        """`window`: the camera's most recent verdicts, newest first."""
+        return sum(v.is_anomaly for v in window[: self.n]) >= self.k
+
+    def evidence(self, window: Sequence[RecentFrame]) -> list[RecentFrame]:
+        """The anomalous verdicts that made the alert, oldest first."""
+        return [v for v in reversed(window[: self.n]) if v.is_anomaly]
+
+    def build(self, line: str, camera: str, window: Sequence[RecentFrame], raised_ts: float,
+              model_version: str, threshold: float | None,
+              product_class: str | None) -> Alert:
+        hits = self.evidence(window)
+        return Alert(alert_id=uuid.uuid4().hex, line=line, camera=camera, raised_ts=raised_ts,
+                     rule=self.name, frame_ids=[v.frame_id for v in hits],
+                     scores=[v.score for v in hits], result_ids=[v.result_id for v in hits],
+                     model_version=model_version, threshold=threshold,
+                     product_class=product_class)

@@ -1,0 +1,125 @@
+"""In-memory FrameSource + ResultSink with Redis Streams semantics, for unit tests of the
+worker's logic (batching, triage, idempotency, alerts, shutdown). Integration tests use Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+
+from daemon.errors import SourceUnavailable
+from daemon.serve.alerts import RecentFrame
+from daemon.serve.ports import Published
+from daemon.wire.groups import Claimed, Delivery
+from daemon.wire.schema import Alert, DeadLetter, Result
+
+
+class MemoryStreams:
+    def __init__(self, lines: Sequence[str] = ("line1",)) -> None:
+        self.lines = list(lines)
+        self.frames: dict[str, list[tuple[str, dict]]] = {line: [] for line in self.lines}
+        self.cursor = dict.fromkeys(self.lines, 0)
+        self.pending: dict[tuple[str, str], int] = {}  # (line, id) -> deliveries
+        self.results: dict[str, list[tuple[str, Result]]] = {line: [] for line in self.lines}
+        self.alerts: dict[str, list[tuple[str, Alert]]] = {line: [] for line in self.lines}
+        self.dlq: dict[str, list[DeadLetter]] = {line: [] for line in self.lines}
+        self.shadow: dict[str, list[Result]] = {}
+        self.stats: dict[str, dict[str, int]] = {line: {} for line in self.lines}
+        self.heartbeats: dict[str, Mapping] = {}
+        self._seen: dict[tuple[str, str, str], str] = {}
+        self._windows: dict[tuple[str, str], list[RecentFrame]] = {}
+        self._cooldown: dict[tuple[str, str], float] = {}
+        self._ids = itertools.count(1)
+        self.fail_next_reads = 0  # simulate a Redis outage
+        self.closed = False
+
+    def _next_id(self) -> str:
+        return f"{int(time.time() * 1000)}-{next(self._ids)}"
+
+    def add(self, line: str, fields: Mapping) -> str:
+        eid = self._next_id()
+        self.frames[line].append((eid, {k.encode() if isinstance(k, str) else k: v
+                                        for k, v in fields.items()}))
+        return eid
+
+    # FrameSource
+    async def ensure_groups(self) -> None:
+        return None
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        if self.fail_next_reads:
+            self.fail_next_reads -= 1
+            raise SourceUnavailable("simulated Redis outage")
+        out = []
+        for line in self.lines:
+            entries = self.frames[line][self.cursor[line]: self.cursor[line] + count - len(out)]
+            self.cursor[line] += len(entries)
+            for eid, fields in entries:
+                self.pending[(line, eid)] = 1
+                out.append(Delivery(line, eid, fields, 1))
+        if not out:
+            await asyncio.sleep(min(block_ms, 20) / 1000)
+        return out
+
+    async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
+        return Claimed([], [])
+
+    async def backlog(self, line: str) -> int:
+        return len(self.frames[line]) - self.cursor[line] + \
+            sum(1 for (ln, _) in self.pending if ln == line)
+
+    async def ack(self, items: Sequence[Delivery]) -> int:
+        return sum(self.pending.pop((d.line, d.entry_id), None) is not None for d in items)
+
+    # ResultSink
+    async def publish(self, items: Sequence[tuple[Delivery, Result]],
+                      window_n: int) -> list[Published]:
+        out = []
+        for d, res in items:
+            key = (d.line, res.camera, res.frame_id)
+            self.pending.pop((d.line, d.entry_id), None)
+            if key in self._seen:
+                out.append(Published(False, self._seen[key], []))
+                continue
+            rid = self._next_id()
+            self._seen[key] = rid
+            self.results[d.line].append((rid, res))
+            win = self._windows.setdefault((d.line, res.camera), [])
+            win.insert(0, RecentFrame(res.frame_id, res.score, res.is_anomaly, rid,
+                                      res.capture_ts))
+            del win[window_n:]
+            out.append(Published(True, rid, list(win)))
+        return out
+
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        for line, res in items:
+            self.shadow.setdefault(line, []).append(res)
+
+    async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
+        for d, line, letter in items:
+            self.dlq[line].append(letter)
+            if d is not None:
+                self.pending.pop((line, d.entry_id), None)
+            await self.count(line, "dead_lettered", 1)
+
+    async def count(self, line: str, field: str, n: int) -> None:
+        self.stats[line][field] = self.stats[line].get(field, 0) + n
+
+    async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
+        key = (alert.line, alert.camera)
+        if time.monotonic() < self._cooldown.get(key, 0.0):
+            return None
+        self._cooldown[key] = time.monotonic() + cooldown_s
+        rid = self._next_id()
+        self.alerts[alert.line].append((rid, alert))
+        return rid
+
+    async def heartbeat(self, worker_id: str, status: Mapping, ttl_s: float) -> None:
+        self.heartbeats[worker_id] = dict(status)
+
+    async def clear_heartbeat(self, worker_id: str) -> None:
+        self.heartbeats.pop(worker_id, None)
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,67 @@
+"""The worker's ports: where frames come from and where results go.
+
+`daemon.serve.redis_io` implements them on Redis Streams; `daemon.serve.memory_io` in memory
+for unit tests. An implementation raises `daemon.errors.SourceUnavailable` while its transport
+is away (never the transport's own exception types): the worker waits and retries.
+Acknowledgement belongs to the sink: a frame is acknowledged in the same step that publishes
+its result or dead letter, so an acknowledged frame always has its outcome recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+from daemon.serve.alerts import RecentFrame
+from daemon.wire.groups import Claimed, Delivery
+from daemon.wire.schema import Alert, DeadLetter, Result
+
+
+class Published(NamedTuple):
+    new: bool  # False: a result for this frame id already existed (a replay)
+    result_id: str | None
+    window: list[RecentFrame]  # the camera's recent verdicts, newest first (empty when not new)
+
+
+class FrameSource(Protocol):
+    async def ensure_groups(self) -> None:
+        """Make sure the frames can be read (consumer groups exist)."""
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for this consumer (blocks up to `block_ms` when there are none)."""
+
+    async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
+        """Take over entries other consumers left pending for at least `min_idle_ms` (the
+        first call also returns what this consumer name left pending in an earlier run)."""
+
+    async def backlog(self, line: str) -> int:
+        """Entries of `line` not yet acknowledged by the group (undelivered + pending)."""
+
+    async def ack(self, items: Sequence[Delivery]) -> int:
+        """Acknowledge without an outcome (skipped frames); how many were still pending."""
+
+    async def close(self) -> None: ...
+
+
+class ResultSink(Protocol):
+    async def publish(self, items: Sequence[tuple[Delivery, Result]],
+                      window_n: int) -> list[Published]:
+        """Publish each result once per frame id, remember its verdict and ack the frame."""
+
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        """Results of shadow models (line, result): their own stream, no ack, no alerts."""
+
+    async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
+        """Record dead letters (line, letter) and ack their frames when there is a delivery."""
+
+    async def count(self, line: str, field: str, n: int) -> None:
+        """Add to a line counter that outlives workers (skipped, dead_lettered, ...)."""
+
+    async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
+        """Publish `alert` unless the camera is cooling down; the entry id or None."""
+
+    async def heartbeat(self, worker_id: str, status: Mapping, ttl_s: float) -> None: ...
+
+    async def clear_heartbeat(self, worker_id: str) -> None: ...
+
+    async def close(self) -> None: ...

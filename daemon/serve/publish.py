@@ -1,0 +1,177 @@
+"""Everything the worker writes about a frame through its result sink: the result of a scored
+frame (mask drawn, alert rule applied), or its dead letter, or its skip.
+
+Publishing overlaps the next batch's inference, so the model never waits for Redis; at most
+`concurrency` batches are in flight (bounded memory), and results still leave in batch order,
+so a model switch shows at one point in the results stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from daemon import logs
+from daemon.errors import FrameError
+from daemon.serve.alerts import AlertRule, RecentFrame
+from daemon.serve.prometheus import WorkerMetrics
+from daemon.serve.verdicts import Verdict, draw_masks, make_result
+from daemon.settings import Settings
+from daemon.wire.groups import Delivery
+from daemon.wire.schema import DeadLetter, Frame, Result, keep_for_dead_letter
+from daemon.wire.text import entry_field
+
+T = TypeVar("T")
+log = logs.get("rlr.worker")
+
+
+@dataclass
+class WorkerStats:
+    read: int = 0
+    done: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    alerts: int = 0
+    batches: int = 0
+
+
+@dataclass
+class Scored:
+    """One inferred batch waiting to be published."""
+
+    items: list[tuple[Delivery, Frame]]
+    verdicts: list[Verdict]
+    shadow: list[tuple[int, Verdict]]  # (index into items, the line's shadow model's verdict)
+    start: float  # wall time the batch started (queue time ends here)
+    infer_ms: float
+
+
+class Publisher:
+    """Settles frames through `sink` (a `ResultSink`): `submit` scored batches, `skip` stale
+    frames, `dead_letter` bad ones. `release` tells the worker a frame is settled; `retry`
+    runs a sink call through outages."""
+
+    def __init__(self, sink: Any, settings: Settings, rule: AlertRule, metrics: WorkerMetrics,
+                 stats: WorkerStats, backlogs: Mapping[str, int],
+                 retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
+                 pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],
+                 on_error: Callable[[str], None], concurrency: int = 2) -> None:
+        self.sink, self.s, self.rule, self.metrics = sink, settings, rule, metrics
+        self.stats, self.backlogs = stats, backlogs
+        self.worker_id = settings.consumer_name
+        self.retry, self.pool, self.release, self.on_error = retry, pool, release, on_error
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._last: asyncio.Task | None = None
+
+    async def skip(self, items: list[Delivery]) -> None:
+        """Acknowledge stale frames unscored, and count them where they outlive the worker."""
+        by_line: dict[str, list[Delivery]] = {}
+        for d in items:
+            by_line.setdefault(d.line, []).append(d)
+        for line, group in by_line.items():
+            # count what this ack settled, so a redelivered frame is never counted twice
+            n = await self.retry(lambda group=group: self.sink.ack(group), "ack_skipped")
+            if n:
+                await self.retry(lambda line=line, n=n: self.sink.count(line, "skipped", n),
+                                  "count")
+            self.metrics.frames_skipped.labels(line).inc(n)
+            self.stats.skipped += n
+            log.warning("frames_skipped", line=line, n=n, backlog=self.backlogs.get(line),
+                        backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
+        self.release(items)
+
+    def letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
+        """The dead letter of frame `d` (its payload kept when within the size limit)."""
+        kept = keep_for_dead_letter(d.fields, self.s.max_payload_bytes)
+        return d, d.line, DeadLetter(d.entry_id, exc.reason, exc.detail, self.worker_id,
+                                     time.time(), d.deliveries, "frame", kept)
+
+    async def dead_letter(self, items: list[tuple[Delivery, str, DeadLetter]]) -> None:
+        """Record dead letters (the sink acknowledges their frames in the same step)."""
+        if not items:
+            return
+        await self.retry(lambda: self.sink.dead_letter(items), "dead_letter")
+        self.release(d for d, _, _ in items)
+        for _, line, letter in items:
+            self.metrics.frames_dead.labels(line, letter.reason).inc()
+            log.warning("frame_dead_lettered", line=line, entry=letter.source_id,
+                        reason=letter.reason, detail=letter.detail,
+                        camera=entry_field(letter.original, "camera"))
+        self.stats.dead_lettered += len(items)
+
+
+    async def submit(self, batch: Scored) -> None:
+        """Start publishing `batch`; waits only while `concurrency` batches are in flight."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._publish(batch, self._last))
+        self._last = task
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def drain(self) -> None:
+        """Wait until every submitted batch is published."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            error = f"publish failed: {type(exc).__name__}: {exc}"
+            log.error("publish_failed", error=error)
+            self.on_error(error)
+
+    async def _publish(self, batch: Scored, previous: asyncio.Task | None) -> None:
+        verdicts = batch.verdicts
+        if any(v.mask is not None for v in verdicts):
+            verdicts = await asyncio.get_running_loop().run_in_executor(
+                self.pool(), draw_masks, verdicts)
+        if previous is not None:  # results leave in batch order
+            await asyncio.gather(previous, return_exceptions=True)
+        now = time.time()
+
+        def result(i: int, v: Verdict) -> Result:
+            d, frame = batch.items[i]
+            return make_result(frame, d, v, batch.start, batch.infer_ms, now, self.worker_id)
+
+        pairs = [(d, result(i, v)) for i, ((d, _), v) in enumerate(zip(batch.items, verdicts,
+                                                                        strict=True))]
+        for _, res in pairs:
+            self.metrics.queue_wait.observe(res.queue_ms / 1000)
+        if batch.shadow:
+            shadow = [(batch.items[i][0].line, result(i, v)) for i, v in batch.shadow]
+            await self.retry(lambda: self.sink.publish_shadow(shadow), "publish_shadow")
+        published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
+        self.release(d for d, _ in pairs)
+        for (d, res), pub in zip(pairs, published, strict=True):
+            if not pub.new:
+                self.stats.replayed += 1
+                self.metrics.frames_replayed.labels(d.line).inc()
+                continue
+            self.stats.done += 1
+            self.metrics.frames_done.labels(d.line).inc()
+            self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
+            if res.is_anomaly and self.rule.triggered(pub.window):
+                await self._alert(d.line, res, pub.window)
+
+    async def _alert(self, line: str, res: Result, window: list[RecentFrame]) -> None:
+        alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
+                                res.threshold, res.product_class)
+        alert_id = await self.retry(
+            lambda: self.sink.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
+        if alert_id is not None:
+            self.stats.alerts += 1
+            self.metrics.alerts.labels(line).inc()
+            log.warning("alert_raised", line=line, camera=res.camera, rule=alert.rule,
+                        frames=alert.frame_ids, scores=alert.scores, alert=alert_id)

@@ -1,0 +1,177 @@
+"""The worker's ports on Redis Streams (see `daemon.serve.ports`).
+
+Reading goes through the line's consumer group (`daemon.wire.groups`). Publishing a result is
+one Lua script per frame (all keys share the line's hash tag, so it is Redis Cluster safe):
+claim the frame id (SET NX), XADD the result, push the verdict onto the camera's alert window,
+XACK the frame. A replayed frame finds its id taken and is only acked: results are idempotent
+by (camera, frame id) and an acked frame always has its result. Every Redis call goes through
+`_call`, which turns "Redis is away" into the port's own `SourceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+import redis.asyncio
+
+from daemon.errors import SourceUnavailable
+from daemon.serve.alerts import RecentFrame
+from daemon.serve.ports import Published
+from daemon.settings import Settings
+from daemon.wire import keys
+from daemon.wire.clients import TRANSIENT, is_cluster
+from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
+from daemon.wire.schema import Alert, DeadLetter, Result
+from daemon.wire.text import text
+
+T = TypeVar("T")
+
+_PUBLISH = """
+local rid = redis.call('GET', KEYS[2])
+if rid then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {0, rid, {}}
+end
+rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 8))
+redis.call('SET', KEYS[2], rid, 'EX', ARGV[3])
+redis.call('LPUSH', KEYS[4], ARGV[6] .. rid .. ARGV[7])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return {1, rid, redis.call('LRANGE', KEYS[4], 0, -1)}
+"""
+
+_ALERT = """
+if tonumber(ARGV[1]) > 0 then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return false end
+end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+"""
+
+
+
+class RedisStreams:
+    """FrameSource and ResultSink for one consumer of one group over several lines."""
+
+    def __init__(self, client: redis.asyncio.Redis, settings: Settings, consumer: str) -> None:
+        self.r = client
+        self.s = settings
+        self.consumer = consumer
+        self.lines = list(settings.lines)
+        self.cluster = is_cluster(client)
+        # Starting at 0, not $: frames a camera pushed before the first worker came up are
+        # work too; the backlog rule skips them if they are stale by the time they are read.
+        self.group = ConsumerGroup(settings.group, consumer,
+                                   {keys.frames(line): line for line in self.lines},
+                                   start_id="0", cluster=self.cluster)
+        self._publish = client.register_script(_PUBLISH)
+        self._alert = client.register_script(_ALERT)
+        self._own_recovered = False
+
+    async def _call(self, make: Callable[[], Awaitable[T]], what: str) -> T:
+        try:
+            return await make()
+        except TRANSIENT as exc:
+            raise SourceUnavailable(f"Redis unavailable during {what}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+
+    async def _op(self, op: Op[T], what: str) -> T:
+        return await self._call(lambda: run_async(self.r, op), what)
+
+    # ------------------------------------------------------------------ FrameSource
+
+    async def ensure_groups(self) -> None:
+        await self._op(self.group.ensure(), "ensure_groups")
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        return await self._op(self.group.read(count, block_ms), "read")
+
+    async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
+        out = Claimed([], [])
+        if not self._own_recovered:
+            # What a previous run under this consumer name read but never acked.
+            out = await self._op(self.group.pending_own(count), "recover_own")
+            self._own_recovered = True
+        stale = await self._op(self.group.claim_stale(min_idle_ms, count), "claim_stale")
+        return Claimed(out.deliveries + stale.deliveries, out.trimmed + stale.trimmed)
+
+    async def backlog(self, line: str) -> int:
+        return await self._op(self.group.backlog(keys.frames(line)), "backlog")
+
+    async def ack(self, items: Sequence[Delivery]) -> int:
+        return await self._op(self.group.ack(items), "ack")
+
+    # ------------------------------------------------------------------ ResultSink
+
+    async def publish(self, items: Sequence[tuple[Delivery, Result]],
+                      window_n: int) -> list[Published]:
+        return await self._call(lambda: self._publish_all(items, window_n), "publish")
+
+    async def _publish_all(self, items: Sequence[tuple[Delivery, Result]],
+                           window_n: int) -> list[Published]:
+        # One round trip on a single server; on a cluster the scripts run concurrently, each
+        # on its line's shard.
+        pipe = self.r if self.cluster else self.r.pipeline(transaction=False)
+        calls = []
+        for d, res in items:
+            flat: list = []
+            for k, v in res.to_fields().items():
+                flat += [k, v]
+            head = json.dumps([res.frame_id, round(res.score, 6), int(res.is_anomaly)])[:-1]
+            call = self._publish(
+                keys=[keys.results(d.line), keys.seen(d.line, res.camera, res.frame_id),
+                      keys.frames(d.line), keys.alert_window(d.line, res.camera)],
+                args=[self.group.group, d.entry_id, self.s.dedup_ttl_s, self.s.results_maxlen,
+                      window_n, head + ',"', f'",{res.capture_ts!r}]', *flat],
+                client=pipe)
+            if self.cluster:
+                calls.append(call)
+            else:
+                await call
+        replies = await (asyncio.gather(*calls) if self.cluster else pipe.execute())
+        return [Published(bool(new), None if rid is None else text(rid),
+                          [RecentFrame.from_json(v) for v in window])
+                for new, rid, window in replies]
+
+    async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for line, res in items:
+            pipe.xadd(keys.shadow(line), res.to_fields(), maxlen=self.s.results_maxlen,
+                      approximate=True)
+        await self._call(pipe.execute, "publish_shadow")
+
+    async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for d, line, letter in items:
+            pipe.xadd(keys.dlq(line), letter.to_fields(), maxlen=self.s.dlq_maxlen,
+                      approximate=True)
+            if d is not None:
+                pipe.xack(keys.frames(line), self.group.group, d.entry_id)
+            pipe.hincrby(keys.stats(line), "dead_lettered", 1)
+            pipe.hincrby(keys.stats(line), f"dead_lettered:{letter.reason}", 1)
+        await self._call(pipe.execute, "dead_letter")
+
+    async def count(self, line: str, field: str, n: int) -> None:
+        await self._call(lambda: self.r.hincrby(keys.stats(line), field, n), "count")
+
+    async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
+        flat: list = []
+        for k, v in alert.to_fields().items():
+            flat += [k, v]
+        rid = await self._call(lambda: self._alert(
+            keys=[keys.alert_cooldown(alert.line, alert.camera), keys.alerts(alert.line)],
+            args=[int(cooldown_s * 1000), self.s.alerts_maxlen, *flat]), "raise_alert")
+        return None if rid is None else text(rid)
+
+    async def heartbeat(self, worker_id: str, status: Mapping, ttl_s: float) -> None:
+        await self._call(lambda: self.r.set(keys.worker(worker_id), json.dumps(dict(status)),
+                                            px=int(ttl_s * 1000)), "heartbeat")
+
+    async def clear_heartbeat(self, worker_id: str) -> None:
+        await self._call(lambda: self.r.delete(keys.worker(worker_id)), "clear_heartbeat")
+
+    async def close(self) -> None:
+        await self.r.aclose()

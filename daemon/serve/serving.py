@@ -1,0 +1,190 @@
+"""What a worker serves, and how it follows model rollouts without stopping.
+
+`ServingSet` is an immutable snapshot: per line the rollout (production / canary / shadow)
+and the loaded engines. `ModelWatcher` runs on its own thread: it wakes on a rollout
+notification (pub/sub) or every `RLR_ROLLOUT_POLL_S`, and when a line's rollout revision
+changed it fetches the new versions from the registry, verifies (sha256), loads and warms them
+up off the inference path, then hands a new snapshot to the worker, which swaps it in between
+batches. A version that fails any step is refused on this worker (reported in the heartbeat)
+and the previous snapshot keeps serving. Versions no longer referenced are released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+import torch
+
+from daemon import logs
+from daemon.models.registry import NOTIFY_CHANNEL, Registry
+from daemon.serve.engine import Engine, pick_device
+from daemon.wire.clients import TRANSIENT
+from rlr.artifact import load_artifact_bytes
+
+log = logs.get("rlr.serving")
+
+
+@dataclass(frozen=True)
+class ServingSet:
+    static: Engine | None  # RLR_MODEL: serves lines that have no rollout
+    rollouts: dict = field(default_factory=dict)  # line -> Rollout
+    engines: dict = field(default_factory=dict)  # version id -> Engine
+
+    def engine_for(self, line: str, camera: str) -> Engine | None:
+        rollout = self.rollouts.get(line)
+        if rollout is not None and rollout.production is not None:
+            return self.engines.get(rollout.route(camera))
+        # a line without a rollout: RLR_MODEL, else the worker's main model
+        return self.static or self.primary
+
+    def shadow_for(self, line: str) -> Engine | None:
+        rollout = self.rollouts.get(line)
+        return None if rollout is None or rollout.shadow is None else \
+            self.engines.get(rollout.shadow)
+
+    @property
+    def primary(self) -> Engine | None:
+        """The engine that sets the decode size and names the worker's model in health."""
+        for rollout in self.rollouts.values():
+            if rollout.production in self.engines:
+                return self.engines[rollout.production]
+        return self.static
+
+    def versions(self) -> list[str]:
+        out = sorted(self.engines)
+        if self.static is not None:
+            out.append(self.static.version)
+        return out
+
+    def revisions(self) -> dict[str, int]:
+        return {line: r.revision for line, r in self.rollouts.items()}
+
+
+class ModelWatcher(threading.Thread):
+    """Follows the lines' rollouts; calls `publish(new_set)` when a new snapshot is ready."""
+
+    def __init__(self, client: redis.Redis, lines: list[str], initial: ServingSet,
+                 publish: Callable[[ServingSet], None], device: str, precision: str,
+                 poll_s: float) -> None:
+        super().__init__(name="rlr-models", daemon=True)
+        self.client = client
+        self.registry = Registry(client)
+        self.lines = lines
+        self.current = initial
+        self.publish = publish
+        self.device = pick_device(device)
+        self.precision = precision
+        self.poll_s = poll_s
+        self.errors: dict[str, str] = {}  # version -> why it was refused here
+        self._refused_revisions: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        listener = threading.Thread(target=self._listen, name="rlr-rollout-sub", daemon=True)
+        listener.start()
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except TRANSIENT as exc:
+                log.warning("rollout_check_failed", error=str(exc))
+            except Exception as exc:  # a bug here must not take serving down
+                log.error("rollout_check_error", error=f"{type(exc).__name__}: {exc}")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _listen(self) -> None:
+        """Pub/sub wake-ups; the poll above covers messages missed while disconnected."""
+        while not self._stop.is_set():
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(NOTIFY_CHANNEL)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("data", b"").decode(errors="replace") in self.lines:
+                        self._wake.set()
+            except TRANSIENT:
+                time.sleep(1.0)
+
+    def refresh(self) -> ServingSet | None:
+        """Apply changed rollouts; returns the new snapshot, or None when nothing changed.
+
+        Per line: a new revision is taken only when every version it names loaded here;
+        otherwise the line keeps its current rollout and that revision is not retried.
+        """
+        engines = dict(self.current.engines)
+        rollouts = {}
+        for line in self.lines:
+            latest = self.registry.rollout(line)
+            current = self.current.rollouts.get(line)
+            if latest.revision == 0 or latest.production is None:
+                continue  # no rollout for this line: RLR_MODEL serves it
+            if current is not None and current.revision == latest.revision:
+                rollouts[line] = current
+                continue
+            if self._refused_revisions.get(line) == latest.revision or \
+                    not self._load_all(latest, engines):
+                self._refused_revisions[line] = latest.revision
+                if current is not None:
+                    rollouts[line] = current
+                continue
+            rollouts[line] = latest
+        if {k: r.revision for k, r in rollouts.items()} == self.current.revisions():
+            return None
+        needed = set().union(*(r.versions() for r in rollouts.values())) if rollouts else set()
+        released = sorted(set(engines) - needed)
+        new = ServingSet(self.current.static, rollouts,
+                         {v: e for v, e in engines.items() if v in needed})
+        self.current = new
+        self.publish(new)
+        log.info("rollout_applied", revisions=new.revisions(), loaded=sorted(new.engines),
+                 released=released)
+        if released:
+            _release()
+        return new
+
+    def _load_all(self, rollout, engines: dict) -> bool:
+        for version in sorted(rollout.versions() - set(engines)):
+            engine = self._load(version)
+            if engine is None:
+                log.error("rollout_refused", line=rollout.line, revision=rollout.revision,
+                          version=version, error=self.errors[version],
+                          note="this worker keeps serving the previous models")
+                return False
+            engines[version] = engine
+        return True
+
+    def _load(self, version: str) -> Engine | None:
+        t0 = time.perf_counter()
+        try:
+            data = self.registry.fetch(version)  # verifies the sha256 of the bytes
+            model, manifest = load_artifact_bytes(data, device=self.device,
+                                                  source=f"model version {version}")
+            engine = Engine(model, manifest, self.device, self.precision, version=version)
+            engine.warm_up()
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            self.errors[version] = f"{type(exc).__name__}: {exc}"
+            return None
+        self.errors.pop(version, None)
+        log.info("model_version_loaded", version=version, device=str(self.device),
+                 seconds=round(time.perf_counter() - t0, 2))
+        return engine
+
+
+def _release() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.empty_cache()

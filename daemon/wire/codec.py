@@ -1,0 +1,85 @@
+"""The image codec of the line: frames' pixels in and out, and result masks as PNG.
+
+Decoding reads the image header first and refuses sizes over `RLR_MAX_IMAGE_SIDE` before any
+pixel is decoded, so a decompression bomb costs a header read, not the worker's memory.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from daemon.errors import FrameError
+from daemon.wire.schema import ENCODINGS, Frame
+from rlr.data import decode_image, resize
+from rlr.errors import DataError
+
+
+def encode_image(image: np.ndarray, encoding: str = "jpeg",
+                 quality: int = 90) -> tuple[bytes, dict]:
+    """(data, extra encode_frame kwargs) for an RGB uint8 (H, W, 3) array."""
+    if encoding == "raw":
+        arr = np.ascontiguousarray(image)
+        return arr.tobytes(), {"shape": arr.shape, "dtype": str(arr.dtype)}
+    buf = io.BytesIO()
+    if encoding == "jpeg":
+        Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    elif encoding == "png":
+        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    else:
+        raise ValueError(f"encoding {encoding!r}: use one of {ENCODINGS}")
+    return buf.getvalue(), {}
+
+
+def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
+    """The frame's image as uint8 RGB (size, size, 3), as the model expects it."""
+    if frame.encoding == "raw":
+        h, w = frame.shape[:2]
+        _check_side(w, h, max_side)
+        arr = np.frombuffer(frame.data, dtype=frame.dtype).reshape(frame.shape)
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        if arr.ndim == 2 or arr.shape[2] == 1:
+            arr = np.repeat(arr.reshape(h, w, 1), 3, axis=2)
+        elif arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        return resize(np.ascontiguousarray(arr), size)
+    try:
+        with Image.open(io.BytesIO(frame.data)) as probe:  # header only: refuse bombs unread
+            w, h = probe.size
+            kind = probe.format
+    except Exception as exc:
+        raise FrameError("corrupt", f"not a readable {frame.encoding} image "
+                         f"({type(exc).__name__}: {exc})") from None
+    _check_side(w, h, max_side)
+    expected = {"jpeg": "JPEG", "png": "PNG"}[frame.encoding]
+    if kind != expected:
+        raise FrameError("corrupt", f"encoding says {frame.encoding} but the data is {kind}")
+    try:
+        return decode_image(frame.data, size=size, name=f"frame {frame.frame_id}")
+    except DataError as exc:
+        raise FrameError("corrupt", str(exc)) from None
+
+
+def _check_side(w: int, h: int, max_side: int) -> None:
+    if max(w, h) > max_side:
+        raise FrameError("bad_dimensions", f"image {w}x{h} exceeds the limit of {max_side} px "
+                         "per side (RLR_MAX_IMAGE_SIDE)")
+
+
+def mask_png(anomaly_map: np.ndarray, threshold: float) -> bytes:
+    """Binary PNG mask of the pixels whose anomaly score exceeds `threshold`."""
+    mask = (anomaly_map > threshold).astype(np.uint8) * 255
+    buf = io.BytesIO()
+    Image.fromarray(mask, mode="L").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def decode_mask(data: bytes, size: int | None = None) -> np.ndarray:
+    """A result's mask as a bool (H, W) array, optionally resized to the camera's size."""
+    mask = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    if size is not None and mask.shape != (size, size):
+        mask = resize(np.repeat(mask[..., None], 3, axis=2), size)[..., 0]
+    return mask > 127

@@ -1,0 +1,117 @@
+"""Redis key names (DESIGN.md "Redis layout"). `{line}` is a Redis Cluster hash tag, so every
+key of one line lives in one slot and the worker's Lua scripts may touch several of them."""
+
+from __future__ import annotations
+
+PREFIX = "rlr"
+
+
+def frames(line: str) -> str:
+    return f"{PREFIX}:frames:{{{line}}}"
+
+
+def results(line: str) -> str:
+    return f"{PREFIX}:results:{{{line}}}"
+
+
+def alerts(line: str) -> str:
+    return f"{PREFIX}:alerts:{{{line}}}"
+
+
+def shadow(line: str) -> str:
+    """Results of the line's shadow model (never alerts)."""
+    return f"{PREFIX}:shadow:{{{line}}}"
+
+
+def dlq(line: str) -> str:
+    return f"{PREFIX}:dlq:{{{line}}}"
+
+
+def seen(line: str, camera: str, frame_id: str) -> str:
+    """Marks a frame whose result is published (idempotency; expires after `dedup_ttl_s`)."""
+    return f"{PREFIX}:seen:{{{line}}}:{camera}:{frame_id}"
+
+
+def alert_window(line: str, camera: str) -> str:
+    """The camera's last n verdicts, for the k-of-n alert rule (a capped list)."""
+    return f"{PREFIX}:alertwin:{{{line}}}:{camera}"
+
+
+def alert_cooldown(line: str, camera: str) -> str:
+    return f"{PREFIX}:alertcool:{{{line}}}:{camera}"
+
+
+def stats(line: str) -> str:
+    """Hash of line counters that must survive worker restarts (skipped, dead-lettered)."""
+    return f"{PREFIX}:stats:{{{line}}}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:workers:{worker_id}"
+
+
+WORKERS_PATTERN = f"{PREFIX}:workers:*"
+
+
+# --- model registry and rollouts (daemon/models/registry.py)
+
+MODELS = f"{PREFIX}:models"
+"""Hash: model version id -> JSON record (what `Registry.list` reads)."""
+
+ALIAS_PATTERN = f"{PREFIX}:alias:*"
+
+
+def artifact(version_id: str) -> str:
+    """Hash of one version's artifact bytes: field `n` = chunk count, `0`..`n-1` = chunks.
+    `{version_id}` is a hash tag so the upload key below can be RENAMEd onto it."""
+    return f"{PREFIX}:artifact:{{{version_id}}}"
+
+
+def artifact_upload(version_id: str, token: str) -> str:
+    """Staging key of an upload in progress (TTL); renamed onto `artifact()` when complete."""
+    return f"{PREFIX}:artifact:{{{version_id}}}:upload:{token}"
+
+
+def alias(line: str) -> str:
+    """Hash: the line's Rollout JSON under `rollout`, plus `production` / `canary` / `shadow`
+    / `revision` as plain fields for people reading it with HGETALL."""
+    return f"{PREFIX}:alias:{{{line}}}"
+
+
+def rollouts(line: str) -> str:
+    """Stream: the line's rollout history (who, when, why, what), capped with MAXLEN ~."""
+    return f"{PREFIX}:rollouts:{{{line}}}"
+
+
+# --- training jobs (daemon/jobs/)
+
+# Every job key carries the `{jobs}` hash tag: a submission updates several of them in one
+# MULTI, which Redis Cluster allows only within one slot.
+JOBS = f"{PREFIX}:{{jobs}}"
+"""Stream of job submissions (field `job_id`), read by the `rlr-trainers` consumer group."""
+
+JOBS_GROUP = "rlr-trainers"
+
+JOB_INDEX = f"{PREFIX}:{{jobs}}:index"
+"""Sorted set: every job id, scored by its submission time (what `rlrctl jobs list` reads)."""
+
+JOBS_ACTIVE = f"{PREFIX}:{{jobs}}:active"
+"""Set: ids of queued and running jobs (what the stale-job reaper looks at)."""
+
+
+def job(job_id: str) -> str:
+    """Hash: a job's state, spec (JSON), progress, heartbeat and outcome."""
+    return f"{PREFIX}:job:{{jobs}}:{job_id}"
+
+
+def job_log(job_id: str) -> str:
+    """Stream of a job's log lines (field `line`), capped with MAXLEN ~."""
+    return f"{PREFIX}:joblog:{{jobs}}:{job_id}"
+
+
+def trainer(name: str) -> str:
+    """A running trainer's presence (JSON: host, job, since), with a TTL."""
+    return f"{PREFIX}:trainers:{name}"
+
+
+TRAINERS_PATTERN = f"{PREFIX}:trainers:*"

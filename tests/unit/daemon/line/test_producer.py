@@ -1,0 +1,207 @@
+"""Producer without Redis: source selection, folder / video reading, pacing, outages."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from daemon.errors import DaemonError
+from daemon.line.producer import Pacer, Producer
+from daemon.line.sources import (
+    Captured,
+    FolderSource,
+    LiveSource,
+    VideoSource,
+    open_source,
+    redact,
+)
+from daemon.wire.backoff import Backoff
+from daemon.wire.codec import decode_frame
+from daemon.wire.schema import parse_frame
+from rlr.errors import DataError
+
+
+def _images(n: int, size: int = 16) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    imgs = _images(3)
+    for i, img in enumerate(imgs):
+        Image.fromarray(img).save(root / ("sub" if i == 2 else "") / f"{i}.png")
+    return root, imgs
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    assert writer.isOpened()
+    for level in (40, 120, 200):  # flat grey frames survive MJPG nearly unchanged
+        writer.write(np.full((24, 32, 3), level, np.uint8))
+    writer.release()
+    return path
+
+
+class FakeRedis:
+    """Records XADDs; raises ConnectionError for the calls listed in `fail_on` (1-based)."""
+
+    def __init__(self, fail_on=()):
+        self.entries, self.calls, self.fail_on = [], 0, set(fail_on)
+
+    def xadd(self, key, fields, maxlen=None, approximate=False):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise redis.ConnectionError("Connection refused")
+        self.entries.append((key, fields, maxlen, approximate))
+
+
+def test_open_source_picks_the_kind(folder, video):
+    assert isinstance(open_source(str(folder[0])), FolderSource)
+    assert isinstance(open_source(str(video)), VideoSource)
+    cam = open_source("0")
+    assert isinstance(cam, LiveSource) and cam.target == 0
+    url = open_source("rtsp://user:secret@cam1:554/stream")
+    assert isinstance(url, LiveSource) and url.target.startswith("rtsp://")
+    assert redact(url.target) == "rtsp://user:***@cam1:554/stream"
+
+
+def test_open_source_names_what_it_expected(tmp_path):
+    with pytest.raises(DataError, match=r"not an existing folder or video file.*camera index"):
+        open_source(str(tmp_path / "missing"))
+    (tmp_path / "notes.txt").write_text("not a video")
+    with pytest.raises(DataError, match="cannot open this video"):
+        open_source(str(tmp_path / "notes.txt"))
+
+
+def test_folder_source_yields_rgb_sorted_and_loops(folder):
+    root, imgs = folder
+    once = list(FolderSource(root))
+    assert [c.name for c in once] == ["0.png", "1.png", "2.png"]  # recursive, sorted by path
+    for c, img in zip(once, imgs, strict=True):
+        assert c.image.dtype == np.uint8 and c.image.shape == (16, 16, 3)
+        np.testing.assert_array_equal(c.image, img)
+    looped = list(itertools.islice(FolderSource(root, loop=True), 7))
+    assert [c.name for c in looped] == ["0.png", "1.png", "2.png"] * 2 + ["0.png"]
+
+
+def test_folder_source_skips_broken_files(folder):
+    root, _ = folder
+    (root / "broken.png").write_bytes(b"not a png")
+    assert len(list(FolderSource(root))) == 3
+
+
+def test_video_source_reads_back_and_loops(video):
+    frames = list(VideoSource(video))
+    assert len(frames) == 3
+    for c, level in zip(frames, (40, 120, 200), strict=True):
+        assert c.image.shape == (24, 32, 3) and c.image.dtype == np.uint8
+        assert abs(float(c.image.mean()) - level) < 4
+    assert len(list(itertools.islice(VideoSource(video, loop=True), 8))) == 8
+
+
+class FakeClock:
+    def __init__(self):
+        self.t, self.slept = 100.0, []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.slept.append(round(s, 6))
+        self.t += s
+
+
+def test_pacer_keeps_a_steady_schedule():
+    clock = FakeClock()
+    pacer = Pacer(10, clock, clock.sleep)
+    assert pacer.wait() == 0  # first tick at once
+    clock.t += 0.03  # 30 ms of work
+    assert pacer.wait() == 0
+    assert clock.slept == [0.07]  # sleeps the rest of the 100 ms period, no drift
+    clock.t += 0.15  # one slow frame: 50 ms late, less than a period, so no drop
+    assert pacer.wait() == 0
+    assert clock.slept == [0.07]  # sent at once, and the next tick stays on the grid
+    assert pacer.next_t == pytest.approx(100.3)
+
+
+def test_pacer_resyncs_instead_of_bursting():
+    clock = FakeClock()
+    pacer = Pacer(10, clock, clock.sleep)
+    pacer.wait()
+    clock.t += 0.55  # stalled for 5.5 periods
+    assert pacer.wait() == 4  # ticks at 0.1 .. 0.4 are missed (0.5 is this one)
+    clock.t += 0.01
+    pacer.wait()
+    assert clock.slept == [0.09]  # next frame one period after the resync, not immediately
+
+
+def test_pacer_zero_fps_never_sleeps():
+    clock = FakeClock()
+    pacer = Pacer(0, clock, clock.sleep)
+    assert [pacer.wait() for _ in range(5)] == [0] * 5 and clock.slept == []
+
+
+def _captured(n):
+    return [Captured(img, f"{i}") for i, img in enumerate(_images(n))]
+
+
+def test_producer_sends_parseable_frames_with_unique_ids():
+    client = FakeRedis()
+    prod = Producer(client, "l1", "cam-1", fps=0, encoding="png", size=8, product_class="tile",
+                    frames_maxlen=50)
+    stats = prod.run(_captured(5))
+    assert stats.sent == 5 and stats.bytes > 0
+    ids = []
+    for key, fields, maxlen, approximate in client.entries:
+        assert key == "rlr:frames:{l1}" and maxlen == 50 and approximate
+        frame = parse_frame(fields, 10**6)
+        assert frame.camera == "cam-1" and frame.product_class == "tile"
+        assert decode_frame(frame, 8, 100).shape == (8, 8, 3)
+        ids.append(frame.frame_id)
+    assert len(set(ids)) == 5 and ids[0] == f"cam-1-{prod.session}-1"
+    other = Producer(FakeRedis(), "l1", "cam-1", fps=0)
+    assert other.session != prod.session  # a restart never reuses frame ids
+
+
+def test_producer_stops_at_limit_and_on_stop():
+    prod = Producer(FakeRedis(), "l1", "cam", fps=0)
+    assert prod.run(_captured(10), limit=3).sent == 3
+
+    prod = Producer(FakeRedis(), "l1", "cam", fps=0)
+
+    def frames():
+        for i, c in enumerate(itertools.cycle(_captured(2))):
+            if i == 4:
+                prod.stop()  # as the SIGTERM handler would
+            yield c
+
+    assert prod.run(frames()).sent == 5  # the frame in flight is still sent
+
+
+def test_producer_drops_and_counts_frames_while_redis_is_away():
+    client = FakeRedis(fail_on={2})
+    clock = FakeClock()
+    prod = Producer(client, "l1", "cam", fps=10, clock=clock, backoff=Backoff(0.25, 1.0))
+    prod.pacer.sleep = clock.sleep  # virtual time: no real sleeping
+    stats = prod.run(_captured(8))
+    # frame 2 fails; frames 3 and 4 arrive before the retry time (0.25 s later) and are
+    # dropped without trying; frame 5 reaches Redis again and the rest go through.
+    assert stats.dropped_offline == 3 and stats.sent == 5
+    assert client.calls == 6
+
+
+def test_producer_refuses_bad_names_and_options():
+    with pytest.raises(DaemonError, match="camera 'cam 1'"):
+        Producer(FakeRedis(), "l1", "cam 1")
+    with pytest.raises(DaemonError, match="JPEG quality"):
+        Producer(FakeRedis(), "l1", "cam", jpeg_quality=0)

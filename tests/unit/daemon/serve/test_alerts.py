@@ -1,0 +1,61 @@
+"""k-of-n alert rule per camera: when it fires, what evidence it carries."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.serve.alerts import AlertRule, RecentFrame
+
+
+def _window(flags: str) -> list[RecentFrame]:
+    """Verdicts newest first from a string like "AN.A" (A = anomalous, anything else = not);
+    frame ids count up with age: the newest is f0."""
+    return [RecentFrame(f"f{i}", 1.0 if f == "A" else 0.1, f == "A", f"{i}-0", 100.0 - i)
+            for i, f in enumerate(flags)]
+
+
+@pytest.mark.parametrize("flags, fires", [
+    ("AA", True),
+    ("ANA", True),
+    ("AAA", True),
+    ("A", False),
+    ("ANN", False),
+    ("NNNAA", False),  # the anomalies are older than the last n=3
+    ("NAAAA", True),
+    ("", False),
+])
+def test_k_of_the_last_n_fires(flags, fires):
+    assert AlertRule(k=2, n=3).triggered(_window(flags)) is fires
+
+
+def test_evidence_is_the_anomalous_verdicts_oldest_first():
+    rule = AlertRule(k=2, n=3)
+    hits = rule.evidence(_window("ANAA"))  # f3 is outside the window
+    assert [v.frame_id for v in hits] == ["f2", "f0"]
+
+
+@pytest.mark.parametrize("k, n", [(4, 3), (0, 3)])
+def test_an_impossible_rule_is_refused(k, n):
+    with pytest.raises(ValueError, match=f"k={k}, n={n}"):
+        AlertRule(k=k, n=n)
+
+
+def test_verdict_json_round_trip():
+    v = RecentFrame("frame-7", 0.1234567, True, "1700000000000-3", 1_700_000_000.5)
+    back = RecentFrame.from_json(v.to_json())
+    assert back == RecentFrame("frame-7", 0.123457, True, "1700000000000-3", 1_700_000_000.5)
+    assert RecentFrame.from_json(v.to_json().encode()) == back
+
+
+def test_build_fills_the_alert_from_the_evidence():
+    rule = AlertRule(k=2, n=3, cooldown_s=10)
+    alert = rule.build("line1", "cam-1", _window("ANA"), 123.0, "sha256:abc", 0.5, "washer")
+    assert (alert.line, alert.camera, alert.raised_ts, alert.rule) == \
+        ("line1", "cam-1", 123.0, "2/3")
+    assert alert.frame_ids == ["f2", "f0"]
+    assert alert.result_ids == ["2-0", "0-0"]
+    assert alert.scores == [1.0, 1.0]
+    assert (alert.model_version, alert.threshold, alert.product_class) == \
+        ("sha256:abc", 0.5, "washer")
+    other = rule.build("line1", "cam-1", _window("ANA"), 123.0, "v", None, None)
+    assert other.alert_id != alert.alert_id
