@@ -11,7 +11,8 @@ The parts, in the order they build on each other:
               the demo
     cli/      `rlrctl`, one module per command group
 
-and, at the top, `settings` (every `RLR_*` setting), `errors` (every error class) and `logs`.
+and, at the top, `settings` (every `RLR_*` setting), `errors` (every error class), `logs`
+and `supervisor` (every long-running task of a process runs under it).
 
 Import rules (tests/unit/test_import_boundary.py enforces them): no import cycle anywhere;
 a part imports only the parts before it that its docstring names (`wire` none, `models` wire,

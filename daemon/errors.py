@@ -31,7 +31,7 @@ class FrameError(DaemonError):
     """A frame cannot be processed. `reason` is a short stable code for the dead-letter stream."""
 
     REASONS = ("malformed", "unsupported_version", "oversized", "corrupt", "bad_dimensions",
-               "too_many_deliveries", "trimmed", "inference_failed")
+               "too_many_deliveries", "trimmed", "inference_failed", "clock_skew")
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in self.REASONS:
@@ -51,6 +51,10 @@ class DeliveryError(DaemonError):
 
 class RegistryError(DaemonError):
     """A registry or rollout request cannot be done; the message says why and what to do."""
+
+
+class TaskFailed(DaemonError):
+    """A supervised task kept failing; the process exits non-zero so it gets restarted."""
 
 
 class JobError(DaemonError):

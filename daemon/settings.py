@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.connection import parse_url
 
 from daemon.errors import SettingsError
 
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
                                    "while the backlog is over the limit")
     max_payload_bytes: int = Field(20_000_000, ge=1024, description="largest accepted frame")
     max_image_side: int = Field(8192, ge=16, description="largest accepted image width/height")
+    max_clock_skew_s: float = Field(300.0, gt=0, description="frames whose capture time is "
+                                    "further in the future than this are dead-lettered "
+                                    "(clock_skew): the camera's clock is wrong")
     masks: Literal["anomalous", "always", "never"] = Field(
         "anomalous", description="when results carry a PNG mask (a frame can also ask)")
 
@@ -90,6 +94,13 @@ class Settings(BaseSettings):
     stall_s: float = Field(60.0, gt=0, description="`rlrctl check` fails when the worker loop "
                            "made no progress for this long")
     shutdown_grace_s: float = Field(30.0, gt=0, description="time to finish the batch in flight")
+    task_max_failures: int = Field(5, ge=1, description="a task of a daemon that fails this "
+                                   "often within RLR_TASK_FAILURE_WINDOW_S makes the process "
+                                   "exit non-zero (its service manager restarts it)")
+    task_failure_window_s: float = Field(300.0, gt=0, description="window of "
+                                         "RLR_TASK_MAX_FAILURES")
+    prune_consumers_s: float = Field(3600.0, gt=0, description="consumers of a group idle this "
+                                     "long with nothing pending (dead workers) are removed")
     log_format: Literal["json", "console"] = Field("json", description="structlog renderer")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug adds per-batch timing events")
@@ -140,9 +151,15 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
+        hint = ("use redis://host:port/db, rediss://host:port/db (TLS) or "
+                "unix:///path/to/redis.sock")
         if value is not None and not value.startswith(_URL_SCHEMES):
-            raise ValueError(f"{value!r} is not a Redis URL; use redis://host:port/db, "
-                             "rediss://host:port/db (TLS) or unix:///path/to/redis.sock")
+            raise ValueError(f"{value!r} is not a Redis URL; {hint}")
+        if value is not None:
+            try:
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a valid Redis URL ({exc}); {hint}") from None
         return value
 
     @field_validator("device")
@@ -216,8 +233,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     Raises `SettingsError` naming every bad setting.
     """
     config_file = config_file or os.environ.get("RLR_CONFIG")
-    if config_file is not None and not Path(config_file).is_file():
-        raise SettingsError(f"settings file {config_file} not found; fix RLR_CONFIG / --config")
+    if config_file is not None:
+        _check_text_file(Path(config_file))
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(given) - set(Settings.model_fields))
     if unknown:
@@ -229,6 +246,20 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         return Settings(_env_file=config_file, **given)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, config_file)) from None
+
+
+def _check_text_file(path: Path) -> None:
+    if not path.is_file():
+        raise SettingsError(f"settings file {path} not found; fix RLR_CONFIG / --config")
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"settings file {path} is not text (byte {exc.start} is not UTF-8); "
+                            "give a file of KEY=value lines, e.g. RLR_LINES=line1") from None
+    if b"\0" in data:
+        raise SettingsError(f"settings file {path} is not text (it holds NUL bytes); give a "
+                            "file of KEY=value lines, e.g. RLR_LINES=line1")
 
 
 def _check_names(names, where: str, file: bool = False) -> None:
@@ -270,6 +301,8 @@ def _describe(exc: ValidationError, config_file: str | os.PathLike[str] | None) 
             msg = "not a known setting; check the spelling (README: Configuration)"
         problems.append(f"{name}{shown}: {msg}")
     where = f" (environment and {config_file})" if config_file else ""
+    if len(problems) == 1:
+        return f"invalid setting{where}: {problems[0]}"
     return "invalid settings" + where + ":\n  " + "\n  ".join(problems)
 
 

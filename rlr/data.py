@@ -59,6 +59,10 @@ def decode_image(data: bytes, size: int | None = None, name: str = "<bytes>") ->
     """
     try:
         img = Image.open(io.BytesIO(data))
+        if size is not None and img.format == "JPEG" and min(img.size) > 4 * size:
+            # Decode a large JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling), still at least
+            # twice the target size: a 12 MP frame for a 256 px model costs a fraction.
+            img.draft("RGB", (2 * size, 2 * size))
         img.load()  # decode now: truncation and bad data show up here, not in a later convert
     except Exception as exc:
         # Pillow raises OSError, SyntaxError, ValueError, struct.error, zlib.error,

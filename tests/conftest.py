@@ -40,3 +40,44 @@ def tiny_artifact(tiny_trained, tmp_path_factory) -> Path:
                   training=tiny_trained.training_summary())
     return path
 
+
+@pytest.fixture(scope="session")
+def frame_jpegs(synthetic_root) -> list[bytes]:
+    """JPEG bytes of the synthetic test images (normal and defective, 64 px)."""
+    from daemon.wire.codec import encode_image
+    from rlr.data import list_images, load_image
+
+    paths = list_images(sorted(synthetic_root.glob("*/test")))
+    return [encode_image(load_image(p), "jpeg")[0] for p in paths]
+
+
+def _with_threshold(src, dst, value):
+    import shutil
+
+    from rlr.artifact import update_manifest
+
+    shutil.copy(src, dst)
+    update_manifest(dst, thresholds={"default": value})
+    return dst
+
+
+@pytest.fixture(scope="session")
+def served_model(tiny_artifact, synthetic_root, tmp_path_factory):
+    """The tiny model with a threshold at the median test score (about half the frames alarm)."""
+    import numpy as np
+
+    from rlr.artifact import load_artifact
+    from rlr.data import list_images
+    from rlr.inference import score_paths
+
+    model, _ = load_artifact(tiny_artifact)
+    paths = list_images(sorted(synthetic_root.glob("*/test")))
+    scores = [s.score for s in score_paths(model, paths)]
+    return _with_threshold(tiny_artifact, tmp_path_factory.mktemp("served") / "served.rlr",
+                           float(np.median(scores)))
+
+
+@pytest.fixture(scope="session")
+def alarming_model(tiny_artifact, tmp_path_factory):
+    """The tiny model with a threshold so low that every frame is anomalous."""
+    return _with_threshold(tiny_artifact, tmp_path_factory.mktemp("alarm") / "alarm.rlr", 1e-9)

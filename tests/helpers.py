@@ -54,3 +54,18 @@ def make_visa_tree(mvtec_root: Path, out: Path) -> Path:
         w.writerow(["object", "split", "label", "image", "mask"])
         w.writerows(rows)
     return out
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header declares `width` x `height` pixels (its data is a stub):
+    what a hostile or broken camera can send to make a decoder allocate gigabytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))

@@ -50,7 +50,7 @@ def alerts(lines, since, as_json, count, redis_url, config_file) -> None:
 
 def _tail(client, settings: Settings, since: str, as_json: bool, count: int | None) -> None:
     from daemon.wire.backoff import Backoff
-    from daemon.wire.clients import TRANSIENT, is_cluster
+    from daemon.wire.clients import away, is_cluster
     from daemon.wire.groups import last_id, read_streams, run_sync
     from daemon.wire.schema import Alert
 
@@ -64,7 +64,9 @@ def _tail(client, settings: Settings, since: str, as_json: bool, count: int | No
             reply = run_sync(client, read_streams("xread", (), streams, settings.block_ms,
                                                   is_cluster(client)))
             backoff.reset()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not away(exc):
+                raise
             click.secho(f"Redis unavailable ({exc}); retrying", fg="yellow", err=True)
             time.sleep(backoff.next())
             continue

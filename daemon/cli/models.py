@@ -276,6 +276,10 @@ def status(lines, history, as_json, redis_url, config_file):
 def _print_line(e: dict) -> None:
     ro = Rollout.from_json(e["rollout"])
     click.secho(f"line {e['line']}", bold=True, nl=False)
+    if ro.corrupt:
+        click.secho(f"  rollout record CORRUPT: {ro.corrupt}", fg="red")
+        click.echo(f"  repair it: rlrctl deploy MODEL --line {e['line']} (or rollback); the "
+                   "last readable state in the history is kept")
     click.echo(f"  revision {ro.revision}" + (f", changed {_when(ro.updated_at)} by "
                                               f"{ro.updated_by}" if ro.revision else ""))
     click.echo(f"  production   {ro.production or '-'}  (previous {ro.previous or '-'})")

@@ -43,6 +43,10 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     logs.configure(settings.log_format, settings.log_level, worker=settings.consumer_name)
     log = logs.get("rlr.worker")
     connect(settings, timeout_s=30)  # before loading a model: a wrong URL fails in seconds
+    metrics = WorkerMetrics()
+    metrics.serve(settings.metrics_port, settings.metrics_host)  # a taken port fails now too
+    if settings.metrics_port:
+        log.info("metrics_serving", port=settings.metrics_port)
     engine = None
     if settings.model is not None:
         engine = Engine.from_file(settings.model, settings.device, settings.precision)
@@ -52,23 +56,21 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
         if not engine.calibrated:
             log.warning("model_uncalibrated", note="no thresholds: every frame is reported "
                         "normal and no alert fires; run `rlrctl calibrate` on the artifact")
-    metrics = WorkerMetrics()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
-    if settings.metrics_port:
-        log.info("metrics_serving", port=settings.metrics_port)
-
     def watcher(initial, publish):
         return ModelWatcher(connect_sync(settings), settings.lines, initial, publish,
                             settings.device, settings.precision, settings.rollout_poll_s)
 
-    async def main() -> bool:
+    async def main() -> Worker:
         streams = RedisStreams(connect_async(settings), settings, settings.consumer_name)
         w = Worker(settings, engine, streams, metrics, watch_rollouts=watcher)
         await w.run()
-        return w.hard_stopped
+        return w
 
-    hard = asyncio.run(main())
-    sys.exit(1 if hard else 0)
+    w = asyncio.run(main())
+    if w.fatal is not None:
+        click.secho(f"error: {w.fatal}", fg="red", err=True)
+        sys.exit(3)
+    sys.exit(1 if w.hard_stopped else 0)
 
 
 @click.command()

@@ -34,9 +34,10 @@ from daemon.errors import JobCancelled, SettingsError, TrainerStopping
 from daemon.jobs import queue as jobs
 from daemon.jobs.runner import execute
 from daemon.settings import Settings
+from daemon.supervisor import Supervisor
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
-from daemon.wire.clients import TRANSIENT
+from daemon.wire.clients import away
 from daemon.wire.groups import run_sync
 from daemon.wire.text import entry_field, text
 from rlr.errors import RLRError
@@ -69,6 +70,10 @@ class Trainer:
         self._last_reap = 0.0
         self.log = logs.get("rlr.trainer").bind(trainer=self.name)
         self.group = jobs.job_group(self.name)
+        self.supervisor = Supervisor(f"trainer {self.name}",
+                                     max_failures=settings.task_max_failures,
+                                     window_s=settings.task_failure_window_s,
+                                     on_fatal=lambda exc: self.stop())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,33 +91,44 @@ class Trainer:
         `until_idle`); returns how many jobs were run."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         run_sync(self.client, self.group.ensure())
-        pulse = threading.Thread(target=self._pulse, name="trainer-pulse", daemon=True)
-        pulse.start()
+        pulse = self.supervisor.thread("pulse", self._pulse, self._pulse_stop)
         self.log.info("trainer_started", workdir=str(self.workdir.resolve()),
                       device=self.device, timeout_s=self.timeout_s)
-        backoff = Backoff(0.2, 5.0)
+        done = threading.Event()
         try:
-            self._recover_own()
-            while not self._stopping and (max_jobs is None or self.jobs_done < max_jobs):
-                try:
-                    entry = self._next_entry()
-                    backoff.reset()
-                except TRANSIENT as exc:
-                    self.log.warning("redis_unavailable", error=str(exc))
-                    backoff.sleep()
-                    continue
-                if entry is None:
-                    if until_idle:
-                        break
-                    continue
-                self.run_job(*entry)
+            self.supervisor.call_forever(
+                "jobs", lambda: self._take_jobs(max_jobs, until_idle, done), done)
         finally:
             self._pulse_stop.set()
             pulse.join(timeout=5)
             with contextlib.suppress(redis.RedisError):
                 self.client.delete(keys.trainer(self.name))
             self.log.info("trainer_stopped", jobs=self.jobs_done)
+        if self.supervisor.fatal is not None:
+            raise self.supervisor.fatal
         return self.jobs_done
+
+    def _take_jobs(self, max_jobs: int | None, until_idle: bool, done: threading.Event) -> None:
+        """The trainer's main loop (supervised: a failure is logged and the loop restarted)."""
+        backoff = Backoff(0.2, 5.0)
+        self._recover_own()
+        while not self._stopping and (max_jobs is None or self.jobs_done < max_jobs):
+            try:
+                entry = self._next_entry()
+                backoff.reset()
+            except Exception as exc:
+                if not away(exc):
+                    raise
+                self.log.warning("redis_unavailable", error=str(exc))
+                backoff.sleep()
+                continue
+            self.supervisor.beat("jobs")
+            if entry is None:
+                if until_idle:
+                    break
+                continue
+            self.run_job(*entry)
+        done.set()
 
     def run_until_idle(self, max_jobs: int | None = None) -> int:
         return self.run(max_jobs=max_jobs, until_idle=True)
@@ -178,10 +194,15 @@ class Trainer:
                 self.client.set(keys.trainer(self.name), json.dumps({
                     "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                     "device": self.device, "job": self.current, "jobs_done": self.jobs_done,
-                    "workdir": str(self.workdir.resolve())}),
+                    "workdir": str(self.workdir.resolve()),
+                    "tasks": self.supervisor.snapshot(),
+                    "ready": not self.supervisor.down()}),
                     ex=max(int(3 * self.beat_s), 5))
-            except redis.RedisError as exc:
+            except Exception as exc:
+                if not away(exc):
+                    raise
                 self.log.warning("heartbeat_failed", error=str(exc))
+            self.supervisor.beat("pulse")
             self._pulse_stop.wait(self.beat_s)
 
     # ------------------------------------------------------------------ one job

@@ -20,9 +20,10 @@ from daemon import logs
 from daemon.errors import DeliveryError
 from daemon.line.sinks import Sink
 from daemon.settings import Settings
+from daemon.supervisor import Supervisor
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
-from daemon.wire.clients import TRANSIENT, is_cluster
+from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
 from daemon.wire.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields
 from daemon.wire.text import entry_field
@@ -69,23 +70,37 @@ class Bridge:
         return self._stop.is_set()
 
     def run(self) -> None:
-        """Deliver alerts until `stop()`; Redis outages are waited out, never fatal."""
+        """Deliver alerts until `stop()`. Redis outages are waited out; any other failure of
+        the loop is logged and the loop restarted (`Supervisor`); one that keeps failing
+        raises `TaskFailed`, so the process exits non-zero and gets restarted."""
         log.info("bridge_started", kind=self.sink.kind, group=self.group,
                  consumer=self.consumer, lines=sorted(self.lines.values()))
-        backoff = Backoff(0.2, 5.0)
+        supervisor = Supervisor(f"bridge {self.sink.kind}",
+                                max_failures=self.settings.task_max_failures,
+                                window_s=self.settings.task_failure_window_s,
+                                on_fatal=lambda exc: self._stop.set())
         try:
-            while not self.stopping:
-                try:
-                    self.step()
-                    backoff.reset()
-                except TRANSIENT as exc:
-                    delay = backoff.next()
-                    log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
-                    self._stop.wait(delay)
+            supervisor.call_forever("deliver", self._deliver_until_stopped, self._stop)
         finally:
             self.sink.close()
             log.info("bridge_stopped", delivered=self.delivered,
                      dead_lettered=self.dead_lettered)
+        if supervisor.fatal is not None:
+            raise supervisor.fatal
+
+    def _deliver_until_stopped(self) -> None:
+        backoff = Backoff(0.2, 5.0)
+        while not self.stopping:
+            try:
+                self.step()
+                backoff.reset()
+            except Exception as exc:
+                if not away(exc):
+                    raise
+                delay = backoff.next()
+                log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
+                self._groups_ready = False  # a restarted Redis may have lost the groups
+                self._stop.wait(delay)
 
     def run_until_idle(self, timeout_s: float = 10.0, block_ms: int = 100) -> int:
         """Handle alerts until a read finds none or `timeout_s` passes; the number handled."""
@@ -187,9 +202,10 @@ class Bridge:
     def _ack(self, d: Delivery) -> None:
         try:
             run_sync(self.client, self.reader.ack([d]))
-        except TRANSIENT:
-            # Delivered but not acked: remember it, so Redis coming back doesn't mean a resend.
-            self._unacked.append(d)
+        except Exception as exc:
+            if away(exc):
+                # Delivered, not acked: remember it, so Redis coming back means no resend.
+                self._unacked.append(d)
             raise
 
     def _flush_acks(self) -> None:

@@ -51,7 +51,7 @@ class EmbeddedRedis:
     """`with EmbeddedRedis() as r: r.url` - a private redis-server for this process tree."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, port: int | None = None,
-                 maxmemory_mb: int = 512) -> None:
+                 maxmemory_mb: int = 512, aof: bool = True, fsync: str = "always") -> None:
         self._own_dir = workdir is None
         # unix socket paths are limited to ~100 bytes: keep the directory short
         self.workdir = Path(tempfile.mkdtemp(prefix="rlr-redis-") if workdir is None
@@ -59,6 +59,8 @@ class EmbeddedRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port  # None: unix socket only; 0: pick a free TCP port
         self.maxmemory_mb = maxmemory_mb
+        self.aof = aof  # False: nothing on disk, a restart forgets everything (tests)
+        self.fsync = fsync  # "always" loses nothing acknowledged; Redis exits on a full disk
         self.process: subprocess.Popen | None = None
 
     @property
@@ -82,8 +84,8 @@ class EmbeddedRedis:
             f"unixsocket {self.socket_path}",
             "unixsocketperm 700",
             f"dir {self.workdir}",
-            "appendonly yes",
-            "appendfsync always",
+            f"appendonly {'yes' if self.aof else 'no'}",
+            f"appendfsync {self.fsync}",
             'save ""',
             f"maxmemory {self.maxmemory_mb}mb",
             "maxmemory-policy noeviction",

@@ -17,7 +17,7 @@ from daemon.errors import DaemonError
 from daemon.line.sources import Captured, nap
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
-from daemon.wire.clients import TRANSIENT
+from daemon.wire.clients import away
 from daemon.wire.codec import encode_image
 from daemon.wire.schema import ENCODINGS, encode_frame
 from rlr.data import resize
@@ -159,12 +159,15 @@ class Producer:
                               product_class=self.product_class, **extra)
         try:
             self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
-        except TRANSIENT as exc:
+        except redis.RedisError as exc:
+            if not away(exc):  # e.g. the key is not a stream: nothing a retry fixes
+                raise DaemonError(f"Redis refused XADD to {self.key} ({exc}); check that the "
+                                  "key is a stream (rlrctl status)") from None
+            self._offline(exc)  # away, out of memory, disk full: drop frames until it is back
+            return False
+        except OSError as exc:
             self._offline(exc)
             return False
-        except redis.ResponseError as exc:
-            raise DaemonError(f"Redis refused XADD to {self.key} ({exc}); check the server's "
-                              "maxmemory and that the key is a stream") from None
         if self._retry_at is not None:
             self._log.info("redis_back", dropped_offline=self.stats.dropped_offline)
             self._retry_at = None

@@ -32,7 +32,7 @@ from pathlib import Path
 import redis
 
 from daemon.errors import RegistryError
-from daemon.models.rollout import Rollout, drop_alias, stable_bucket
+from daemon.models.rollout import Rollout, drop_alias, known_fields, stable_bucket
 from daemon.models.versions import ModelVersion, summary, who
 from daemon.wire import keys
 from daemon.wire.text import text
@@ -180,8 +180,20 @@ class Registry:
     # ------------------------------------------------------------------ rollouts
 
     def rollout(self, line: str) -> Rollout:
-        raw = self.r.hget(keys.alias(line), "rollout")
-        return Rollout(line) if raw is None else Rollout.from_json(json.loads(raw))
+        """The line's rollout; an unreadable record comes back with `corrupt` set (and its
+        plain `revision` field, if readable) rather than as an error, so the CLI can show
+        and repair it and workers keep serving."""
+        raw, revision = self.r.hmget(keys.alias(line), "rollout", "revision")
+        return parse_rollout(line, raw, revision)
+
+    def last_good_rollout(self, line: str) -> Rollout | None:
+        """The newest readable rollout in the line's history (to repair a corrupt record)."""
+        for entry in self.history(line, HISTORY_MAXLEN):
+            try:
+                return known_fields(Rollout, {**entry["rollout"], "line": line})
+            except (TypeError, ValueError):
+                continue
+        return None
 
     def rollouts(self) -> dict[str, Rollout]:
         """Every line that has a rollout."""
@@ -270,15 +282,19 @@ class Registry:
         return self._update(line, change, f"clear_{alias}", lambda: cleared[-1], by, why)
 
     def history(self, line: str, count: int = 50) -> list[dict]:
-        """The line's rollout changes, newest first."""
+        """The line's rollout changes, newest first (unreadable entries are passed over)."""
         out = []
         for entry_id, fields in self.r.xrevrange(keys.rollouts(line), count=count):
             f = {text(k): text(v) for k, v in fields.items()}
-            out.append({"id": text(entry_id), "ts": float(f.get("ts", 0)),
-                        "by": f.get("by", ""), "why": f.get("why", ""),
-                        "action": f.get("action", ""), "version": f.get("version") or None,
-                        "revision": int(f.get("revision", 0)),
-                        "rollout": json.loads(f.get("rollout") or "{}")})
+            try:
+                rollout = json.loads(f.get("rollout") or "{}")
+                out.append({"id": text(entry_id), "ts": float(f.get("ts", 0)),
+                            "by": f.get("by", ""), "why": f.get("why", ""),
+                            "action": f.get("action", ""), "version": f.get("version") or None,
+                            "revision": int(f.get("revision", 0)),
+                            "rollout": rollout if isinstance(rollout, dict) else {}})
+            except ValueError:
+                continue
         return out
 
     def _update(self, line: str, change, action: str, version, by: str, why: str) -> Rollout:
@@ -292,15 +308,21 @@ class Registry:
             while True:
                 try:
                     pipe.watch(key)
-                    raw = pipe.hget(key, "rollout")
-                    old = Rollout(line) if raw is None else Rollout.from_json(json.loads(raw))
+                    old = parse_rollout(line, *pipe.hmget(key, "rollout", "revision"))
+                    what_done = action
+                    if old.corrupt:
+                        # Repair: start from the newest readable state in the history.
+                        good = self.last_good_rollout(line) or Rollout(line)
+                        old = dataclasses.replace(good, revision=max(good.revision,
+                                                                     old.revision))
+                        what_done = f"{action} (repaired a corrupt record)"
                     new = dataclasses.replace(change(old), line=line, revision=old.revision + 1,
-                                              updated_at=time.time(), updated_by=by)
+                                              updated_at=time.time(), updated_by=by, corrupt=None)
                     what = version() if callable(version) else version
                     pipe.multi()
                     _write_rollout(pipe, key, new)
                     pipe.xadd(keys.rollouts(line), {
-                        "ts": repr(new.updated_at), "by": by, "why": why, "action": action,
+                        "ts": repr(new.updated_at), "by": by, "why": why, "action": what_done,
                         "version": what or "", "revision": new.revision,
                         "rollout": json.dumps(new.to_json(), sort_keys=True)},
                         maxlen=HISTORY_MAXLEN, approximate=True)
@@ -311,6 +333,28 @@ class Registry:
                     return new
                 except redis.WatchError:
                     continue
+
+
+def parse_rollout(line: str, raw: bytes | None, revision: bytes | None = None) -> Rollout:
+    """A rollout record as stored; `corrupt` says why when it cannot be read."""
+    if raw is None:
+        return Rollout(line)
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        ro = known_fields(Rollout, {**data, "line": line, "corrupt": None})
+        if not isinstance(ro.revision, int) or not all(
+                v is None or isinstance(v, str) for v in (ro.production, ro.canary, ro.shadow)):
+            raise ValueError("fields of the wrong type")
+        return ro
+    except (ValueError, TypeError) as exc:
+        try:
+            rev = int(revision or 0)
+        except ValueError:
+            rev = 0
+        shown = raw[:40].decode(errors="replace")
+        return Rollout(line, revision=rev, corrupt=f"{shown!r}: {exc}")
 
 
 def _write_rollout(pipe, key: str, ro: Rollout) -> None:

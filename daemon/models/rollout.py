@@ -28,9 +28,13 @@ class Rollout:
     revision: int = 0
     updated_at: float = 0.0
     updated_by: str = ""
+    corrupt: str | None = None  # set (never stored) when the record in Redis is unreadable
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["corrupt"] is None:
+            del out["corrupt"]
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Rollout:

@@ -1,9 +1,9 @@
 """The worker's batching policy, as pure logic (no I/O, no asyncio, the clock passed in).
 
 - **Admission** (`BatchPolicy.triage`): what a read brought in is dead-lettered (delivered too
-  often, not a valid frame), skipped (stale while the line is over its backlog bound) or
-  admitted for decoding. A frame the worker already holds is ignored: XAUTOCLAIM may see it
-  idle in the queue, but it is not lost.
+  often, not a valid frame, captured in the future by a wrong clock), skipped (stale while
+  the line is over its backlog bound) or admitted for decoding. A frame the worker already
+  holds is ignored: XAUTOCLAIM may see it idle in the queue, but it is not lost.
 - **Stale skip** (`BatchPolicy.is_stale`): a live line wants the newest frames, so while a
   line's backlog is over `RLR_BACKLOG_LIMIT`, frames older than `RLR_MAX_FRAME_AGE_S` are
   skipped (acknowledged and counted, never scored).
@@ -41,11 +41,12 @@ class BatchPolicy:
     max_frame_age_s: float = 2.0
     max_deliveries: int = 3
     max_payload_bytes: int = 20_000_000
+    max_clock_skew_s: float = 300.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> BatchPolicy:
         return cls(s.batch_size, s.batch_wait_ms / 1000, s.backlog_limit, s.max_frame_age_s,
-                   s.max_deliveries, s.max_payload_bytes)
+                   s.max_deliveries, s.max_payload_bytes, s.max_clock_skew_s)
 
     def read_count(self, backlogs: Mapping[str, int]) -> int:
         """Entries to ask for in one read: a batch, or many while a line is over its bound,
@@ -76,6 +77,12 @@ class BatchPolicy:
                 frame = parse_frame(d.fields, self.max_payload_bytes)
             except FrameError as exc:
                 out.dead.append((d, exc))
+                continue
+            if frame.ts > now + self.max_clock_skew_s:
+                out.dead.append((d, FrameError(
+                    "clock_skew", f"captured at {frame.ts:.3f}, {frame.ts - now:.0f} s in the "
+                    f"future (limit RLR_MAX_CLOCK_SKEW_S={self.max_clock_skew_s:g}); set the "
+                    f"camera's clock (NTP) of camera {frame.camera!r}")))
                 continue
             if self.is_stale(backlogs.get(d.line, 0), frame.ts, now):
                 out.skipped.append(d)

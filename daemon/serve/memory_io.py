@@ -27,7 +27,7 @@ class MemoryStreams:
         self.shadow: dict[str, list[Result]] = {}
         self.stats: dict[str, dict[str, int]] = {line: {} for line in self.lines}
         self.heartbeats: dict[str, Mapping] = {}
-        self._seen: dict[tuple[str, str, str], str] = {}
+        self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (result, entry)
         self._windows: dict[tuple[str, str], list[RecentFrame]] = {}
         self._cooldown: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
@@ -65,6 +65,9 @@ class MemoryStreams:
     async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
         return Claimed([], [])
 
+    async def prune_consumers(self, min_idle_ms: int) -> list[str]:
+        return []
+
     async def backlog(self, line: str) -> int:
         return len(self.frames[line]) - self.cursor[line] + \
             sum(1 for (ln, _) in self.pending if ln == line)
@@ -80,10 +83,11 @@ class MemoryStreams:
             key = (d.line, res.camera, res.frame_id)
             self.pending.pop((d.line, d.entry_id), None)
             if key in self._seen:
-                out.append(Published(False, self._seen[key], []))
+                rid, first = self._seen[key]
+                out.append(Published(False, rid, [], first))
                 continue
             rid = self._next_id()
-            self._seen[key] = rid
+            self._seen[key] = (rid, d.entry_id)
             self.results[d.line].append((rid, res))
             win = self._windows.setdefault((d.line, res.camera), [])
             win.insert(0, RecentFrame(res.frame_id, res.score, res.is_anomaly, rid,

@@ -18,9 +18,15 @@ from daemon.wire.schema import Alert, DeadLetter, Result
 
 
 class Published(NamedTuple):
-    new: bool  # False: a result for this frame id already existed (a replay)
+    new: bool  # False: a result for this camera and frame id already existed
     result_id: str | None
     window: list[RecentFrame]  # the camera's recent verdicts, newest first (empty when not new)
+    first_entry: str | None = None  # not new: the stream entry whose result that is
+
+    def replay_of(self, entry_id: str) -> bool:
+        """Not new because this very entry was scored before (a redelivery), as opposed to
+        another entry reusing a frame id that was already scored (a duplicate)."""
+        return not self.new and self.first_entry in (None, entry_id)
 
 
 class FrameSource(Protocol):
@@ -33,6 +39,9 @@ class FrameSource(Protocol):
     async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
         """Take over entries other consumers left pending for at least `min_idle_ms` (the
         first call also returns what this consumer name left pending in an earlier run)."""
+
+    async def prune_consumers(self, min_idle_ms: int) -> list[str]:
+        """Forget consumers (dead workers) idle this long with nothing pending; their names."""
 
     async def backlog(self, line: str) -> int:
         """Entries of `line` not yet acknowledged by the group (undelivered + pending)."""

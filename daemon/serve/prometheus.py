@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from daemon.errors import SettingsError
+
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -38,6 +40,24 @@ class WorkerMetrics:
                            registry=r)
         self.up = Gauge("rlr_worker_ready", "1 while the worker is serving", registry=r)
 
+    def show_models(self, versions: list[str], serving: bool) -> None:
+        """`rlr_model_info` for exactly `versions`; `rlr_worker_ready` 1 while serving."""
+        self.up.set(1 if serving else 0)
+        shown = getattr(self, "_shown", set())
+        for version in shown - set(versions):
+            self.model.remove(version)
+        for version in versions:
+            self.model.labels(version).set(1)
+        self._shown = set(versions)
+
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        if port:
+        """Serve /metrics on `port` (0: not at all); a port already taken is a SettingsError."""
+        if not port:
+            return
+        try:
             start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): another "
+                "process (a second worker on this host?) uses it; give each worker its own "
+                "RLR_METRICS_PORT (or --metrics-port), or 0 to turn metrics off") from None

@@ -21,6 +21,7 @@ from daemon.serve.alerts import AlertRule, RecentFrame
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.settings import Settings
+from daemon.supervisor import Supervisor
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter, Frame, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
@@ -60,11 +61,14 @@ class Publisher:
                  stats: WorkerStats, backlogs: Mapping[str, int],
                  retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
                  pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],
-                 on_error: Callable[[str], None], concurrency: int = 2) -> None:
+                 on_error: Callable[[str], None], supervisor: Supervisor,
+                 concurrency: int = 2) -> None:
         self.sink, self.s, self.rule, self.metrics = sink, settings, rule, metrics
         self.stats, self.backlogs = stats, backlogs
         self.worker_id = settings.consumer_name
         self.retry, self.pool, self.release, self.on_error = retry, pool, release, on_error
+        self.supervisor = supervisor
+        self._throttle = logs.Throttle(5.0)
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
         self._last: asyncio.Task | None = None
@@ -82,9 +86,20 @@ class Publisher:
                                   "count")
             self.metrics.frames_skipped.labels(line).inc(n)
             self.stats.skipped += n
-            log.warning("frames_skipped", line=line, n=n, backlog=self.backlogs.get(line),
-                        backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
+            since = self._throttle.due(("skipped", line), n)
+            if since:  # one event every few seconds under overload, with the count
+                log.warning("frames_skipped", line=line, n=since,
+                            backlog=self.backlogs.get(line), backlog_limit=self.s.backlog_limit,
+                            max_age_s=self.s.max_frame_age_s)
         self.release(items)
+
+    def flush_logs(self) -> None:
+        """Log the skips held back by the rate limit once their interval is over."""
+        for key, n in self._throttle.overdue().items():
+            if key[0] == "skipped":
+                log.warning("frames_skipped", line=key[1], n=n,
+                            backlog=self.backlogs.get(key[1]),
+                            backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
 
     def letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
         """The dead letter of frame `d` (its payload kept when within the size limit)."""
@@ -100,9 +115,11 @@ class Publisher:
         self.release(d for d, _, _ in items)
         for _, line, letter in items:
             self.metrics.frames_dead.labels(line, letter.reason).inc()
-            log.warning("frame_dead_lettered", line=line, entry=letter.source_id,
-                        reason=letter.reason, detail=letter.detail,
-                        camera=entry_field(letter.original, "camera"))
+            since = self._throttle.due(("dead", line, letter.reason))
+            if since:
+                log.warning("frame_dead_lettered", line=line, entry=letter.source_id,
+                            reason=letter.reason, detail=letter.detail, n=since,
+                            camera=entry_field(letter.original, "camera"))
         self.stats.dead_lettered += len(items)
 
 
@@ -128,11 +145,19 @@ class Publisher:
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            error = f"publish failed: {type(exc).__name__}: {exc}"
-            log.error("publish_failed", error=error)
-            self.on_error(error)
+            self.on_error(f"publish failed: {type(exc).__name__}: {exc}")
+            self.supervisor.report("publisher", exc)  # logs it; gives up if it keeps failing
 
     async def _publish(self, batch: Scored, previous: asyncio.Task | None) -> None:
+        try:
+            await self._publish_batch(batch, previous)
+        except Exception:
+            # Not published: the frames are no longer ours to hold; a redelivery retries them
+            # (and dead-letters them after RLR_MAX_DELIVERIES).
+            self.release(d for d, _ in batch.items)
+            raise
+
+    async def _publish_batch(self, batch: Scored, previous: asyncio.Task | None) -> None:
         verdicts = batch.verdicts
         if any(v.mask is not None for v in verdicts):
             verdicts = await asyncio.get_running_loop().run_in_executor(
@@ -155,9 +180,15 @@ class Publisher:
         published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
         self.release(d for d, _ in pairs)
         for (d, res), pub in zip(pairs, published, strict=True):
-            if not pub.new:
+            if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
                 self.metrics.frames_replayed.labels(d.line).inc()
+                if not pub.replay_of(d.entry_id) and self._throttle.due(("resent", d.line)):
+                    # Not a redelivery: a producer sent the frame again (a retried XADD) or
+                    # reuses frame ids. One result stands; say where it is.
+                    log.info("frame_resent", line=d.line, camera=res.camera,
+                             frame_id=res.frame_id, entry=d.entry_id,
+                             first_entry=pub.first_entry, result=pub.result_id)
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()

@@ -22,7 +22,7 @@ from daemon.serve.alerts import RecentFrame
 from daemon.serve.ports import Published
 from daemon.settings import Settings
 from daemon.wire import keys
-from daemon.wire.clients import TRANSIENT, is_cluster
+from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
 from daemon.wire.schema import Alert, DeadLetter, Result
 from daemon.wire.text import text
@@ -30,13 +30,15 @@ from daemon.wire.text import text
 T = TypeVar("T")
 
 _PUBLISH = """
-local rid = redis.call('GET', KEYS[2])
-if rid then
+local seen = redis.call('GET', KEYS[2])
+if seen then
   redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {0, rid, {}}
+  local sp = string.find(seen, ' ', 1, true)
+  if sp then return {0, string.sub(seen, 1, sp - 1), {}, string.sub(seen, sp + 1)} end
+  return {0, seen, {}}
 end
-rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 8))
-redis.call('SET', KEYS[2], rid, 'EX', ARGV[3])
+local rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 8))
+redis.call('SET', KEYS[2], rid .. ' ' .. ARGV[2], 'EX', ARGV[3])
 redis.call('LPUSH', KEYS[4], ARGV[6] .. rid .. ARGV[7])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 redis.call('EXPIRE', KEYS[4], ARGV[3])
@@ -74,7 +76,9 @@ class RedisStreams:
     async def _call(self, make: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await make()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not away(exc):
+                raise
             raise SourceUnavailable(f"Redis unavailable during {what}: "
                                     f"{type(exc).__name__}: {exc}") from exc
 
@@ -98,6 +102,13 @@ class RedisStreams:
         stale = await self._op(self.group.claim_stale(min_idle_ms, count), "claim_stale")
         return Claimed(out.deliveries + stale.deliveries, out.trimmed + stale.trimmed)
 
+    async def prune_consumers(self, min_idle_ms: int) -> list[str]:
+        gone: list[str] = []
+        for line in self.lines:
+            gone += await self._op(self.group.prune_consumers(
+                keys.frames(line), min_idle_ms, presence=keys.worker), "prune_consumers")
+        return gone
+
     async def backlog(self, line: str) -> int:
         return await self._op(self.group.backlog(keys.frames(line)), "backlog")
 
@@ -114,7 +125,13 @@ class RedisStreams:
                            window_n: int) -> list[Published]:
         # One round trip on a single server; on a cluster the scripts run concurrently, each
         # on its line's shard.
-        pipe = self.r if self.cluster else self.r.pipeline(transaction=False)
+        if self.cluster:
+            return await self._publish_each(self.r, items, window_n)
+        async with self.r.pipeline(transaction=False) as pipe:
+            return await self._publish_each(pipe, items, window_n)
+
+    async def _publish_each(self, pipe, items: Sequence[tuple[Delivery, Result]],
+                            window_n: int) -> list[Published]:
         calls = []
         for d, res in items:
             flat: list = []
@@ -132,27 +149,34 @@ class RedisStreams:
             else:
                 await call
         replies = await (asyncio.gather(*calls) if self.cluster else pipe.execute())
-        return [Published(bool(new), None if rid is None else text(rid),
-                          [RecentFrame.from_json(v) for v in window])
-                for new, rid, window in replies]
+        return [Published(bool(r[0]), None if r[1] is None else text(r[1]),
+                          [RecentFrame.from_json(v) for v in r[2]],
+                          text(r[3]) if len(r) > 3 else None)
+                for r in replies]
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for line, res in items:
-            pipe.xadd(keys.shadow(line), res.to_fields(), maxlen=self.s.results_maxlen,
-                      approximate=True)
-        await self._call(pipe.execute, "publish_shadow")
+        async def go() -> None:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for line, res in items:
+                    pipe.xadd(keys.shadow(line), res.to_fields(), maxlen=self.s.results_maxlen,
+                              approximate=True)
+                await pipe.execute()
+
+        await self._call(go, "publish_shadow")
 
     async def dead_letter(self, items: Sequence[tuple[Delivery | None, str, DeadLetter]]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for d, line, letter in items:
-            pipe.xadd(keys.dlq(line), letter.to_fields(), maxlen=self.s.dlq_maxlen,
-                      approximate=True)
-            if d is not None:
-                pipe.xack(keys.frames(line), self.group.group, d.entry_id)
-            pipe.hincrby(keys.stats(line), "dead_lettered", 1)
-            pipe.hincrby(keys.stats(line), f"dead_lettered:{letter.reason}", 1)
-        await self._call(pipe.execute, "dead_letter")
+        async def go() -> None:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for d, line, letter in items:
+                    pipe.xadd(keys.dlq(line), letter.to_fields(), maxlen=self.s.dlq_maxlen,
+                              approximate=True)
+                    if d is not None:
+                        pipe.xack(keys.frames(line), self.group.group, d.entry_id)
+                    pipe.hincrby(keys.stats(line), "dead_lettered", 1)
+                    pipe.hincrby(keys.stats(line), f"dead_lettered:{letter.reason}", 1)
+                await pipe.execute()
+
+        await self._call(go, "dead_letter")
 
     async def count(self, line: str, field: str, n: int) -> None:
         await self._call(lambda: self.r.hincrby(keys.stats(line), field, n), "count")

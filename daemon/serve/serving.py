@@ -1,12 +1,16 @@
 """What a worker serves, and how it follows model rollouts without stopping.
 
 `ServingSet` is an immutable snapshot: per line the rollout (production / canary / shadow)
-and the loaded engines. `ModelWatcher` runs on its own thread: it wakes on a rollout
-notification (pub/sub) or every `RLR_ROLLOUT_POLL_S`, and when a line's rollout revision
-changed it fetches the new versions from the registry, verifies (sha256), loads and warms them
-up off the inference path, then hands a new snapshot to the worker, which swaps it in between
-batches. A version that fails any step is refused on this worker (reported in the heartbeat)
-and the previous snapshot keeps serving. Versions no longer referenced are released.
+and the loaded engines. `ModelWatcher` polls on its own (supervised) thread: it wakes on a
+rollout notification (pub/sub, another thread) or every `RLR_ROLLOUT_POLL_S`, and when a line's
+rollout changed it fetches the new versions from the registry, verifies (sha256), loads and
+warms them up off the inference path, then hands a new snapshot to the worker, which swaps it
+in between batches. A version that fails any step is refused on this worker (reported in the
+heartbeat) and the previous snapshot keeps serving. Versions no longer referenced are released.
+
+A rollout record that vanished (a Redis restart without persistence) or is corrupt does not
+stop a line: the worker keeps serving the revision it has and says so in its heartbeat
+(`rollout_warnings`) until a new `rlrctl deploy`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from daemon import logs
 from daemon.models.registry import NOTIFY_CHANNEL, Registry
 from daemon.serve.engine import Engine, pick_device
-from daemon.wire.clients import TRANSIENT
+from daemon.wire.clients import away
 from rlr.artifact import load_artifact_bytes
 
 log = logs.get("rlr.serving")
@@ -66,13 +70,13 @@ class ServingSet:
         return {line: r.revision for line, r in self.rollouts.items()}
 
 
-class ModelWatcher(threading.Thread):
-    """Follows the lines' rollouts; calls `publish(new_set)` when a new snapshot is ready."""
+class ModelWatcher:
+    """Follows the lines' rollouts; calls `publish(new_set)` when a new snapshot is ready.
+    `poll` and `listen` are loops for two threads (the worker supervises them) until `stop`."""
 
     def __init__(self, client: redis.Redis, lines: list[str], initial: ServingSet,
                  publish: Callable[[ServingSet], None], device: str, precision: str,
                  poll_s: float) -> None:
-        super().__init__(name="rlr-models", daemon=True)
         self.client = client
         self.registry = Registry(client)
         self.lines = lines
@@ -82,39 +86,45 @@ class ModelWatcher(threading.Thread):
         self.precision = precision
         self.poll_s = poll_s
         self.errors: dict[str, str] = {}  # version -> why it was refused here
-        self._refused_revisions: dict[str, int] = {}
-        self._stop = threading.Event()
+        self.warnings: dict[str, str] = {}  # line -> why its rollout record is not followed
+        self._refused: dict[str, object] = {}  # line -> the rollout refused (not retried)
+        self.stopped = threading.Event()
         self._wake = threading.Event()
+        self.beat: Callable[[str], None] = lambda name: None  # progress report (supervisor)
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stopped.set()
         self._wake.set()
 
-    def run(self) -> None:
-        listener = threading.Thread(target=self._listen, name="rlr-rollout-sub", daemon=True)
-        listener.start()
-        while not self._stop.is_set():
+    def poll(self) -> None:
+        """Re-check the rollouts on every wake-up and every `poll_s`, until stopped. Redis
+        being away is waited out here; any other error ends the loop (and is supervised)."""
+        while not self.stopped.is_set():
             try:
                 self.refresh()
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not away(exc):
+                    raise
                 log.warning("rollout_check_failed", error=str(exc))
-            except Exception as exc:  # a bug here must not take serving down
-                log.error("rollout_check_error", error=f"{type(exc).__name__}: {exc}")
+            self.beat("rollouts")
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
-    def _listen(self) -> None:
-        """Pub/sub wake-ups; the poll above covers messages missed while disconnected."""
-        while not self._stop.is_set():
+    def listen(self) -> None:
+        """Pub/sub wake-ups; the poll covers messages missed while disconnected."""
+        while not self.stopped.is_set():
             try:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(NOTIFY_CHANNEL)
-                while not self._stop.is_set():
+                while not self.stopped.is_set():
                     msg = pubsub.get_message(timeout=1.0)
+                    self.beat("rollout_notify")
                     if msg and msg.get("data", b"").decode(errors="replace") in self.lines:
                         self._wake.set()
-            except TRANSIENT:
-                time.sleep(1.0)
+            except Exception as exc:
+                if not away(exc):
+                    raise
+                self.stopped.wait(1.0)
 
     def refresh(self) -> ServingSet | None:
         """Apply changed rollouts; returns the new snapshot, or None when nothing changed.
@@ -127,19 +137,22 @@ class ModelWatcher(threading.Thread):
         for line in self.lines:
             latest = self.registry.rollout(line)
             current = self.current.rollouts.get(line)
-            if latest.revision == 0 or latest.production is None:
-                continue  # no rollout for this line: RLR_MODEL serves it
-            if current is not None and current.revision == latest.revision:
+            if latest.corrupt or latest.production is None:
+                self._note(line, latest, current)
+                if current is not None:
+                    rollouts[line] = current  # keep serving what this worker has
+                continue  # never had one: RLR_MODEL serves the line
+            self.warnings.pop(line, None)
+            if current == latest:
                 rollouts[line] = current
                 continue
-            if self._refused_revisions.get(line) == latest.revision or \
-                    not self._load_all(latest, engines):
-                self._refused_revisions[line] = latest.revision
+            if self._refused.get(line) == latest or not self._load_all(latest, engines):
+                self._refused[line] = latest
                 if current is not None:
                     rollouts[line] = current
                 continue
             rollouts[line] = latest
-        if {k: r.revision for k, r in rollouts.items()} == self.current.revisions():
+        if rollouts == self.current.rollouts:
             return None
         needed = set().union(*(r.versions() for r in rollouts.values())) if rollouts else set()
         released = sorted(set(engines) - needed)
@@ -152,6 +165,18 @@ class ModelWatcher(threading.Thread):
         if released:
             _release()
         return new
+
+    def _note(self, line: str, latest, current) -> None:
+        if current is None and not latest.corrupt:
+            return
+        why = (f"rollout record corrupt ({latest.corrupt})" if latest.corrupt
+               else "rollout record missing (did Redis restart without persistence?)")
+        note = (f"{why}; keeping revision {current.revision} ({current.production}) until "
+                "the next `rlrctl deploy`" if current is not None
+                else f"{why}; repair it with `rlrctl deploy MODEL --line {line}`")
+        if self.warnings.get(line) != note:
+            self.warnings[line] = note
+            log.warning("rollout_record_unusable", line=line, note=note)
 
     def _load_all(self, rollout, engines: dict) -> bool:
         for version in sorted(rollout.versions() - set(engines)):
@@ -172,9 +197,9 @@ class ModelWatcher(threading.Thread):
                                                   source=f"model version {version}")
             engine = Engine(model, manifest, self.device, self.precision, version=version)
             engine.warm_up()
-        except TRANSIENT:
-            raise
         except Exception as exc:
+            if away(exc):
+                raise
             self.errors[version] = f"{type(exc).__name__}: {exc}"
             return None
         self.errors.pop(version, None)

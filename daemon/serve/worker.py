@@ -1,14 +1,18 @@
 """The inference worker's run loop: frames in, batched RLR, results and alerts out.
 
-Tasks on one asyncio loop: the reader (reads, triage by the batching policy, decoding handed
-to a thread), the batcher (fill-or-timeout batches, inference on its own thread, then the
-publisher), the claimer (frames dead workers left, dead-letter after N deliveries) and
-housekeeping (backlog, heartbeat). Lifecycle like arq / rq: `run()` with `finally: close()`;
-the first SIGTERM / SIGINT stops reading and finishes what was read; a second one, or the
-grace timeout, cancels (unfinished frames stay pending for another worker).
+Tasks on one asyncio loop, each under the process's `Supervisor` (a task that fails is logged,
+restarted with backoff and makes the worker `degraded` meanwhile; one that keeps failing stops
+the process non-zero): the reader (reads, triage by the batching policy, decoding handed to a
+thread), the batcher (fill-or-timeout batches, inference on its own thread, then the
+publisher), the claimer (frames dead workers left, dead-letter after N deliveries, dead
+consumers pruned), the backlog poll and the heartbeat; plus, when following rollouts, two
+supervised threads of the `ModelWatcher`. With no model to score with the worker reads
+nothing and waits (`waiting_for_model`); frames stay in the stream.
 
-The worker talks to Redis only through its ports (`daemon.serve.ports`): it sees
-`SourceUnavailable`, never a transport's exception.
+Lifecycle like arq / rq: `run()` with `finally: close()`; the first SIGTERM / SIGINT stops
+reading and finishes what was read; a second one, or the grace timeout, cancels (unfinished
+frames stay pending for another worker). The worker talks to Redis only through its ports
+(`daemon.serve.ports`): it sees `SourceUnavailable`, never a transport's exception.
 """
 
 from __future__ import annotations
@@ -17,30 +21,29 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, NamedTuple, TypeVar
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from daemon import logs
-from daemon.errors import FrameError, SourceUnavailable
+from daemon.errors import FrameError, SourceUnavailable, TaskFailed
 from daemon.serve.alerts import AlertRule
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.decode import Threads
 from daemon.serve.engine import Engine
-from daemon.serve.health import heartbeat
+from daemon.serve.health import announce, heartbeat, worker_status
+from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
 from daemon.serve.serving import ServingSet
 from daemon.serve.verdicts import infer_batch
 from daemon.settings import Settings
+from daemon.supervisor import Supervisor
 from daemon.wire.backoff import Backoff
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter, Frame
 
-T = TypeVar("T")
 log = logs.get("rlr.worker")
 
 
@@ -66,94 +69,90 @@ class Worker:
         self.id = settings.consumer_name
         self.rule = AlertRule(settings.alert_k, settings.alert_n, settings.alert_cooldown_s)
         self.stats = WorkerStats()
-        self.status = "starting"
-        self.last_error: str | None = None
+        self.phase = "starting"  # starting, running, draining, stopped; see `status`
+        self.fatal: TaskFailed | None = None
         self.backlogs = dict.fromkeys(settings.lines, 0)
         self.started_at = self.loop_at = time.time()
         self.threads = Threads(settings)
+        self.supervisor = Supervisor(f"worker {self.id}", max_failures=settings.task_max_failures,
+                                     window_s=settings.task_failure_window_s,
+                                     on_fatal=self._on_fatal)
+        self.outages = Outages(on_wait=self._active, on_error=self._failed)
         self._stopping = self._reader_done = self._hard = False
         self._last_activity = time.monotonic()
         self._queue: asyncio.Queue[_Item] | None = None
         self._first_claim: asyncio.Event | None = None
         self._main: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
-        self._model_labels: set[str] = set()
+        self._errors: list[str] = []
         self.publisher = Publisher(streams, settings, self.rule, self.metrics, self.stats,
-                                   self.backlogs, self._retry, self._cpu_pool, self._release,
-                                   self._failed)
+                                   self.backlogs, self.outages.retry, self._cpu_pool,
+                                   self._release, self._failed, self.supervisor)
+
+    @property
+    def status(self) -> str:
+        return worker_status(self)
+
+    @property
+    def last_error(self) -> str | None:
+        return self._errors[-1] if self._errors else None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, idle_s: float | None = None) -> WorkerStats:
         """Serve until stopped; with `idle_s`, also stop after that long with nothing to do."""
-        self._main = asyncio.current_task()
+        self._main, self._loop = asyncio.current_task(), asyncio.get_running_loop()
         self._install_signals()
         self._queue = asyncio.Queue(self.s.prefetch_batches * self.s.batch_size)
         self._first_claim = asyncio.Event()
+        spawn = self.supervisor.spawn
+        tasks = [spawn("heartbeat", self._heartbeat)]
         try:
-            await self._retry(self.io.ensure_groups, "ensure_groups")
-            if self._watch_rollouts is not None:
-                loop = asyncio.get_running_loop()
-                self.watcher = self._watch_rollouts(
-                    self.serving, lambda new: loop.call_soon_threadsafe(self._swap, new))
-                self.watcher.refresh()  # a line's current rollout wins over RLR_MODEL
-                self.watcher.start()
-            await self._wait_for_model()
-            self.status = "ready"
-            self.metrics.up.set(1)
-            primary = self.serving.primary
-            log.info("worker_ready", worker=self.id, lines=self.s.lines, group=self.s.group,
-                     models=self.serving.versions(), device=str(primary.device),
-                     batch_size=self.s.batch_size, calibrated=primary.calibrated)
-            helpers = [asyncio.create_task(c()) for c in
-                       (self._reader, self._claimer, self._housekeeping)]
-            try:
-                await self._batcher(idle_s)
-                await self.publisher.drain()
-            finally:
-                self.publisher.cancel()
-                for task in helpers:
-                    task.cancel()
-                await asyncio.gather(*helpers, return_exceptions=True)
+            self._follow_rollouts()
+            self.phase = "running"
+            self.metrics.show_models(self.serving.versions(), self.serving.primary is not None)
+            announce(self)
+            tasks += [spawn("backlog", self._backlog), spawn("claimer", self._claimer),
+                      spawn("reader", self._reader)]
+            await spawn("batcher", lambda: self._batcher(idle_s))
+            await self.publisher.drain()
         except asyncio.CancelledError:
             if not self._hard:
                 raise
             log.warning("worker_cancelled", worker=self.id,
                         note="frames in flight stay pending for another worker")
         finally:
+            self.supervisor.stop()
+            self.publisher.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.close()
         return self.stats
 
+    def _follow_rollouts(self) -> None:
+        if self._watch_rollouts is None:
+            return
+        loop = self._loop
+        self.watcher = self._watch_rollouts(
+            self.serving, lambda new: loop.call_soon_threadsafe(self._swap, new))
+        self.watcher.beat = self.supervisor.beat
+        try:
+            self.watcher.refresh()  # a line's current rollout wins over RLR_MODEL
+        except Exception as exc:  # the supervised poll below retries and reports it
+            log.warning("rollout_check_failed", error=f"{type(exc).__name__}: {exc}")
+        self.supervisor.thread("rollouts", self.watcher.poll, self.watcher.stopped)
+        self.supervisor.thread("rollout_notify", self.watcher.listen, self.watcher.stopped)
+
     def _swap(self, new: ServingSet) -> None:
         """On the event loop, between batches: the next batch uses the new models."""
-        old = set(self.serving.versions())
+        had_model = self.serving.primary is not None
         self.serving = new
-        for version in old - set(new.versions()):
-            if version in self._model_labels:
-                self.metrics.model.remove(version)
-                self._model_labels.discard(version)
-        self._label_models()
+        self.metrics.show_models(new.versions(), new.primary is not None)
         log.info("models_swapped", models=new.versions(), revisions=new.revisions())
-
-    def _label_models(self) -> None:
-        for version in self.serving.versions():
-            self.metrics.model.labels(version).set(1)
-            self._model_labels.add(version)
-
-    async def _wait_for_model(self) -> None:
-        """With no RLR_MODEL and no rollout yet, wait for `rlrctl deploy` (heartbeat says so)."""
-        if self.serving.primary is None:
-            self.status = "waiting_for_model"
-            log.warning("waiting_for_model", lines=self.s.lines,
-                        note="set RLR_MODEL or `rlrctl deploy MODEL --line LINE`")
-            beat = asyncio.create_task(self._housekeeping())
-            try:
-                while self.serving.primary is None and not self._stopping:
-                    self.loop_at = time.time()  # alive, just idle: liveness probes pass
-                    await asyncio.sleep(0.2)
-            finally:
-                beat.cancel()
-        self._label_models()
+        if had_model != (new.primary is not None):
+            announce(self)
 
     async def run_until_idle(self, idle_s: float = 1.0, timeout_s: float = 120.0) -> WorkerStats:
         """Bounded run for tests and batch jobs: returns once idle for `idle_s`."""
@@ -161,14 +160,16 @@ class Worker:
 
     @property
     def hard_stopped(self) -> bool:
-        """True when the run was cancelled (second signal or grace timeout), not drained."""
+        """True when the run was cancelled (second signal, grace timeout, a task that kept
+        failing), not drained."""
         return self._hard
 
     def request_stop(self) -> None:
         """First call: drain and stop. Second call: cancel at once."""
         if not self._stopping:
             self._stopping = True
-            self.status = "draining"
+            self.supervisor.stop()  # tasks that end now are done, not failed
+            self.phase = "draining"
             log.info("shutdown_requested", worker=self.id, grace_s=self.s.shutdown_grace_s)
             asyncio.get_running_loop().call_later(self.s.shutdown_grace_s, self._cancel)
         else:
@@ -179,6 +180,13 @@ class Worker:
             self._hard = True
             self._main.cancel()
 
+    def _on_fatal(self, exc: TaskFailed) -> None:
+        """A task kept failing (any thread): stop at once; `rlrctl worker` exits non-zero."""
+        self.fatal = exc
+        self._failed(str(exc))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel)
+
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,7 +196,7 @@ class Worker:
     async def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        self.status = "stopped"
+        self.phase = "stopped"
         self.metrics.up.set(0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.io.clear_heartbeat(self.id), 2)
@@ -202,19 +210,24 @@ class Worker:
     async def _reader(self) -> None:
         backoff = Backoff()
         try:
+            await self.outages.retry(self.io.ensure_groups, "ensure_groups")
             # The claimer's first pass recovers what this consumer name left pending last
             # time; reading new frames before it would make those look like our own backlog.
             await self._first_claim.wait()
             while not self._stopping:
+                if self.serving.primary is None:  # nothing to score with: leave them queued
+                    await asyncio.sleep(0.2)
+                    continue
                 try:
                     deliveries = await self.io.read(self.policy.read_count(self.backlogs),
                                                     self.s.block_ms)
                 except SourceUnavailable as exc:
-                    await self._source_down(exc, backoff)
+                    await self.outages.down(exc, backoff)
                     continue
-                self._source_up(backoff)
+                self.outages.up(backoff)
+                self.supervisor.beat("reader")
                 if deliveries:
-                    self._last_activity = time.monotonic()
+                    self._active()
                     await self._admit(deliveries)
         finally:
             self._reader_done = True
@@ -228,25 +241,29 @@ class Worker:
             self.metrics.frames_in.labels(d.line).inc()
         await self.publisher.skip(t.skipped)
         await self.publisher.dead_letter([self.publisher.letter(d, exc) for d, exc in t.dead])
-        # One decode job per batch-sized chunk: fewer thread hand-offs than one per frame.
+        primary = self.serving.primary  # sets the decode size; other models resize
+        if primary is None:  # the model went away meanwhile: leave them for a redelivery
+            self._release(d for d, _ in t.fresh)
+            return
+        size = primary.image_size
         loop = asyncio.get_running_loop()
         step = self.s.batch_size
-        for start in range(0, len(t.fresh), step):
+        for start in range(0, len(t.fresh), step):  # one decode job per batch-sized chunk
             chunk = t.fresh[start:start + step]
-            job = loop.run_in_executor(self._cpu_pool(), self._decode_many,
-                                       [frame for _, frame in chunk])
+            job = loop.run_in_executor(self._cpu_pool(), self.threads.decode_many,
+                                       [frame for _, frame in chunk], size)
             for i, (d, frame) in enumerate(chunk):
                 await self._queue.put(_Item(d, frame, job, i))
 
     def _cpu_pool(self) -> ThreadPoolExecutor:
         return self.threads.cpu(self.serving.primary)
 
-    def _decode_many(self, frames: list[Frame]) -> list[np.ndarray | Exception]:
-        # the primary model sets the size; other models of a rollout resize if needed
-        return self.threads.decode_many(frames, self.serving.primary.image_size)
+    def _active(self) -> None:
+        self._last_activity = time.monotonic()
 
     def _failed(self, error: str) -> None:
-        self.last_error = error
+        if not self._errors or self._errors[-1] != error:
+            self._errors = [*self._errors[-9:], error]
 
     def _release(self, items: Iterable[Delivery]) -> None:
         for d in items:
@@ -257,6 +274,7 @@ class Worker:
     async def _batcher(self, idle_s: float | None) -> None:
         while True:
             self.loop_at = time.time()
+            self.supervisor.beat("batcher")
             if self._stopping and self._reader_done and self._queue.empty():
                 return
             try:
@@ -277,8 +295,14 @@ class Worker:
                 except asyncio.TimeoutError:
                     break
             t_full = time.monotonic()
-            await self._process(fill.items)
-            self._last_activity = time.monotonic()
+            try:
+                await self._process(fill.items)
+            except Exception:
+                # Whatever broke, the batch's frames must not stay held here forever: a
+                # redelivery retries them (or dead-letters them after RLR_MAX_DELIVERIES).
+                self._release(it.delivery for it in fill.items)
+                raise
+            self._active()
             log.debug("batch_done", n=len(fill.items),
                       fill_ms=round((t_full - fill.started) * 1000, 2),
                       process_ms=round((self._last_activity - t_full) * 1000, 2),
@@ -286,6 +310,10 @@ class Worker:
 
     async def _process(self, batch: list[_Item]) -> None:
         start, now = time.time(), time.time()
+        serving = self.serving  # one snapshot per batch: a swap lands between batches
+        if serving.primary is None:  # the model went away: leave the frames for later
+            self._release(it.delivery for it in batch)
+            return
         # Frames can go stale while queued, too: a live line wants the newest frames.
         stale = [self.policy.is_stale(self.backlogs.get(it.delivery.line, 0), it.frame.ts, now)
                  for it in batch]
@@ -306,7 +334,6 @@ class Worker:
         await self.publisher.dead_letter(dead)
         if not good:
             return
-        serving = self.serving  # one snapshot per batch: a swap lands between batches
         items = [(item.delivery, item.frame) for item, _ in good]
         try:
             verdicts, shadow, infer_ms = await asyncio.get_running_loop().run_in_executor(
@@ -315,7 +342,7 @@ class Worker:
         except Exception as exc:
             # Left unacknowledged: another delivery retries it, and after
             # RLR_MAX_DELIVERIES it is dead-lettered instead of blocking the line.
-            self.last_error = f"inference failed: {type(exc).__name__}: {exc}"
+            self._failed(f"inference failed: {type(exc).__name__}: {exc}")
             log.error("inference_failed", n=len(good), error=self.last_error)
             self._release(d for d, _ in items)  # let the claimer retry them
             return
@@ -328,14 +355,26 @@ class Worker:
 
     async def _claimer(self) -> None:
         backoff = Backoff()
+        next_prune = time.monotonic() + self.s.claim_interval_s
         while not self._stopping:
+            if self.serving.primary is None:  # others (with a model) may take them over
+                self._first_claim.set()
+                await self._sleep(self.s.claim_interval_s)
+                continue
             try:
                 claimed = await self.io.claim_stale(self.s.claim_idle_ms,
                                                     max(4 * self.s.batch_size, 100))
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + min(self.s.prune_consumers_s, 600)
+                    gone = await self.io.prune_consumers(int(self.s.prune_consumers_s * 1000))
+                    if gone:
+                        log.info("consumers_pruned", consumers=gone,
+                                 idle_s=self.s.prune_consumers_s)
             except SourceUnavailable as exc:
-                await self._source_down(exc, backoff)
+                await self.outages.down(exc, backoff)
                 continue
-            self._source_up(backoff)
+            self.outages.up(backoff)
+            self.supervisor.beat("claimer")
             self._first_claim.set()
             if claimed.trimmed:
                 await self.publisher.dead_letter([(d, d.line, DeadLetter(
@@ -343,58 +382,37 @@ class Worker:
                     "RLR_FRAMES_MAXLEN) before any worker finished it; raise the cap or add "
                     "workers", self.id, time.time(), d.deliveries)) for d in claimed.trimmed])
             if claimed.deliveries:
-                self._last_activity = time.monotonic()
+                self._active()
                 log.info("frames_claimed", n=len(claimed.deliveries),
                          entries=[d.entry_id for d in claimed.deliveries[:10]])
                 await self._admit(claimed.deliveries)
             await self._sleep(self.s.claim_interval_s)
 
-    async def _housekeeping(self) -> None:
-        next_beat = 0.0
+    async def _backlog(self) -> None:
         while True:
             for line in self.s.lines:
                 with contextlib.suppress(SourceUnavailable):
                     self.backlogs[line] = await self.io.backlog(line)
                     self.metrics.pending.labels(line).set(self.backlogs[line])
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.s.heartbeat_s
-                with contextlib.suppress(SourceUnavailable):
-                    await self.io.heartbeat(self.id, self.health(), self.s.heartbeat_ttl_s)
-            await asyncio.sleep(min(0.5, self.s.heartbeat_s))
+            self.publisher.flush_logs()
+            self.supervisor.beat("backlog")
+            await asyncio.sleep(0.5)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(SourceUnavailable):
+                await self.io.heartbeat(self.id, self.health(), self.s.heartbeat_ttl_s)
+            self.supervisor.beat("heartbeat")
+            if self.phase == "starting":
+                self.loop_at = time.time()  # alive, just not serving yet: liveness passes
+            await asyncio.sleep(self.s.heartbeat_s)
 
     def health(self) -> dict:
         """The heartbeat (`daemon.wire.heartbeat` reads and judges it)."""
         return heartbeat(self)
 
-    # ------------------------------------------------------------------ outages
-
-    async def _retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """Retry `call` through outages of the ports; only cancellation ends it."""
-        backoff = Backoff()
-        while True:
-            try:
-                result = await call()
-            except SourceUnavailable as exc:
-                await self._source_down(exc, backoff, what)
-                continue
-            self._source_up(backoff)
-            return result
-
-    async def _source_down(self, exc: Exception, backoff: Backoff, what: str = "read") -> None:
-        if self.status != "redis_unavailable":
-            log.error("redis_unavailable", during=what, error=str(exc))
-        self.status = "redis_unavailable"
-        self.last_error = f"redis: {exc}"
-        self._last_activity = time.monotonic()  # an outage is not idleness
-        await backoff.asleep()
-
-    def _source_up(self, backoff: Backoff) -> None:
-        backoff.reset()
-        if self.status == "redis_unavailable":
-            self.status = "draining" if self._stopping else "ready"
-            log.info("redis_reconnected")
-
     async def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self._stopping and time.monotonic() < end:
             await asyncio.sleep(min(0.1, end - time.monotonic()))
+

@@ -1,6 +1,6 @@
 """Redis clients built from settings (URL, TLS, unix socket, ACL user / password), the errors
-that mean "Redis is away for now" (`TRANSIENT`); reconnect loops wait with
-`daemon.wire.backoff.Backoff`.
+that mean "Redis is away or refuses writes for now" (`away`, `TRANSIENT`); reconnect loops wait
+with `daemon.wire.backoff.Backoff`.
 
 Multi-stream reads and consumer groups live in `daemon.wire.groups`.
 """
@@ -16,8 +16,26 @@ import redis.exceptions
 from daemon.errors import RedisUnavailable
 from daemon.settings import Settings
 
-# Errors that mean "Redis is away for now": retry with backoff, never crash.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+# Errors that mean "Redis is away, or refuses writes, for now": wait and retry, never crash.
+# Out of memory (maxmemory with noeviction) and read-only replicas clear without restarting
+# anything, as do cluster fail-overs.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError,
+             redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+             redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+             redis.exceptions.MasterDownError)
+# Replies that mean the same but that redis-py cannot always classify: inside a script or a
+# pipeline the reply is wrapped ("Error running script ... -OOM command not allowed"). MISCONF:
+# persistence failed (a full disk): writes are refused until it works again.
+_AWAY_REPLIES = ("OOM command not allowed", "MISCONF ", "READONLY ", "BUSY ", "LOADING ",
+                 "NOREPLICAS ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ")
+
+
+def away(exc: BaseException) -> bool:
+    """True when `exc` means Redis is away or refuses writes for now (retry later)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    message = str(exc)
+    return isinstance(exc, redis.ResponseError) and any(r in message for r in _AWAY_REPLIES)
 
 
 def _kwargs(settings: Settings) -> dict:

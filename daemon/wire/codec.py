@@ -50,6 +50,9 @@ def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
         with Image.open(io.BytesIO(frame.data)) as probe:  # header only: refuse bombs unread
             w, h = probe.size
             kind = probe.format
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, before ours
+        raise FrameError("bad_dimensions", f"image too large to decode ({exc}); the limit is "
+                         f"{max_side} px per side (RLR_MAX_IMAGE_SIDE)") from None
     except Exception as exc:
         raise FrameError("corrupt", f"not a readable {frame.encoding} image "
                          f"({type(exc).__name__}: {exc})") from None

@@ -255,6 +255,27 @@ class ConsumerGroup:
         for key, ids in by_key.items():
             yield Cmd("xclaim", (key, self.group, self.consumer, 0, ids), {"justid": True})
 
+    def prune_consumers(self, key: str, min_idle_ms: int,
+                        presence: Callable[[str], str] | None = None) -> Op[list[str]]:
+        """Remove consumers (other than this one) idle for `min_idle_ms` with nothing
+        pending, whose presence key (`presence(name)`, e.g. a heartbeat) is gone: workers
+        that died stay listed in a group forever otherwise."""
+        consumers = yield from self.with_group(lambda: one(Cmd("xinfo_consumers",
+                                                               (key, self.group))))
+        gone = []
+        for c in consumers:
+            name = text(c["name"])
+            if name == self.consumer or int(c.get("pending") or 0) or \
+                    int(c.get("idle") or 0) < min_idle_ms:
+                continue
+            if presence is not None and (yield Cmd("exists", (presence(name),))):
+                continue  # alive, just idle (a quiet line)
+            # DELCONSUMER drops the consumer's pending entries too: only consumers that had
+            # none a moment ago and show no sign of life get here.
+            yield Cmd("xgroup_delconsumer", (key, self.group, name))
+            gone.append(name)
+        return gone
+
     def backlog(self, key: str) -> Op[int]:
         """Entries of stream `key` the group has not acknowledged (undelivered + pending)."""
         groups = yield from self.with_group(lambda: one(Cmd("xinfo_groups", (key,))))

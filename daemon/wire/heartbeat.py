@@ -14,7 +14,7 @@ import redis
 from daemon.wire import keys
 
 HEALTHY = ("ready",)
-ALIVE = ("ready", "starting", "waiting_for_model", "draining", "redis_unavailable")
+ALIVE = ("ready", "starting", "waiting_for_model", "draining", "redis_unavailable", "degraded")
 
 
 class WorkerHealth(NamedTuple):
@@ -53,11 +53,21 @@ def judge(beat: Mapping, now: float | None = None, live: bool = False) -> Worker
     restarting it would not help a worker that waits for a model or for Redis)."""
     now = time.time() if now is None else now
     status = str(beat.get("status", "unknown"))
-    stalled = now - float(beat.get("loop_at", 0)) > float(beat.get("stall_s", 60))
+    stall_s = float(beat.get("stall_s", 60))
+    stalled = now - float(beat.get("loop_at", 0)) > stall_s
+    tasks = beat.get("tasks") if isinstance(beat.get("tasks"), dict) else {}
+    down = sorted(n for n, t in tasks.items() if isinstance(t, dict)
+                  and t.get("state") in ("restarting", "failed"))
+    reader = tasks.get("reader") if isinstance(tasks.get("reader"), dict) else None
+    reader_idle = now - float(reader.get("progress_at") or 0) if reader else 0.0
     if status not in (ALIVE if live else HEALTHY):
         why = f"status {status}" + (f" ({beat['last_error']})" if beat.get("last_error") else "")
+        if down:
+            why += f"; tasks down: {', '.join(down)}"
     elif stalled:
         why = f"worker loop stalled for {now - float(beat['loop_at']):.0f}s"
+    elif not live and reader is not None and reader_idle > stall_s:
+        why = f"the reader has not polled the stream for {reader_idle:.0f}s (RLR_STALL_S)"
     else:
         why = "ok"
     return WorkerHealth(str(beat.get("worker")), str(beat.get("host")), status,

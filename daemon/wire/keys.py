@@ -28,8 +28,11 @@ def dlq(line: str) -> str:
 
 
 def seen(line: str, camera: str, frame_id: str) -> str:
-    """Marks a frame whose result is published (idempotency; expires after `dedup_ttl_s`)."""
-    return f"{PREFIX}:seen:{{{line}}}:{camera}:{frame_id}"
+    """Marks a frame whose result is published (idempotency; expires after `dedup_ttl_s`).
+
+    Camera names and frame ids may hold ':', so the camera is length-prefixed: camera
+    `camC:x` with frame `p1` and camera `camC` with frame `x:p1` get different keys."""
+    return f"{PREFIX}:seen:{{{line}}}:{len(camera)}:{camera}:{frame_id}"
 
 
 def alert_window(line: str, camera: str) -> str:

@@ -22,6 +22,8 @@ SCHEMA_VERSION = "1"
 ENCODINGS = ("jpeg", "png", "raw")
 RAW_DTYPES = ("uint8", "uint16")
 _MAX_ID = 128
+_EARLIEST_TS = 978_307_200.0  # 2001-01-01: anything earlier is not a capture time
+_LATEST_TS = 1e11  # year 5138: larger numbers are milliseconds (or worse)
 
 Fields = Mapping[bytes | str, bytes | str]
 
@@ -120,6 +122,12 @@ def parse_frame(fields: Fields, max_payload_bytes: int) -> Frame:
                          "(seconds since the epoch)") from None
     if not math.isfinite(ts):
         raise FrameError("malformed", f"ts {ts} is not finite")
+    if ts > _LATEST_TS:
+        raise FrameError("malformed", f"ts {ts!r} is not a capture time in seconds since the "
+                         "epoch (it looks like milliseconds: divide by 1000)")
+    if ts < _EARLIEST_TS:
+        raise FrameError("malformed", f"ts {ts!r} is before 2001: send the capture time in "
+                         "seconds since the epoch (time.time())")
     encoding = _utf8_field(fields, "encoding")
     if encoding not in ENCODINGS:
         raise FrameError("malformed", f"encoding {encoding!r}: use one of {ENCODINGS}")

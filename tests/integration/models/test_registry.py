@@ -207,3 +207,35 @@ def test_cli_models_deploy_status_rollback(registry, redis_url, line, make_artif
     assert res.exit_code == 2 and "in use" in res.output
     res = run(main, ["deploy", "m-ffffffffffff", "--line", line], env=env)
     assert res.exit_code == 2 and "unknown model version" in res.output
+
+
+@pytest.mark.parametrize("garbage", ["not json{", "[1, 2]", '{"revision": "seven"}'])
+def test_a_corrupt_rollout_record_is_shown_and_repaired_by_the_cli(
+        registry, rclient, redis_url, line, make_artifact, garbage):
+    first = registry.register(make_artifact(), BY).id
+    second = registry.register(make_artifact(), BY).id
+    registry.deploy(line, first, by=BY)
+    registry.deploy(line, second, by=BY)
+    rclient.hset(keys.alias(line), "rollout", garbage)
+    run = CliRunner().invoke
+    ro = registry.rollout(line)
+    assert ro.corrupt and ro.revision == 2 and ro.production is None
+
+    res = run(main, ["status", "--line", line, "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
+    assert "rollout record CORRUPT" in res.output and f"rlrctl deploy MODEL --line {line}" \
+        in res.output
+    res = run(main, ["models", "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
+    # rollback repairs from the last readable state in the history: back to the first version
+    res = run(main, ["rollback", "--line", line, "--why", "repair", "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
+    ro = registry.rollout(line)
+    assert not ro.corrupt and (ro.production, ro.previous, ro.revision) == (first, second, 3)
+    assert registry.history(line, 1)[0]["action"] == "rollback (repaired a corrupt record)"
+
+    rclient.hset(keys.alias(line), "rollout", garbage)
+    res = run(main, ["deploy", second, "--line", line, "--redis-url", redis_url])
+    assert res.exit_code == 0, res.output
+    ro = registry.rollout(line)
+    assert (ro.production, ro.previous, ro.revision) == (second, first, 4)

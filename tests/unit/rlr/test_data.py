@@ -303,3 +303,17 @@ def test_list_images_expands_folders_recursively(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found"):
         list_images([tmp_path / "empty"])
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode() -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    big = (rng.random((1200, 1600, 3)) * 40 + np.linspace(0, 200, 1600)[None, :, None])
+    buf = io.BytesIO()
+    Image.fromarray(big.astype(np.uint8)).save(buf, "JPEG", quality=90)
+    fast = decode_image(buf.getvalue(), size=64)  # 1/8 scale is still over 2x 64 px
+    full = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    ref = cv2.resize(full, (64, 64), interpolation=cv2.INTER_AREA)
+    assert fast.shape == (64, 64, 3)
+    assert np.abs(fast.astype(int) - ref).mean() < 1.0

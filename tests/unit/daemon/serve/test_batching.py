@@ -74,3 +74,13 @@ def test_a_batch_closes_at_its_deadline_however_few_frames_it_holds():
     assert not fill.closed(10.019)
     assert fill.closed(10.02) and fill.remaining(10.5) == 0.0
     assert fill.items == ["a"]
+
+
+def test_a_frame_captured_in_the_future_by_a_wrong_clock_is_dead_lettered():
+    policy = BatchPolicy(max_clock_skew_s=300)
+    t = policy.triage([_delivery(1, ts=NOW + 299), _delivery(2, ts=NOW + 301)], held=set(),
+                      backlogs={}, now=NOW)
+    assert [d.entry_id for d, _ in t.fresh] == ["1-0"]
+    [(d, err)] = t.dead
+    assert (d.entry_id, err.reason) == ("2-0", "clock_skew")
+    assert "RLR_MAX_CLOCK_SKEW_S=300" in err.detail and "'cam'" in err.detail

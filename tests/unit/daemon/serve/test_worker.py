@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import shutil
 import time
 from collections import Counter
 
@@ -18,95 +16,9 @@ from PIL import Image
 from daemon.serve.engine import Engine
 from daemon.serve.memory_io import MemoryStreams
 from daemon.serve.worker import Worker
-from daemon.settings import load_settings
-from daemon.wire.codec import decode_mask, encode_image
+from daemon.wire.codec import decode_mask
 from daemon.wire.groups import Claimed, Delivery
-from daemon.wire.schema import encode_frame
-from rlr.artifact import save_artifact, update_manifest
-from rlr.config import BackboneConfig, preset
-from rlr.model import create_model
-
-LOW, HIGH = 0.0, 1e9  # every frame anomalous / none
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("RLR_"):
-            monkeypatch.delenv(var)
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    """An untrained `tiny` model: the worker's logic does not depend on what it learned, and
-    thresholds are set per test; training one would cost the suite ~20 s."""
-    cfg = preset("tiny")
-    cfg = cfg.replace(backbone=BackboneConfig(cfg.backbone.name, cfg.backbone.out_indices, 64,
-                                              weights="none"))
-    path = tmp_path_factory.mktemp("model") / "tiny.rlr"
-    save_artifact(path, create_model(cfg).eval(), ["widget"])
-    return path
-
-
-@pytest.fixture(scope="module")
-def engines(artifact, tmp_path_factory):
-    """Engines of `artifact` by thresholds, loaded once per module."""
-    cache: dict = {}
-
-    def get(**thresholds) -> Engine:
-        key = tuple(sorted(thresholds.items()))
-        if key not in cache:
-            path = tmp_path_factory.mktemp("thr") / "model.rlr"
-            shutil.copy(artifact, path)
-            if thresholds:
-                update_manifest(path, thresholds=thresholds)
-            cache[key] = Engine.from_file(path, "cpu")
-        return cache[key]
-
-    return get
-
-
-def _settings(**kw):
-    base = dict(metrics_port=0, consumer="w1", lines="line1", batch_size=4, batch_wait_ms=5,
-                claim_interval_s=0.2, heartbeat_s=0.2, heartbeat_ttl_s=1, alert_k=2,
-                alert_n=3, max_payload_bytes=8192, max_image_side=256)
-    return load_settings(**{**base, **kw})
-
-
-def _frame(i: int, camera: str = "cam-a", encoding: str = "png", ts: float | None = None,
-           size: int = 32, **kw) -> dict:
-    img = np.zeros((size, size, 3), np.uint8)
-    img[:, :, 0] = np.linspace(0, 255, size, dtype=np.uint8)[None, :]
-    img[:, :, 1] = (i * 37) % 256
-    data, extra = encode_image(img, encoding)
-    return encode_frame(camera, f"{camera}-{i}", time.time() if ts is None else ts, data,
-                        encoding, **extra, **kw)
-
-
-def _run(worker: Worker, idle_s: float = 0.3):
-    return asyncio.run(worker.run_until_idle(idle_s=idle_s, timeout_s=60))
-
-
-def _results(streams: MemoryStreams, line: str = "line1"):
-    return [res for _, res in streams.results[line]]
-
-
-class Recording(MemoryStreams):
-    """Memory streams that also record batch sizes and heartbeats."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.batches: list[int] = []
-        self.beats: list[dict] = []
-
-    async def publish(self, items, window_n):
-        self.batches.append(len(items))
-        return await super().publish(items, window_n)
-
-    async def heartbeat(self, worker_id, status, ttl_s):
-        self.beats.append(dict(status))
-        await super().heartbeat(worker_id, status, ttl_s)
-
+from tests.unit.daemon.serve.helpers import HIGH, LOW, Recording, frame, results_of, run, settings
 
 # ----------------------------------------------------------------------------- outcomes
 
@@ -114,13 +26,13 @@ class Recording(MemoryStreams):
 def test_every_frame_gets_exactly_one_result(engines):
     engine = engines(default=LOW)
     streams = MemoryStreams()
-    frames = [_frame(i, cam, enc) for i, (cam, enc) in
+    frames = [frame(i, cam, enc) for i, (cam, enc) in
               enumerate([("cam-a", "png"), ("cam-b", "jpeg"), ("cam-a", "raw")] * 3)]
     for f in frames:
         streams.add("line1", f)
-    w = Worker(_settings(), engine, streams)
-    stats = _run(w)
-    results = _results(streams)
+    w = Worker(settings(), engine, streams)
+    stats = run(w)
+    results = results_of(streams)
     assert sorted(r.frame_id for r in results) == sorted(f["frame_id"].decode() for f in frames)
     assert streams.pending == {}
     assert streams.dlq["line1"] == []
@@ -136,8 +48,8 @@ def test_every_frame_gets_exactly_one_result(engines):
 def test_queued_frames_are_batched(engines):
     streams = Recording()
     for i in range(12):
-        streams.add("line1", _frame(i))
-    stats = _run(Worker(_settings(batch_size=4), engines(default=HIGH), streams))
+        streams.add("line1", frame(i))
+    stats = run(Worker(settings(batch_size=4), engines(default=HIGH), streams))
     assert sum(streams.batches) == 12
     assert max(streams.batches) <= 4
     assert stats.batches == len(streams.batches) < 12
@@ -146,16 +58,16 @@ def test_queued_frames_are_batched(engines):
 def test_frames_of_any_size_are_scored(engines):
     streams = MemoryStreams()
     for i, size in enumerate((16, 64, 200)):
-        streams.add("line1", _frame(i, size=size))
-    stats = _run(Worker(_settings(), engines(default=HIGH), streams))
+        streams.add("line1", frame(i, size=size))
+    stats = run(Worker(settings(), engines(default=HIGH), streams))
     assert stats.done == 3 and streams.dlq["line1"] == []
 
 
 def _poison() -> dict[str, tuple[str, dict]]:
     """frame id -> (expected reason, fields)."""
-    good = _frame(0)
-    jpeg = _frame(1, encoding="jpeg")
-    png = _frame(2)
+    good = frame(0)
+    jpeg = frame(1, encoding="jpeg")
+    png = frame(2)
     wide = io.BytesIO()
     Image.fromarray(np.zeros((1, 300), np.uint8)).save(wide, format="PNG")
 
@@ -191,10 +103,10 @@ def test_poison_frames_are_dead_lettered_and_good_frames_still_scored(engines):
     good_ids = []
     for i, (_, fields) in enumerate(poison.values()):
         streams.add("line1", fields)
-        good = _frame(100 + i)
+        good = frame(100 + i)
         good_ids.append(good["frame_id"].decode())
         streams.add("line1", good)
-    stats = _run(Worker(_settings(), engines(default=HIGH), streams))
+    stats = run(Worker(settings(), engines(default=HIGH), streams))
 
     letters = streams.dlq["line1"]
     got = {letter.original.get("frame_id").decode(): letter.reason for letter in letters}
@@ -203,7 +115,7 @@ def test_poison_frames_are_dead_lettered_and_good_frames_still_scored(engines):
                for letter in letters)
     big = next(letter for letter in letters if letter.reason == "oversized")
     assert "data" not in big.original and b"9000 bytes" in big.original["data_dropped"]
-    assert sorted(r.frame_id for r in _results(streams)) == sorted(good_ids)
+    assert sorted(r.frame_id for r in results_of(streams)) == sorted(good_ids)
     assert streams.pending == {}
     assert stats.dead_lettered == len(poison) == streams.stats["line1"]["dead_lettered"]
 
@@ -222,23 +134,23 @@ class Redelivering(MemoryStreams):
 
 def test_a_frame_delivered_too_often_is_dead_lettered(engines):
     streams = Redelivering(Claimed([
-        Delivery("line1", "1-1", {k.encode(): v for k, v in _frame(1).items()}, 4),
-        Delivery("line1", "1-2", {k.encode(): v for k, v in _frame(2).items()}, 3),
+        Delivery("line1", "1-1", {k.encode(): v for k, v in frame(1).items()}, 4),
+        Delivery("line1", "1-2", {k.encode(): v for k, v in frame(2).items()}, 3),
     ], []))
     streams.pending = {("line1", "1-1"): 4, ("line1", "1-2"): 3}
-    stats = _run(Worker(_settings(max_deliveries=3), engines(default=HIGH), streams))
+    stats = run(Worker(settings(max_deliveries=3), engines(default=HIGH), streams))
     [letter] = streams.dlq["line1"]
     assert (letter.reason, letter.source_id, letter.deliveries) == \
         ("too_many_deliveries", "1-1", 4)
     assert "RLR_MAX_DELIVERIES" in letter.detail
-    assert [r.frame_id for r in _results(streams)] == ["cam-a-2"]  # the third try is served
+    assert [r.frame_id for r in results_of(streams)] == ["cam-a-2"]  # the third try is served
     assert streams.pending == {}
     assert stats.dead_lettered == 1 and stats.done == 1
 
 
 def test_a_frame_trimmed_before_it_was_finished_is_dead_lettered(engines):
     streams = Redelivering(Claimed([], [Delivery("line1", "7-0", {}, 0)]))
-    _run(Worker(_settings(), engines(default=HIGH), streams))
+    run(Worker(settings(), engines(default=HIGH), streams))
     [letter] = streams.dlq["line1"]
     assert (letter.reason, letter.source_id) == ("trimmed", "7-0")
     assert "RLR_FRAMES_MAXLEN" in letter.detail
@@ -246,11 +158,11 @@ def test_a_frame_trimmed_before_it_was_finished_is_dead_lettered(engines):
 
 def test_a_replayed_frame_gets_one_result(engines):
     streams = MemoryStreams()
-    streams.add("line1", _frame(1))
-    streams.add("line1", _frame(2))
-    streams.add("line1", _frame(1))
-    stats = _run(Worker(_settings(), engines(default=HIGH), streams))
-    assert Counter(r.frame_id for r in _results(streams)) == {"cam-a-1": 1, "cam-a-2": 1}
+    streams.add("line1", frame(1))
+    streams.add("line1", frame(2))
+    streams.add("line1", frame(1))
+    stats = run(Worker(settings(), engines(default=HIGH), streams))
+    assert Counter(r.frame_id for r in results_of(streams)) == {"cam-a-1": 1, "cam-a-2": 1}
     assert stats.replayed == 1 and stats.done == 2
     assert streams.pending == {}
 
@@ -264,10 +176,10 @@ def test_inference_failure_leaves_frames_pending_for_redelivery(engines):
     engine = Broken(good.model, good.manifest, good.device)
     streams = MemoryStreams()
     for i in range(3):
-        streams.add("line1", _frame(i))
-    w = Worker(_settings(), engine, streams)
-    _run(w)
-    assert _results(streams) == [] and streams.dlq["line1"] == []
+        streams.add("line1", frame(i))
+    w = Worker(settings(), engine, streams)
+    run(w)
+    assert results_of(streams) == [] and streams.dlq["line1"] == []
     assert len(streams.pending) == 3
     assert "CUDA out of memory" in w.last_error
 
@@ -279,8 +191,8 @@ def test_k_of_n_raises_one_alert_per_camera_with_evidence(engines):
     streams = MemoryStreams()
     for i in range(4):
         for cam in ("cam-a", "cam-b"):
-            streams.add("line1", _frame(i, cam))
-    stats = _run(Worker(_settings(alert_k=2, alert_n=3, alert_cooldown_s=60),
+            streams.add("line1", frame(i, cam))
+    stats = run(Worker(settings(alert_k=2, alert_n=3, alert_cooldown_s=60),
                         engines(default=LOW), streams))
     alerts = {a.camera: a for _, a in streams.alerts["line1"]}
     assert len(streams.alerts["line1"]) == 2 and stats.alerts == 2
@@ -296,9 +208,9 @@ def test_k_of_n_raises_one_alert_per_camera_with_evidence(engines):
 def test_a_high_threshold_raises_no_alert(engines):
     streams = MemoryStreams()
     for i in range(6):
-        streams.add("line1", _frame(i))
-    stats = _run(Worker(_settings(alert_k=1, alert_n=1), engines(default=HIGH), streams))
-    results = _results(streams)
+        streams.add("line1", frame(i))
+    stats = run(Worker(settings(alert_k=1, alert_n=1), engines(default=HIGH), streams))
+    results = results_of(streams)
     assert len(results) == 6
     assert not any(r.is_anomaly for r in results)
     assert all(r.mask is None for r in results)  # masks="anomalous"
@@ -308,9 +220,9 @@ def test_a_high_threshold_raises_no_alert(engines):
 def test_an_uncalibrated_model_reports_normal_frames_without_threshold(engines):
     streams = MemoryStreams()
     for i in range(3):
-        streams.add("line1", _frame(i))
-    _run(Worker(_settings(alert_k=1, alert_n=1, masks="always"), engines(), streams))
-    results = _results(streams)
+        streams.add("line1", frame(i))
+    run(Worker(settings(alert_k=1, alert_n=1, masks="always"), engines(), streams))
+    results = results_of(streams)
     assert len(results) == 3
     assert all(r.threshold is None and not r.is_anomaly and r.mask is None for r in results)
     assert streams.alerts["line1"] == []
@@ -318,11 +230,11 @@ def test_an_uncalibrated_model_reports_normal_frames_without_threshold(engines):
 
 def test_the_frame_class_picks_its_threshold(engines):
     streams = MemoryStreams()
-    streams.add("line1", _frame(1, product_class="widget"))
-    streams.add("line1", _frame(2, product_class="gear"))  # unknown class: the default
-    streams.add("line1", _frame(3))
-    _run(Worker(_settings(), engines(default=LOW, widget=HIGH), streams))
-    by_id = {r.frame_id: r for r in _results(streams)}
+    streams.add("line1", frame(1, product_class="widget"))
+    streams.add("line1", frame(2, product_class="gear"))  # unknown class: the default
+    streams.add("line1", frame(3))
+    run(Worker(settings(), engines(default=LOW, widget=HIGH), streams))
+    by_id = {r.frame_id: r for r in results_of(streams)}
     assert (by_id["cam-a-1"].threshold, by_id["cam-a-1"].is_anomaly) == (HIGH, False)
     assert by_id["cam-a-1"].product_class == "widget"
     assert (by_id["cam-a-2"].threshold, by_id["cam-a-2"].is_anomaly) == (LOW, True)
@@ -334,9 +246,9 @@ def test_masks_always_gives_every_result_a_mask_at_model_size(engines, threshold
     engine = engines(default=threshold)
     streams = MemoryStreams()
     for i in range(3):
-        streams.add("line1", _frame(i))
-    _run(Worker(_settings(masks="always"), engine, streams))
-    results = _results(streams)
+        streams.add("line1", frame(i))
+    run(Worker(settings(masks="always"), engine, streams))
+    results = results_of(streams)
     assert len(results) == 3
     for r in results:
         mask = decode_mask(r.mask)
@@ -346,20 +258,20 @@ def test_masks_always_gives_every_result_a_mask_at_model_size(engines, threshold
 
 def test_masks_never_unless_the_frame_asks(engines):
     streams = MemoryStreams()
-    streams.add("line1", _frame(1))
-    streams.add("line1", _frame(2, want_mask=True))
-    _run(Worker(_settings(masks="never"), engines(default=LOW), streams))
-    by_id = {r.frame_id: r for r in _results(streams)}
+    streams.add("line1", frame(1))
+    streams.add("line1", frame(2, want_mask=True))
+    run(Worker(settings(masks="never"), engines(default=LOW), streams))
+    by_id = {r.frame_id: r for r in results_of(streams)}
     assert by_id["cam-a-1"].mask is None
     assert decode_mask(by_id["cam-a-2"].mask).all()
 
 
 def test_masks_anomalous_only_on_anomalous_frames(engines):
     streams = MemoryStreams()
-    streams.add("line1", _frame(1, product_class="widget"))
-    streams.add("line1", _frame(2))
-    _run(Worker(_settings(), engines(default=LOW, widget=HIGH), streams))
-    by_id = {r.frame_id: r for r in _results(streams)}
+    streams.add("line1", frame(1, product_class="widget"))
+    streams.add("line1", frame(2))
+    run(Worker(settings(), engines(default=LOW, widget=HIGH), streams))
+    by_id = {r.frame_id: r for r in results_of(streams)}
     assert by_id["cam-a-1"].mask is None
     assert by_id["cam-a-2"].mask is not None
 
@@ -369,15 +281,15 @@ def test_masks_anomalous_only_on_anomalous_frames(engines):
 
 def test_old_frames_are_skipped_under_backlog_and_fresh_ones_served(engines):
     streams = MemoryStreams()
-    old = [_frame(i, ts=time.time() - 60) for i in range(20)]
+    old = [frame(i, ts=time.time() - 60) for i in range(20)]
     for f in old:
         streams.add("line1", f)
-    fresh = _frame(99, ts=time.time() + 3600)  # stays fresh however slow the test runs
+    fresh = frame(99, ts=time.time() + 120)  # stays fresh however slow the test runs
     streams.add("line1", fresh)
-    stats = _run(Worker(_settings(backlog_limit=5, frames_maxlen=100), engines(default=HIGH),
+    stats = run(Worker(settings(backlog_limit=5, frames_maxlen=100), engines(default=HIGH),
                         streams))
     skipped = streams.stats["line1"].get("skipped", 0)
-    results = _results(streams)
+    results = results_of(streams)
     assert skipped > 0 and stats.skipped == skipped
     assert len(results) + skipped == 21
     assert "cam-a-99" in {r.frame_id for r in results}
@@ -388,11 +300,11 @@ def test_a_redis_outage_does_not_lose_frames(engines):
     streams = Recording()
     streams.fail_next_reads = 3
     for i in range(6):
-        streams.add("line1", _frame(i))
-    w = Worker(_settings(), engines(default=HIGH), streams)
+        streams.add("line1", frame(i))
+    w = Worker(settings(), engines(default=HIGH), streams)
     stats = asyncio.run(w.run_until_idle(idle_s=1.5, timeout_s=60))
     assert streams.fail_next_reads == 0
-    assert sorted(r.frame_id for r in _results(streams)) == [f"cam-a-{i}" for i in range(6)]
+    assert sorted(r.frame_id for r in results_of(streams)) == [f"cam-a-{i}" for i in range(6)]
     assert stats.done == 6 and streams.pending == {}
     assert "simulated Redis outage" in w.last_error
 
@@ -423,13 +335,13 @@ class StopAfterReads(MemoryStreams):
 def test_stop_drains_the_frames_already_read(engines):
     streams = StopAfterReads(after=2)
     for i in range(20):
-        streams.add("line1", _frame(i))
-    w = Worker(_settings(batch_size=4), engines(default=HIGH), streams)
+        streams.add("line1", frame(i))
+    w = Worker(settings(batch_size=4), engines(default=HIGH), streams)
     streams.worker = w
     asyncio.run(asyncio.wait_for(w.run(), 60))  # no idle limit: only the stop ends it
     assert not w.hard_stopped
     assert len(streams.delivered) == 8
-    assert sorted(r.frame_id for r in _results(streams)) == sorted(streams.delivered)
+    assert sorted(r.frame_id for r in results_of(streams)) == sorted(streams.delivered)
     assert streams.pending == {}
     assert streams.cursor["line1"] == 8  # the rest stays in the stream for other workers
     assert streams.heartbeats == {}
@@ -444,12 +356,12 @@ def test_a_second_stop_cancels_and_leaves_frames_pending(engines):
 
     streams = SlowPublish(after=99)
     for i in range(4):
-        streams.add("line1", _frame(i))
-    w = Worker(_settings(), engines(default=HIGH), streams)
+        streams.add("line1", frame(i))
+    w = Worker(settings(), engines(default=HIGH), streams)
     streams.worker = w
     asyncio.run(asyncio.wait_for(w.run(), 20))
     assert w.hard_stopped
-    assert _results(streams) == []
+    assert results_of(streams) == []
     assert len(streams.pending) == 4  # another worker takes them over
     assert streams.closed
 
@@ -457,10 +369,11 @@ def test_a_second_stop_cancels_and_leaves_frames_pending(engines):
 def test_heartbeat_says_ready_while_serving_and_is_cleared_after(engines):
     streams = Recording()
     for i in range(4):
-        streams.add("line1", _frame(i))
-    w = Worker(_settings(), engines(default=HIGH), streams)
-    _run(w, idle_s=0.6)
-    first = streams.beats[0]
+        streams.add("line1", frame(i))
+    w = Worker(settings(), engines(default=HIGH), streams)
+    run(w, idle_s=0.6)
+    assert streams.beats[0]["status"] == "starting"  # until the reader's first poll
+    first = next(b for b in streams.beats if b["status"] != "starting")
     assert first["status"] == "ready"
     assert first["worker"] == "w1" and first["lines"] == ["line1"]
     assert first["model_version"] == w.serving.primary.version

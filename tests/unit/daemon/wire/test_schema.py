@@ -20,6 +20,7 @@ from daemon.wire.schema import (
     keep_for_dead_letter,
     parse_frame,
 )
+from tests.helpers import png_header
 
 LIMIT = 1_000_000
 TS = 1_700_000_000.125
@@ -144,6 +145,22 @@ def test_an_image_wider_than_the_limit_has_bad_dimensions():
     fields = encode_frame("c", "f", TS, buf.getvalue(), "png")
     assert _reason(fields, max_side=8192) == "bad_dimensions"
     assert _reason(fields, max_side=16) == "bad_dimensions"
+
+
+def test_a_png_too_big_even_for_pillow_has_bad_dimensions_not_corrupt():
+    fields = encode_frame("c", "f", TS, png_header(100_000, 100_000), "png")  # 10^10 pixels
+    assert _reason(fields, max_side=200_000) == "bad_dimensions"
+    assert _reason(encode_frame("c", "f", TS, png_header(12_000, 12_000), "png")) == \
+        "bad_dimensions"  # over RLR_MAX_IMAGE_SIDE: the same reason
+
+
+@pytest.mark.parametrize(("ts", "says"), [(-5.0, "before 2001"), (0.0, "before 2001"),
+                                          (1.7e12, "milliseconds")])
+def test_a_capture_time_that_is_not_seconds_since_the_epoch_is_malformed(image, ts, says):
+    data, _ = encode_image(image, "png")
+    with pytest.raises(FrameError, match=says) as info:
+        parse_frame(encode_frame("c", "f", ts, data, "png"), LIMIT)
+    assert info.value.reason == "malformed"
 
 
 def test_a_raw_image_over_the_side_limit_has_bad_dimensions():
