@@ -105,9 +105,53 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug adds per-batch timing events")
 
+    # --- camera health (daemon/serve/camera_health.py)
+    health: bool = Field(True, description="watch each camera's frames and scores for camera "
+                         "faults (frozen, dark, bright, blur, framing moved, score drift)")
+    health_window: int = Field(10, ge=2, le=1000, description="frames each image condition is "
+                               "judged over, per camera")
+    health_raise_k: int = Field(8, ge=1, description="a condition is raised when this many of "
+                                "the last RLR_HEALTH_WINDOW frames show it")
+    health_clear_k: int = Field(2, ge=0, description="a raised condition is cleared when at "
+                                "most this many of the last RLR_HEALTH_WINDOW frames show it")
+    health_dark_level: float = Field(25.0, ge=0, le=255, description="mean gray level below "
+                                     "which a frame is too dark")
+    health_bright_level: float = Field(230.0, ge=0, le=255, description="mean gray level above "
+                                       "which a frame is too bright")
+    health_clipped_fraction: float = Field(0.5, gt=0, le=1, description="fraction of pixels "
+                                           "at 0-4 (or 251-255) above which a frame is clipped "
+                                           "dark (bright)")
+    health_frozen_mad: float = Field(0.3, ge=0, description="a frame whose 8x8 gray signature "
+                                     "differs from the previous one by at most this (mean "
+                                     "gray levels), with the same perceptual hash, is a repeat")
+    health_blur_ratio: float = Field(0.2, gt=0, lt=1, description="sharpness (variance of the "
+                                     "Laplacian) below this share of the camera's baseline "
+                                     "is out of focus")
+    health_shift_px: float = Field(6.0, gt=0, description="framing moved: shift against the "
+                                   "camera's reference above this many pixels of a 64x64 "
+                                   "thumbnail")
+    health_shift_response: float = Field(0.2, ge=0, le=1, description="phase-correlation peak "
+                                         "below which a shift is not trusted (the scene "
+                                         "changed, the camera did not move)")
+    health_baseline_frames: int = Field(30, ge=1, description="healthy frames a camera's "
+                                        "sharpness and framing reference are learned from")
+    health_drift_window: int = Field(200, ge=20, description="frames a camera's score "
+                                     "distribution and alarm rate are judged over")
+    health_drift_psi: float = Field(1.5, gt=0, description="score drift raised when the "
+                                    "window's population stability index against the "
+                                    "calibration normals' deciles exceeds this")
+    health_drift_clear_psi: float = Field(0.5, gt=0, description="score drift cleared below "
+                                          "this PSI")
+    health_alarm_rate: float = Field(0.5, gt=0, le=1, description="alarm rate raised when "
+                                     "more than this share of the window (or 10x the "
+                                     "calibrated false-alarm rate) is anomalous")
+    health_maxlen: int = Field(10_000, ge=10, description="cap of rlr:health:{line}")
+
     # --- alert bridges
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// broker")
     mqtt_topic: str = Field("rlr/{line}/alerts/{camera}", description="topic template")
+    mqtt_health_topic: str = Field("rlr/{line}/health/{camera}", description="topic template "
+                                   "of camera health events")
     mqtt_qos: int = Field(1, ge=0, le=2, description="MQTT QoS of alert messages")
     mqtt_username: str | None = Field(None, description="MQTT user")
     mqtt_password: SecretStr | None = Field(None, description="MQTT password")
@@ -194,6 +238,12 @@ class Settings(BaseSettings):
         if self.block_ms >= self.redis_timeout_s * 1000:
             raise ValueError(f"RLR_BLOCK_MS={self.block_ms} must be below RLR_REDIS_TIMEOUT_S="
                              f"{self.redis_timeout_s} (in ms), or idle reads time out")
+        if not self.health_clear_k < self.health_raise_k <= self.health_window:
+            raise ValueError(f"camera health needs RLR_HEALTH_CLEAR_K={self.health_clear_k} < "
+                             f"RLR_HEALTH_RAISE_K={self.health_raise_k} <= RLR_HEALTH_WINDOW="
+                             f"{self.health_window}")
+        if self.health_drift_clear_psi >= self.health_drift_psi:
+            raise ValueError("RLR_HEALTH_DRIFT_CLEAR_PSI must be below RLR_HEALTH_DRIFT_PSI")
         if self.backlog_limit >= self.frames_maxlen:
             raise ValueError(f"RLR_BACKLOG_LIMIT={self.backlog_limit} must be below "
                              f"RLR_FRAMES_MAXLEN={self.frames_maxlen}: frames trimmed by the cap "

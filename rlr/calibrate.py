@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rlr.model import RLRModel
 
 DEFAULT_SLOT = "default"  # thresholds slot for frames whose class is not known
+DECILES = tuple(i / 10 for i in range(1, 10))
 
 
 @dataclass
@@ -34,11 +35,15 @@ class Calibration:
     counts: dict[str, int]  # normal images used per class
     observed_far: dict[str, float]  # fraction of those images above the threshold
     warnings: list[str] = field(default_factory=list)
+    # class (and "default") -> the deciles of its normal scores: what a camera's live score
+    # distribution is compared with to notice drift (daemon: camera health)
+    quantiles: dict[str, list[float]] = field(default_factory=dict)
 
     def manifest_fields(self) -> dict:
         return {"thresholds": dict(self.thresholds),
                 "metrics": {"calibration": {"far": self.far, "counts": self.counts,
-                                            "observed_far": self.observed_far}}}
+                                            "observed_far": self.observed_far,
+                                            "quantiles": self.quantiles}}}
 
 
 def threshold_for(scores: Sequence[float] | np.ndarray, far: float) -> float:
@@ -56,20 +61,21 @@ def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -
         raise ConfigError(f"false-alarm rate {far} must be in [0, 1), e.g. 0.005 for 0.5%")
     if not normal_scores:
         raise ConfigError("no classes to calibrate; give normal images of at least one class")
-    thresholds, counts, observed, warnings = {}, {}, {}, []
+    thresholds, counts, observed, warnings, quantiles = {}, {}, {}, [], {}
     pooled = {DEFAULT_SLOT: np.concatenate([np.asarray(v, float) for v in normal_scores.values()])}
     for name, scores in {**normal_scores, **pooled}.items():
         s = np.asarray(scores, dtype=np.float64)
         t = threshold_for(s, far)
         thresholds[name], counts[name] = t, int(s.size)
         observed[name] = float((s > t).mean())
+        quantiles[name] = [float(q) for q in np.quantile(s, DECILES)]
         if far > 0 and s.size < 1 / far:
             warnings.append(
                 f"{name}: only {s.size} normal images, so a false-alarm rate of {far:g} cannot be "
                 f"measured (the finest is {1 / s.size:.3g}); the threshold is the highest normal "
                 "score. Calibrate on more normal images for a tighter estimate."
             )
-    return Calibration(far, thresholds, counts, observed, warnings)
+    return Calibration(far, thresholds, counts, observed, warnings, quantiles)
 
 
 def normalized_score(score: float | np.ndarray, threshold: float) -> float | np.ndarray:

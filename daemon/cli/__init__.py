@@ -59,7 +59,7 @@ _COMMANDS = {
     "promote": ("models", "promote"), "rollback": ("models", "rollback"),
     "undeploy": ("models", "undeploy"), "status": ("models", "status"),
     "trainer": ("jobs", "trainer"), "jobs": ("jobs", "jobs_group"),
-    "collect": ("collect", "collect"),
+    "collect": ("collect", "collect"), "health": ("health", "health"),
 }
 
 

@@ -25,7 +25,7 @@ from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
-from daemon.wire.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields
+from daemon.wire.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields, HealthEvent
 from daemon.wire.text import entry_field
 
 log = logs.get(__name__)
@@ -37,6 +37,7 @@ GROUPS = {"mqtt": "rlr-bridge-mqtt", "webhook": "rlr-bridge-webhook"}
 # know. The cost is a one-off replay of at most `alerts_maxlen` old alerts; to skip history,
 # run `XGROUP CREATE rlr:alerts:{<line>} rlr-bridge-<kind> $ MKSTREAM` before the first start.
 GROUP_START_ID = "0"
+_HEALTH = "health:"  # the group's name for a line's health stream: "health:<line>"
 _EXCERPT = 300
 
 
@@ -50,7 +51,10 @@ class Bridge:
         self.group = GROUPS.get(sink.kind, f"rlr-bridge-{sink.kind}")
         self.consumer = settings.consumer_name
         self.lines = {keys.alerts(name): name for name in (lines or settings.lines)}
-        self.reader = ConsumerGroup(self.group, self.consumer, self.lines, start_id=start_id,
+        # Camera health events travel the same way, on their own stream (and topic).
+        streams = {**self.lines, **{keys.health(name): f"{_HEALTH}{name}"
+                                    for name in (lines or settings.lines)}}
+        self.reader = ConsumerGroup(self.group, self.consumer, streams, start_id=start_id,
                                     cluster=is_cluster(client))
         self.retry_first_s, self.retry_cap_s = retry_first_s, retry_cap_s
         self.delivered = self.dead_lettered = 0
@@ -158,13 +162,13 @@ class Bridge:
 
     # ------------------------------------------------------------------ one alert
     def _handle(self, d: Delivery) -> None:
-        line, fields = d.line, d.fields
+        line, fields = d.line.removeprefix(_HEALTH), d.fields
         if not fields:  # trimmed by MAXLEN while pending: say so in the DLQ rather than vanish
-            self._dead_letter(d, "trimmed", "the alert was trimmed from the stream before "
-                              "delivery; raise RLR_ALERTS_MAXLEN", 0)
+            self._dead_letter(d, "trimmed", "the entry was trimmed from the stream before "
+                              "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN", 0)
             return
         try:
-            alert = parse_alert(fields)
+            alert = parse_health(fields) if d.line.startswith(_HEALTH) else parse_alert(fields)
         except DeliveryError as exc:
             self._dead_letter(d, exc.reason, exc.detail, 0)
             return
@@ -172,14 +176,17 @@ class Bridge:
         while True:
             attempts += 1
             try:
-                self.sink.deliver(alert)
+                if isinstance(alert, HealthEvent):
+                    self.sink.deliver_health(alert)
+                else:
+                    self.sink.deliver(alert)
             except DeliveryError as exc:
                 error = exc
             except Exception as exc:  # a sink or library bug must cost one alert, not the bridge
                 error = DeliveryError("sink_error", f"{type(exc).__name__}: {exc}")
             else:
                 self.delivered += 1
-                log.info("alert_delivered", line=line, alert_id=alert.alert_id,
+                log.info("alert_delivered", line=line, alert_id=_ident(alert),
                          camera=alert.camera, attempts=attempts)
                 self._ack(d)
                 return
@@ -188,12 +195,12 @@ class Bridge:
                 self._dead_letter(d, reason, error.detail, attempts)
                 return
             delay = backoff.next()
-            log.warning("alert_delivery_failed", line=line, alert_id=alert.alert_id,
+            log.warning("alert_delivery_failed", line=line, alert_id=_ident(alert),
                         reason=error.reason, detail=error.detail, attempt=attempts,
                         retry_in_s=delay)
             if self._stop.wait(delay):
                 # Left pending: a restart (same consumer name) or another bridge's claim retries.
-                log.warning("alert_left_pending", line=line, alert_id=alert.alert_id)
+                log.warning("alert_left_pending", line=line, alert_id=_ident(alert))
                 return
             # Retries can outlast claim_idle_ms: reset the idle time so no other bridge of this
             # kind takes the alert over and sends it in parallel.
@@ -218,13 +225,32 @@ class Bridge:
                             attempts, kind="alert", original=dict(d.fields))
         # One transaction (both keys share the {line} slot): never acked without the letter.
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(keys.dlq(d.line), letter.to_fields(), maxlen=self.settings.dlq_maxlen,
+        line = d.line.removeprefix(_HEALTH)
+        pipe.xadd(keys.dlq(line), letter.to_fields(), maxlen=self.settings.dlq_maxlen,
                   approximate=True)
-        pipe.xack(keys.alerts(d.line), self.group, d.entry_id)
+        pipe.xack(self.reader.keys[d.line], self.group, d.entry_id)
         pipe.execute()
         self.dead_lettered += 1
-        log.error("alert_dead_lettered", line=d.line, entry=d.entry_id, reason=reason,
+        log.error("alert_dead_lettered", line=line, entry=d.entry_id, reason=reason,
                   detail=detail[:_EXCERPT], attempts=attempts, sink=self.sink.kind)
+
+
+def parse_health(fields: Fields) -> HealthEvent:
+    """A health-stream entry as a `HealthEvent`; `DeliveryError` (permanent) when unreadable."""
+    version = entry_field(fields, "v") or ""
+    if version.split(".")[0] != SCHEMA_VERSION:
+        raise DeliveryError("unsupported_version", f"health event schema v={version!r}, this "
+                            f"bridge reads v={SCHEMA_VERSION}; upgrade the bridge", True)
+    try:
+        return HealthEvent.from_fields(fields)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DeliveryError("malformed", f"{type(exc).__name__}: {exc}", True) from None
+
+
+def _ident(item: Alert | HealthEvent) -> str:
+    if isinstance(item, HealthEvent):
+        return f"health:{item.camera}:{item.kind}:{item.state}:{item.ts!r}"
+    return item.alert_id
 
 
 def parse_alert(fields: Fields) -> Alert:

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
 from daemon.settings import Settings
-from daemon.wire.schema import Alert
+from daemon.wire.schema import Alert, HealthEvent
 
 log = logs.get(__name__)
 _EXCERPT = 300
@@ -28,6 +28,9 @@ class Sink(Protocol):
 
     def deliver(self, alert: Alert) -> None:
         """Return once the receiver confirmed the alert; raise `DeliveryError` otherwise."""
+
+    def deliver_health(self, event: HealthEvent) -> None:
+        """The same for a camera health event (raised or cleared)."""
 
     def close(self) -> None: ...
 
@@ -44,7 +47,7 @@ def check_topic_template(template: str) -> None:
                             ) from None
 
 
-def mqtt_topic(template: str, alert: Alert) -> str:
+def mqtt_topic(template: str, alert: Alert | HealthEvent) -> str:
     topic = template.format(line=alert.line, camera=alert.camera)
     if not topic or any(c in topic for c in "+#\0"):
         raise DeliveryError("bad_topic", f"topic {topic!r} is empty or holds an MQTT wildcard; "
@@ -60,6 +63,8 @@ class MqttSink:
     def __init__(self, settings: Settings, client_id: str | None = None,
                  timeout_s: float = 5.0) -> None:
         check_topic_template(settings.mqtt_topic)
+        check_topic_template(settings.mqtt_health_topic)
+        self.health_template = settings.mqtt_health_topic
         url = urlsplit(settings.mqtt_url)
         tls = url.scheme == "mqtts"
         self.host, self.port = url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883)
@@ -89,13 +94,17 @@ class MqttSink:
         return self._connected.wait(wait_s)
 
     def deliver(self, alert: Alert) -> None:
-        topic = mqtt_topic(self.template, alert)
+        self._publish(mqtt_topic(self.template, alert), alert.to_json())
+
+    def deliver_health(self, event: HealthEvent) -> None:
+        self._publish(mqtt_topic(self.health_template, event), event.to_json())
+
+    def _publish(self, topic: str, payload: dict) -> None:
         # Publishing while disconnected would queue the message inside paho and send it on
         # reconnect, on top of our own retry: wait for the connection instead.
         if not self.start(self.timeout_s):
             raise DeliveryError("mqtt_unavailable", f"no connection to {self.where}")
-        info = self.client.publish(topic, json.dumps(alert.to_json()), qos=self.qos,
-                                   retain=False)
+        info = self.client.publish(topic, json.dumps(payload), qos=self.qos, retain=False)
         try:
             info.wait_for_publish(self.timeout_s)
         except (RuntimeError, ValueError) as exc:
@@ -141,9 +150,17 @@ class WebhookSink:
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def deliver(self, alert: Alert) -> None:
+        self._post(alert.to_json(), alert.alert_id)
+
+    def deliver_health(self, event: HealthEvent) -> None:
+        """The event's JSON (`"type": "camera_health"`) to the same URL."""
+        self._post(event.to_json(), f"health-{event.line}-{event.camera}-{event.kind}-"
+                                    f"{event.state}-{event.ts!r}")
+
+    def _post(self, payload: dict, idempotency_key: str) -> None:
         request = urllib.request.Request(
-            self.url, data=json.dumps(alert.to_json()).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": alert.alert_id,
+            self.url, data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
                      "User-Agent": "rlr-bridge"})
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:

@@ -56,10 +56,10 @@ class AlertRule:
 
     def build(self, line: str, camera: str, window: Sequence[RecentFrame], raised_ts: float,
               model_version: str, threshold: float | None,
-              product_class: str | None) -> Alert:
+              product_class: str | None, camera_health: Sequence[str] = ()) -> Alert:
         hits = self.evidence(window)
         return Alert(alert_id=uuid.uuid4().hex, line=line, camera=camera, raised_ts=raised_ts,
                      rule=self.name, frame_ids=[v.frame_id for v in hits],
                      scores=[v.score for v in hits], result_ids=[v.result_id for v in hits],
                      model_version=model_version, threshold=threshold,
-                     product_class=product_class)
+                     product_class=product_class, camera_health=tuple(camera_health))

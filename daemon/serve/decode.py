@@ -9,7 +9,9 @@ with `lite`). `RLR_DECODE_INLINE` overrides the choice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -36,15 +38,20 @@ class Threads:
             inline = self.inline == "yes"
         return self.infer if inline else self._decode
 
-    def decode_many(self, frames: list[Frame], size: int) -> list[np.ndarray | Exception]:
+    def decode_many(self, frames: list[Frame], size: int,
+                    measure: Callable[[int, Frame, np.ndarray], Any] | None = None
+                    ) -> list[tuple[np.ndarray | Exception, Any]]:
         """Each frame as a (size, size, 3) uint8 image, or the exception that stopped it
-        (reported per frame by the batcher, so one bad frame never fails its chunk)."""
-        out: list[np.ndarray | Exception] = []
-        for frame in frames:
+        (reported per frame by the batcher, so one bad frame never fails its chunk), with
+        what `measure(index, frame, image)` says of it (camera health), while it is hot."""
+        out: list[tuple[np.ndarray | Exception, Any]] = []
+        for i, frame in enumerate(frames):
             try:
-                out.append(decode_frame(frame, size, self.max_side))
+                image = decode_frame(frame, size, self.max_side)
             except Exception as exc:
-                out.append(exc)
+                out.append((exc, None))
+                continue
+            out.append((image, None if measure is None else measure(i, frame, image)))
         return out
 
     def shutdown(self) -> None:

@@ -12,7 +12,7 @@ from daemon.errors import SourceUnavailable
 from daemon.serve.alerts import RecentFrame
 from daemon.serve.ports import Published
 from daemon.wire.groups import Claimed, Delivery
-from daemon.wire.schema import Alert, DeadLetter, Result
+from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 
 
 class MemoryStreams:
@@ -27,6 +27,8 @@ class MemoryStreams:
         self.shadow: dict[str, list[Result]] = {}
         self.stats: dict[str, dict[str, int]] = {line: {} for line in self.lines}
         self.heartbeats: dict[str, Mapping] = {}
+        self.health: dict[str, list[HealthEvent]] = {}
+        self.camera_states: dict[tuple[str, str], set[str]] = {}
         self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (result, entry)
         self._windows: dict[tuple[str, str], list[RecentFrame]] = {}
         self._cooldown: dict[tuple[str, str], float] = {}
@@ -109,6 +111,20 @@ class MemoryStreams:
 
     async def count(self, line: str, field: str, n: int) -> None:
         self.stats[line][field] = self.stats[line].get(field, 0) + n
+
+    async def publish_health(self, events: Sequence[HealthEvent]) -> list[bool]:
+        out = []
+        for e in events:
+            state = self.camera_states.setdefault((e.line, e.camera), set())
+            new = (e.kind not in state) if e.state == "raised" else (e.kind in state)
+            if new:
+                (state.add if e.state == "raised" else state.discard)(e.kind)
+                self.health.setdefault(e.line, []).append(e)
+            out.append(new)
+        return out
+
+    async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
+        return tuple(sorted(self.camera_states.get((line, camera), ())))
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         key = (alert.line, alert.camera)

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 
 from daemon.serve.alerts import RecentFrame
 from daemon.wire.groups import Claimed, Delivery
-from daemon.wire.schema import Alert, DeadLetter, Result
+from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 
 
 class Published(NamedTuple):
@@ -65,6 +65,14 @@ class ResultSink(Protocol):
 
     async def count(self, line: str, field: str, n: int) -> None:
         """Add to a line counter that outlives workers (skipped, dead_lettered, ...)."""
+
+    async def publish_health(self, events: Sequence[HealthEvent]) -> list[bool]:
+        """Record camera health changes in the line's state and its health stream; per event,
+        whether it was new (a raise already raised, or a clear already cleared, by another
+        worker is not announced again)."""
+
+    async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
+        """The camera's raised health conditions, as the line's state has them."""
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         """Publish `alert` unless the camera is cooling down; the entry id or None."""

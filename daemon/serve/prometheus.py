@@ -39,6 +39,11 @@ class WorkerMetrics:
         self.model = Gauge("rlr_model_info", "Model version served (value 1)", ["version"],
                            registry=r)
         self.up = Gauge("rlr_worker_ready", "1 while the worker is serving", registry=r)
+        self.health_events = Counter("rlr_camera_health_events", "Camera health conditions "
+                                     "raised / cleared", ["line", "kind", "state"], registry=r)
+        self.camera_unhealthy = Gauge("rlr_camera_unhealthy", "1 while a camera condition is "
+                                      "raised (as this worker judges it)",
+                                      ["line", "camera", "kind"], registry=r)
 
     def show_models(self, versions: list[str], serving: bool) -> None:
         """`rlr_model_info` for exactly `versions`; `rlr_worker_ready` 1 while serving."""

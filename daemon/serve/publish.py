@@ -12,18 +12,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from daemon import logs
 from daemon.errors import FrameError
 from daemon.serve.alerts import AlertRule, RecentFrame
+from daemon.serve.cameras import CameraMonitor
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.groups import Delivery
-from daemon.wire.schema import DeadLetter, Frame, Result, keep_for_dead_letter
+from daemon.wire.schema import DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
 
 T = TypeVar("T")
@@ -50,6 +51,8 @@ class Scored:
     shadow: list[tuple[int, Verdict]]  # (index into items, the line's shadow model's verdict)
     start: float  # wall time the batch started (queue time ends here)
     infer_ms: float
+    measures: list = field(default_factory=list)  # camera-health measures, per item
+    manifests: dict = field(default_factory=dict)  # version -> manifest (calibration)
 
 
 class Publisher:
@@ -62,12 +65,13 @@ class Publisher:
                  retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
                  pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],
                  on_error: Callable[[str], None], supervisor: Supervisor,
-                 concurrency: int = 2) -> None:
+                 cameras: CameraMonitor | None = None, concurrency: int = 2) -> None:
         self.sink, self.s, self.rule, self.metrics = sink, settings, rule, metrics
         self.stats, self.backlogs = stats, backlogs
         self.worker_id = settings.consumer_name
         self.retry, self.pool, self.release, self.on_error = retry, pool, release, on_error
         self.supervisor = supervisor
+        self.cameras = cameras
         self._throttle = logs.Throttle(5.0)
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -100,6 +104,13 @@ class Publisher:
                 log.warning("frames_skipped", line=key[1], n=n,
                             backlog=self.backlogs.get(key[1]),
                             backlog_limit=self.s.backlog_limit, max_age_s=self.s.max_frame_age_s)
+
+    async def trimmed(self, items: list[Delivery]) -> None:
+        """Dead-letter pending frames that the stream cap cut before any worker finished."""
+        await self.dead_letter([(d, d.line, DeadLetter(
+            d.entry_id, "trimmed", "the frame was trimmed from the stream (MAXLEN cap, "
+            "RLR_FRAMES_MAXLEN) before any worker finished it; raise the cap or add workers",
+            self.worker_id, time.time(), d.deliveries)) for d in items])
 
     def letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
         """The dead letter of frame `d` (its payload kept when within the size limit)."""
@@ -179,7 +190,8 @@ class Publisher:
             await self.retry(lambda: self.sink.publish_shadow(shadow), "publish_shadow")
         published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
         self.release(d for d, _ in pairs)
-        for (d, res), pub in zip(pairs, published, strict=True):
+        health: list[HealthEvent] = []
+        for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
                 self.metrics.frames_replayed.labels(d.line).inc()
@@ -193,12 +205,34 @@ class Publisher:
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
+            if self.cameras is not None and i < len(batch.measures):
+                health += [HealthEvent(d.line, c.camera, c.kind, c.state, c.ts,
+                                       c.evidence.get("since", c.ts), c.evidence,
+                                       self.worker_id)
+                           for c in self.cameras.observe(
+                               d.line, res.camera, batch.measures[i], res.score,
+                               res.is_anomaly, res.product_class, res.capture_ts,
+                               batch.manifests.get(res.model_version), res.model_version)]
             if res.is_anomaly and self.rule.triggered(pub.window):
                 await self._alert(d.line, res, pub.window)
+        if health:
+            await self._camera_health(health)
+
+    async def _camera_health(self, events: list[HealthEvent]) -> None:
+        announced = await self.retry(lambda: self.sink.publish_health(events), "publish_health")
+        for event, new in zip(events, announced, strict=True):
+            self.metrics.camera_unhealthy.labels(event.line, event.camera, event.kind).set(
+                1 if event.state == "raised" else 0)
+            if new:
+                self.metrics.health_events.labels(event.line, event.kind, event.state).inc()
+                log.warning(f"camera_health_{event.state}", line=event.line,
+                            camera=event.camera, kind=event.kind, evidence=event.evidence)
 
     async def _alert(self, line: str, res: Result, window: list[RecentFrame]) -> None:
+        unhealthy = await self.retry(lambda: self.sink.camera_health(line, res.camera),
+                                     "camera_health") if self.cameras is not None else ()
         alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
-                                res.threshold, res.product_class)
+                                res.threshold, res.product_class, unhealthy)
         alert_id = await self.retry(
             lambda: self.sink.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
         if alert_id is not None:

@@ -24,7 +24,7 @@ from daemon.settings import Settings
 from daemon.wire import keys
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
-from daemon.wire.schema import Alert, DeadLetter, Result
+from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 from daemon.wire.text import text
 
 T = TypeVar("T")
@@ -55,6 +55,29 @@ return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 
 
 
+# KEYS[1] the line's camera-health hash, KEYS[2] its health stream. ARGV: camera, kind, state,
+# the state entry (JSON), stream cap, then the event's fields. Returns 1 when announced.
+_HEALTH = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local state = {}
+if cur then state = cjson.decode(cur) end
+if ARGV[3] == 'raised' then
+  if state[ARGV[2]] then return 0 end
+  state[ARGV[2]] = cjson.decode(ARGV[4])
+else
+  if not state[ARGV[2]] then return 0 end
+  state[ARGV[2]] = nil
+end
+if next(state) == nil then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(state))
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+return 1
+"""
+
+
 class RedisStreams:
     """FrameSource and ResultSink for one consumer of one group over several lines."""
 
@@ -71,6 +94,7 @@ class RedisStreams:
                                    start_id="0", cluster=self.cluster)
         self._publish = client.register_script(_PUBLISH)
         self._alert = client.register_script(_ALERT)
+        self._health = client.register_script(_HEALTH)
         self._own_recovered = False
 
     async def _call(self, make: Callable[[], Awaitable[T]], what: str) -> T:
@@ -180,6 +204,28 @@ class RedisStreams:
 
     async def count(self, line: str, field: str, n: int) -> None:
         await self._call(lambda: self.r.hincrby(keys.stats(line), field, n), "count")
+
+    async def publish_health(self, events: Sequence[HealthEvent]) -> list[bool]:
+        out = []
+        for e in events:
+            flat: list = []
+            for k, v in e.to_fields().items():
+                flat += [k, v]
+            entry = json.dumps({"since": e.since, "evidence": e.evidence, "worker": e.worker})
+            new = await self._call(lambda e=e, entry=entry, flat=flat: self._health(
+                keys=[keys.camera_health(e.line), keys.health(e.line)],
+                args=[e.camera, e.kind, e.state, entry, self.s.health_maxlen, *flat]),
+                "publish_health")
+            out.append(bool(new))
+        return out
+
+    async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
+        raw = await self._call(lambda: self.r.hget(keys.camera_health(line), camera),
+                               "camera_health")
+        try:
+            return tuple(sorted(json.loads(raw))) if raw else ()
+        except (ValueError, TypeError):
+            return ("unknown",)  # unreadable state: say so rather than "healthy"
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         flat: list = []

@@ -66,6 +66,13 @@ class ServingSet:
             out.append(self.static.version)
         return out
 
+    def manifests(self) -> dict[str, dict]:
+        """Version -> manifest of every engine in this snapshot."""
+        out = {v: e.manifest for v, e in self.engines.items()}
+        if self.static is not None:
+            out[self.static.version] = self.static.manifest
+        return out
+
     def revisions(self) -> dict[str, int]:
         return {line: r.revision for line, r in self.rollouts.items()}
 

@@ -1,18 +1,15 @@
 """The inference worker's run loop: frames in, batched RLR, results and alerts out.
 
-Tasks on one asyncio loop, each under the process's `Supervisor` (a task that fails is logged,
-restarted with backoff and makes the worker `degraded` meanwhile; one that keeps failing stops
-the process non-zero): the reader (reads, triage by the batching policy, decoding handed to a
-thread), the batcher (fill-or-timeout batches, inference on its own thread, then the
-publisher), the claimer (frames dead workers left, dead-letter after N deliveries, dead
-consumers pruned), the backlog poll and the heartbeat; plus, when following rollouts, two
-supervised threads of the `ModelWatcher`. With no model to score with the worker reads
-nothing and waits (`waiting_for_model`); frames stay in the stream.
-
-Lifecycle like arq / rq: `run()` with `finally: close()`; the first SIGTERM / SIGINT stops
-reading and finishes what was read; a second one, or the grace timeout, cancels (unfinished
-frames stay pending for another worker). The worker talks to Redis only through its ports
-(`daemon.serve.ports`): it sees `SourceUnavailable`, never a transport's exception.
+Tasks on one asyncio loop, each under the process's `Supervisor` (one that fails is logged,
+restarted with backoff and makes the worker `degraded`; one that keeps failing stops the
+process non-zero): the reader (reads, triage by the batching policy, decoding and camera
+measures on a thread), the batcher (fill-or-timeout batches, inference on its thread, then the
+publisher), the claimer (frames dead workers left), the backlog poll and the heartbeat; when
+following rollouts, two supervised threads of the `ModelWatcher`. With no model the worker
+reads nothing and waits (`waiting_for_model`). Lifecycle like arq / rq: `run()` with
+`finally: close()`; the first SIGTERM / SIGINT stops reading and finishes what was read; a
+second one, or the grace timeout, cancels (unfinished frames stay pending for another
+worker). The worker talks to Redis only through its ports (`daemon.serve.ports`).
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from daemon import logs
 from daemon.errors import FrameError, SourceUnavailable, TaskFailed
 from daemon.serve.alerts import AlertRule
 from daemon.serve.batching import BatchFill, BatchPolicy
+from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
 from daemon.serve.engine import Engine
 from daemon.serve.health import announce, heartbeat, worker_status
@@ -42,7 +40,7 @@ from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.backoff import Backoff
 from daemon.wire.groups import Delivery
-from daemon.wire.schema import DeadLetter, Frame
+from daemon.wire.schema import Frame
 
 log = logs.get("rlr.worker")
 
@@ -78,6 +76,7 @@ class Worker:
                                      window_s=settings.task_failure_window_s,
                                      on_fatal=self._on_fatal)
         self.outages = Outages(on_wait=self._active, on_error=self._failed)
+        self.cameras = CameraMonitor(settings, self.metrics)
         self._stopping = self._reader_done = self._hard = False
         self._last_activity = time.monotonic()
         self._queue: asyncio.Queue[_Item] | None = None
@@ -88,7 +87,7 @@ class Worker:
         self._errors: list[str] = []
         self.publisher = Publisher(streams, settings, self.rule, self.metrics, self.stats,
                                    self.backlogs, self.outages.retry, self._cpu_pool,
-                                   self._release, self._failed, self.supervisor)
+                                   self._release, self._failed, self.supervisor, self.cameras)
 
     @property
     def status(self) -> str:
@@ -251,7 +250,8 @@ class Worker:
         for start in range(0, len(t.fresh), step):  # one decode job per batch-sized chunk
             chunk = t.fresh[start:start + step]
             job = loop.run_in_executor(self._cpu_pool(), self.threads.decode_many,
-                                       [frame for _, frame in chunk], size)
+                                       [frame for _, frame in chunk], size,
+                                       self.cameras.measurer([d.line for d, _ in chunk]))
             for i, (d, frame) in enumerate(chunk):
                 await self._queue.put(_Item(d, frame, job, i))
 
@@ -321,9 +321,9 @@ class Worker:
             pairs = list(zip(batch, stale, strict=True))
             await self.publisher.skip([it.delivery for it, old in pairs if old])
             batch = [it for it, old in pairs if not old]
-        good, dead = [], []
+        good, dead, measures = [], [], []
         for item in batch:
-            image = (await item.images)[item.index]
+            image, measured = (await item.images)[item.index]
             if isinstance(image, FrameError):
                 dead.append(self.publisher.letter(item.delivery, image))
             elif isinstance(image, Exception):  # a decoder bug must not take the worker down
@@ -331,6 +331,7 @@ class Worker:
                     "corrupt", f"decoding failed ({type(image).__name__}: {image})")))
             else:
                 good.append((item, image))
+                measures.append(measured)
         await self.publisher.dead_letter(dead)
         if not good:
             return
@@ -349,13 +350,13 @@ class Worker:
         self.stats.batches += 1
         self.metrics.batch_size.observe(len(good))
         self.metrics.inference.observe(infer_ms / 1000)
-        await self.publisher.submit(Scored(items, verdicts, shadow, start, infer_ms))
+        await self.publisher.submit(Scored(items, verdicts, shadow, start, infer_ms, measures,
+                                           serving.manifests()))
 
     # ------------------------------------------------------------------ recovery
 
     async def _claimer(self) -> None:
         backoff = Backoff()
-        next_prune = time.monotonic() + self.s.claim_interval_s
         while not self._stopping:
             if self.serving.primary is None:  # others (with a model) may take them over
                 self._first_claim.set()
@@ -364,23 +365,13 @@ class Worker:
             try:
                 claimed = await self.io.claim_stale(self.s.claim_idle_ms,
                                                     max(4 * self.s.batch_size, 100))
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + min(self.s.prune_consumers_s, 600)
-                    gone = await self.io.prune_consumers(int(self.s.prune_consumers_s * 1000))
-                    if gone:
-                        log.info("consumers_pruned", consumers=gone,
-                                 idle_s=self.s.prune_consumers_s)
             except SourceUnavailable as exc:
                 await self.outages.down(exc, backoff)
                 continue
             self.outages.up(backoff)
             self.supervisor.beat("claimer")
             self._first_claim.set()
-            if claimed.trimmed:
-                await self.publisher.dead_letter([(d, d.line, DeadLetter(
-                    d.entry_id, "trimmed", "the frame was trimmed from the stream (MAXLEN cap, "
-                    "RLR_FRAMES_MAXLEN) before any worker finished it; raise the cap or add "
-                    "workers", self.id, time.time(), d.deliveries)) for d in claimed.trimmed])
+            await self.publisher.trimmed(claimed.trimmed)
             if claimed.deliveries:
                 self._active()
                 log.info("frames_claimed", n=len(claimed.deliveries),
@@ -389,12 +380,21 @@ class Worker:
             await self._sleep(self.s.claim_interval_s)
 
     async def _backlog(self) -> None:
+        """Backlog figures, held-back log counts, and now and then dead consumers pruned."""
+        next_prune = time.monotonic() + self.s.claim_interval_s
         while True:
             for line in self.s.lines:
                 with contextlib.suppress(SourceUnavailable):
                     self.backlogs[line] = await self.io.backlog(line)
                     self.metrics.pending.labels(line).set(self.backlogs[line])
             self.publisher.flush_logs()
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + min(self.s.prune_consumers_s, 600)
+                with contextlib.suppress(SourceUnavailable):
+                    gone = await self.io.prune_consumers(int(self.s.prune_consumers_s * 1000))
+                    if gone:
+                        log.info("consumers_pruned", consumers=gone,
+                                 idle_s=self.s.prune_consumers_s)
             self.supervisor.beat("backlog")
             await asyncio.sleep(0.5)
 

@@ -44,6 +44,17 @@ def alert_cooldown(line: str, camera: str) -> str:
     return f"{PREFIX}:alertcool:{{{line}}}:{camera}"
 
 
+def health(line: str) -> str:
+    """Stream of camera health events (raised / cleared), apart from defect alerts."""
+    return f"{PREFIX}:health:{{{line}}}"
+
+
+def camera_health(line: str) -> str:
+    """Hash: camera -> JSON of its raised health conditions ({kind: {since, evidence}}),
+    the line's current state; every raise and clear is one Lua step on it and the stream."""
+    return f"{PREFIX}:camhealth:{{{line}}}"
+
+
 def stats(line: str) -> str:
     """Hash of line counters that must survive worker restarts (skipped, dead-lettered)."""
     return f"{PREFIX}:stats:{{{line}}}"

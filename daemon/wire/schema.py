@@ -230,6 +230,7 @@ class Alert:
     model_version: str
     threshold: float | None
     product_class: str | None = None
+    camera_health: tuple[str, ...] = ()  # the camera's raised health kinds when it was raised
 
     def to_fields(self) -> dict[str, bytes]:
         fields = {"v": SCHEMA_VERSION, "alert_id": self.alert_id, "line": self.line,
@@ -238,7 +239,8 @@ class Alert:
                   "result_ids": json.dumps(self.result_ids),
                   "model_version": self.model_version,
                   "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
-                  "class": self.product_class or ""}
+                  "class": self.product_class or "",
+                  "camera_health": ",".join(self.camera_health)}
         return {k: v.encode() for k, v in fields.items()}
 
     @classmethod
@@ -248,14 +250,53 @@ class Alert:
         return cls(t["alert_id"], t["line"], t["camera"], float(t["ts"]), t["rule"],
                    json.loads(t["frame_ids"]), json.loads(t["scores"]),
                    json.loads(t["result_ids"]), t["model_version"],
-                   None if threshold is None else float(threshold), t.get("class") or None)
+                   None if threshold is None else float(threshold), t.get("class") or None,
+                   tuple(k for k in t.get("camera_health", "").split(",") if k))
 
     def to_json(self) -> dict:
-        return {"alert_id": self.alert_id, "line": self.line, "camera": self.camera,
+        return {"type": "alert", "alert_id": self.alert_id, "line": self.line,
+                "camera": self.camera,
                 "ts": self.raised_ts, "rule": self.rule, "frame_ids": self.frame_ids,
                 "scores": self.scores, "result_ids": self.result_ids,
                 "model_version": self.model_version, "threshold": self.threshold,
-                "class": self.product_class}
+                "class": self.product_class, "camera_health": list(self.camera_health),
+                "camera_healthy": not self.camera_health}
+
+
+# ----------------------------------------------------------------------------- camera health
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """A camera condition raised or cleared (`rlr:health:{line}`); `evidence` says what was
+    measured, `since` when the condition started."""
+
+    line: str
+    camera: str
+    kind: str
+    state: str  # "raised" or "cleared"
+    ts: float
+    since: float
+    evidence: dict = field(default_factory=dict)
+    worker: str = ""
+
+    def to_fields(self) -> dict[str, bytes]:
+        fields = {"v": SCHEMA_VERSION, "line": self.line, "camera": self.camera,
+                  "kind": self.kind, "state": self.state, "ts": repr(self.ts),
+                  "since": repr(self.since), "evidence": json.dumps(self.evidence),
+                  "worker": self.worker}
+        return {k: v.encode() for k, v in fields.items()}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> HealthEvent:
+        t = _decoded(fields)
+        return cls(t["line"], t["camera"], t["kind"], t["state"], float(t["ts"]),
+                   float(t["since"]), json.loads(t.get("evidence") or "{}"), t.get("worker", ""))
+
+    def to_json(self) -> dict:
+        return {"type": "camera_health", "line": self.line, "camera": self.camera,
+                "kind": self.kind, "state": self.state, "ts": self.ts, "since": self.since,
+                "evidence": self.evidence, "worker": self.worker}
 
 
 # ----------------------------------------------------------------------------- dead letters

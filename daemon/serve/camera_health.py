@@ -1,0 +1,245 @@
+"""Camera health: tell a camera gone wrong from a product gone wrong, from the frames themselves.
+
+Per frame, on the decoded image and beside decoding (`measure`, a few hundred microseconds):
+luminance and clipped pixels, sharpness (variance of the Laplacian), a perceptual hash and an
+8x8 signature, and the shift of the framing against the camera's reference (phase correlation
+on a 64x64 thumbnail). Per camera (`CameraWatch`, on the worker's event loop): each condition
+is judged over the camera's last `window` frames and raised when `raise_k` of them are bad,
+cleared when at most `clear_k` are (hysteresis: a flickering condition raises once and clears
+once). Sharpness and framing are relative to the camera's own baseline, built from its first
+healthy frames. Scores are watched too: the distribution over a sliding window against the
+calibration normals' quantiles stored in the model (PSI), and the rate of anomalous verdicts.
+
+Kinds: `frozen`, `dark`, `bright`, `blur`, `shift`, `score_drift`, `alarm_rate`.
+Pure: numpy and OpenCV only; the worker publishes the changes (`rlr:health:{line}`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+THUMB = 64
+IMAGE_KINDS = ("frozen", "dark", "bright", "blur", "shift")
+SCORE_KINDS = ("score_drift", "alarm_rate")
+KINDS = IMAGE_KINDS + SCORE_KINDS
+_HANNING = cv2.createHanningWindow((THUMB, THUMB), cv2.CV_32F)
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """Thresholds (`RLR_HEALTH_*`). Levels are 8-bit gray levels; `shift_px` is in pixels of
+    the 64x64 thumbnail (6 = about 9 % of the frame)."""
+
+    window: int = 10
+    raise_k: int = 8
+    clear_k: int = 2
+    dark_level: float = 25.0
+    bright_level: float = 230.0
+    clipped_fraction: float = 0.5
+    frozen_mad: float = 0.3
+    blur_ratio: float = 0.2
+    shift_px: float = 6.0
+    shift_response: float = 0.2
+    baseline_frames: int = 30
+    drift_window: int = 200
+    drift_psi: float = 1.5
+    drift_clear_psi: float = 0.5
+    alarm_rate: float = 0.5
+
+    @classmethod
+    def from_settings(cls, s) -> HealthPolicy:
+        return cls(s.health_window, s.health_raise_k, s.health_clear_k, s.health_dark_level,
+                   s.health_bright_level, s.health_clipped_fraction, s.health_frozen_mad,
+                   s.health_blur_ratio, s.health_shift_px, s.health_shift_response,
+                   s.health_baseline_frames, s.health_drift_window, s.health_drift_psi,
+                   s.health_drift_clear_psi, s.health_alarm_rate)
+
+
+class Measures(NamedTuple):
+    mean: float  # mean gray level
+    low: float  # fraction of pixels at 0-4
+    high: float  # fraction of pixels at 251-255
+    sharpness: float  # variance of the Laplacian of the thumbnail over its own variance
+    signature: np.ndarray  # (8, 8) float32 mean gray levels
+    dhash: int  # 64-bit difference hash
+    thumb: np.ndarray  # (64, 64) float32
+    shift: tuple[float, float, float] | None  # (dx, dy, response) against the reference
+
+
+def measure(image: np.ndarray, reference: np.ndarray | None = None) -> Measures:
+    """The health measures of one decoded (H, W, 3) uint8 RGB frame. Everything is computed
+    on a 64x64 thumbnail: what these checks look for shows at that size, and it keeps the
+    cost per frame to a couple of hundred microseconds."""
+    small = image if image.shape[:2] == (THUMB, THUMB) else \
+        cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    thumb8 = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    thumb = thumb8.astype(np.float32)
+    hist = np.bincount(thumb8.ravel(), minlength=256) / thumb8.size
+    hashed = cv2.resize(thumb8, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    dhash = int(np.packbits((hashed[:, 1:] > hashed[:, :-1]).ravel()).view(">u8")[0])
+    _, std = cv2.meanStdDev(cv2.Laplacian(thumb, cv2.CV_32F))
+    _, spread = cv2.meanStdDev(thumb)
+    shift = None
+    if reference is not None:
+        (dx, dy), response = cv2.phaseCorrelate(reference, thumb, _HANNING)
+        shift = (float(dx), float(dy), float(response))
+    return Measures(float(hist @ _LEVELS), float(hist[:5].sum()), float(hist[251:].sum()),
+                    # detail relative to contrast: a darker or flatter scene is not "blurred"
+                    float(std[0, 0]) ** 2 / (float(spread[0, 0]) ** 2 + 1.0),
+                    cv2.resize(thumb, (8, 8), interpolation=cv2.INTER_AREA), dhash, thumb,
+                    shift)
+
+
+class Change(NamedTuple):
+    camera: str
+    kind: str
+    state: str  # "raised" or "cleared"
+    ts: float
+    evidence: dict
+
+
+@dataclass
+class CameraWatch:
+    """One camera's health over the frames this worker scores."""
+
+    camera: str
+    policy: HealthPolicy
+    quantiles: dict[str, list[float]] = field(default_factory=dict)  # class -> deciles
+    far: float | None = None
+    reference: np.ndarray | None = None  # (64, 64) float32, read by the decode threads
+    sharpness_base: float | None = None
+    raised: dict[str, float] = field(default_factory=dict)  # kind -> since
+    _bad: dict[str, deque] = field(default_factory=dict)
+    _baseline: list[Measures] = field(default_factory=list)
+    _prev: Measures | None = None
+    _scores: deque = field(default_factory=deque)
+    _alarms: deque = field(default_factory=deque)
+    _last: dict[str, dict] = field(default_factory=dict)
+    _seen: int = 0
+
+    def observe(self, m: Measures, score: float, anomalous: bool, product_class: str | None,
+                ts: float) -> list[Change]:
+        """Judge one frame; the kinds that were raised or cleared by it."""
+        p = self.policy
+        bad = self._image_checks(m)
+        prev, self._prev = self._prev, m
+        exposed = not (bad["dark"][0] or bad["bright"][0])
+        diff = None if prev is None else float(np.abs(m.signature - prev.signature).mean())
+        frozen = exposed and diff is not None and m.dhash == prev.dhash and diff <= p.frozen_mad
+        bad["frozen"] = (frozen, {"signature_diff": None if diff is None else round(diff, 3)})
+        if not any(flag for flag, _ in bad.values()) and self.sharpness_base is None:
+            self._learn(m)
+        for kind in ("blur", "shift"):
+            bad.setdefault(kind, (False, self._last.get(kind, {})))
+        changes = []
+        for kind, (flag, evidence) in bad.items():
+            window = self._bad.setdefault(kind, deque(maxlen=p.window))
+            window.append(flag)
+            self._last[kind] = evidence
+            changes += self._judge(kind, sum(window), len(window) >= p.window, ts, evidence)
+        changes += self._score_checks(score, anomalous, product_class, ts)
+        return changes
+
+    def _image_checks(self, m: Measures) -> dict[str, tuple[bool, dict]]:
+        """Exposure first: a black or white frame has no texture and no framing to judge, so
+        blur, shift and repeats are judged (and counted good) only on exposed frames."""
+        p = self.policy
+        out = {"dark": (m.mean < p.dark_level or m.low > p.clipped_fraction,
+                        {"mean": round(m.mean, 1), "clipped_low": round(m.low, 3)}),
+               "bright": (m.mean > p.bright_level or m.high > p.clipped_fraction,
+                          {"mean": round(m.mean, 1), "clipped_high": round(m.high, 3)})}
+        if out["dark"][0] or out["bright"][0]:
+            return out
+        if self.sharpness_base:
+            ratio = m.sharpness / self.sharpness_base
+            out["blur"] = (ratio < p.blur_ratio, {"sharpness_ratio": round(ratio, 3)})
+        if m.shift is None and self.reference is not None:
+            # measured before the reference was learned (decoded ahead): do it now
+            (sx, sy), resp = cv2.phaseCorrelate(self.reference, m.thumb, _HANNING)
+            m = m._replace(shift=(float(sx), float(sy), float(resp)))
+        if m.shift is not None:
+            dx, dy, response = m.shift
+            moved = response >= p.shift_response and math.hypot(dx, dy) > p.shift_px
+            out["shift"] = (moved, {"dx_px": round(dx, 1), "dy_px": round(dy, 1),
+                                    "response": round(response, 3), "of_px": THUMB})
+        return out
+
+    def _learn(self, m: Measures) -> None:
+        """The camera's reference framing and sharpness, from its first healthy frames."""
+        self._baseline.append(m)
+        if len(self._baseline) >= self.policy.baseline_frames:
+            self.reference = np.mean([b.thumb for b in self._baseline], axis=0).astype(np.float32)
+            self.sharpness_base = max(float(np.median([b.sharpness for b in self._baseline])),
+                                      1e-6)
+            self._baseline = []
+
+    def _judge(self, kind: str, n_bad: int, full: bool, ts: float,
+               evidence: dict) -> list[Change]:
+        p = self.policy
+        if kind not in self.raised and n_bad >= p.raise_k:
+            self.raised[kind] = ts
+            return [Change(self.camera, kind, "raised", ts,
+                           {**evidence, "bad_frames": n_bad, "of": p.window})]
+        if kind in self.raised and full and n_bad <= p.clear_k:
+            since = self.raised.pop(kind)
+            return [Change(self.camera, kind, "cleared", ts,
+                           {**evidence, "bad_frames": n_bad, "of": p.window, "since": since})]
+        return []
+
+    def _score_checks(self, score: float, anomalous: bool, product_class: str | None,
+                      ts: float) -> list[Change]:
+        p = self.policy
+        out: list[Change] = []
+        self._seen += 1
+        deciles = self.quantiles.get(product_class or "") or self.quantiles.get("default")
+        if deciles:
+            self._scores.append(int(np.searchsorted(deciles, score, side="right")))
+            if len(self._scores) > p.drift_window:
+                self._scores.popleft()
+            if len(self._scores) == p.drift_window and self._seen % 10 == 0:
+                psi = population_stability(self._scores, len(deciles) + 1)
+                evidence = {"psi": round(psi, 3), "window": p.drift_window}
+                if psi > p.drift_psi:
+                    out += self._set("score_drift", True, ts, evidence)
+                elif psi < p.drift_clear_psi:
+                    out += self._set("score_drift", False, ts, evidence)
+        if self.far is not None:
+            self._alarms.append(bool(anomalous))
+            if len(self._alarms) > p.drift_window:
+                self._alarms.popleft()
+            if len(self._alarms) == p.drift_window and self._seen % 10 == 0:
+                rate = sum(self._alarms) / len(self._alarms)
+                limit = max(p.alarm_rate, 10 * self.far)
+                evidence = {"rate": round(rate, 3), "limit": round(limit, 3),
+                            "window": p.drift_window}
+                if rate > limit:
+                    out += self._set("alarm_rate", True, ts, evidence)
+                elif rate <= limit / 2:
+                    out += self._set("alarm_rate", False, ts, evidence)
+        return out
+
+    def _set(self, kind: str, bad: bool, ts: float, evidence: dict) -> list[Change]:
+        """Raise or clear a window-level kind (its own hysteresis is in its thresholds)."""
+        if bad and kind not in self.raised:
+            self.raised[kind] = ts
+            return [Change(self.camera, kind, "raised", ts, evidence)]
+        if not bad and kind in self.raised:
+            since = self.raised.pop(kind)
+            return [Change(self.camera, kind, "cleared", ts, {**evidence, "since": since})]
+        return []
+
+
+def population_stability(bins: Sequence[int], n_bins: int) -> float:
+    """PSI of observed bin indices against equal expected shares (decile bins of normals)."""
+    counts = np.bincount(np.asarray(bins, dtype=np.int64), minlength=n_bins)[:n_bins]
+    actual = np.maximum(counts / max(len(bins), 1), 1e-4)
+    expected = 1.0 / n_bins
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
