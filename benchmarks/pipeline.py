@@ -8,11 +8,15 @@
 4. p50 / p99 end-to-end latency (capture → result published) with frames paced at half of
    the measured end-to-end capacity.
 
+With --compare-health, the cost of camera health instead: two workers on two lines, one with
+RLR_HEALTH=false, measured in alternating rounds, plus the checks' CPU time per frame.
+
 The worker runs as its own process on the same machine, like in production; camera-side JPEG
 encoding is done before timing (cameras encode on their own hardware). Redis: an embedded
 server unless --redis-url is given.
 
     python benchmarks/pipeline.py [--preset lite] [--batch 8] [--seconds 20] [--device cpu]
+                                  [--compare-health]
 """
 
 from __future__ import annotations
@@ -71,20 +75,22 @@ def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: fl
 
 
 def start_worker(url: str, line: str, model: Path, batch: int, device: str,
-                 log: Path) -> subprocess.Popen:
+                 log: Path, name: str = "bench-worker", **extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLR_")}
     env.update({"RLR_REDIS_URL": url, "RLR_LINES": line, "RLR_MODEL": str(model),
                 "RLR_BATCH_SIZE": str(batch), "RLR_DEVICE": device, "RLR_METRICS_PORT": "0",
-                "RLR_CONSUMER": "bench-worker", "RLR_BACKLOG_LIMIT": "50000",
+                "RLR_CONSUMER": name, "RLR_BACKLOG_LIMIT": "50000",
                 "RLR_FRAMES_MAXLEN": "100000", "RLR_RESULTS_MAXLEN": "100000",
-                "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600"})
+                "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600",
+                **{f"RLR_{k.upper()}": v for k, v in extra.items()}})
     return subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker"], env=env, cwd=ROOT,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-def wait_ready(client: redis.Redis, proc: subprocess.Popen, log: Path) -> None:
+def wait_ready(client: redis.Redis, proc: subprocess.Popen, log: Path,
+               name: str = "bench-worker") -> None:
     deadline = time.monotonic() + 180
-    while b'"ready"' not in (client.get(keys.worker("bench-worker")) or b""):
+    while b'"ready"' not in (client.get(keys.worker(name)) or b""):
         if proc.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"worker did not start; log:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
@@ -136,6 +142,54 @@ def latency(client: redis.Redis, line: str, frames: list[bytes], fps: float,
     return np.array([r.latency_ms for _, r in got if r.camera == "cam-lat"])
 
 
+def health_cost(args, client: redis.Redis, url: str, model: Path, images: list[np.ndarray],
+                frames: list[bytes], work: Path) -> None:
+    """Frames/s with and without camera health, alternating rounds; and the checks' own CPU
+    time per frame (thumbnail measures, then the per-camera judgement)."""
+    from daemon.serve.camera_health import CameraWatch, HealthPolicy, measure
+    from daemon.settings import Settings
+
+    watch = CameraWatch("bench", HealthPolicy.from_settings(Settings()),
+                        quantiles={"fabric": [i / 10 for i in range(1, 10)]}, far=0.01)
+    ref = measure(images[0])
+    n = 2000
+    t0 = time.process_time()
+    ms = [measure(images[i % len(images)], ref.thumb) for i in range(n)]
+    t1 = time.process_time()
+    for m in ms:
+        watch.observe(m, float(np.random.random()), False, "fabric", time.time())
+    t2 = time.process_time()
+    print(f"health checks: measure {1e6 * (t1 - t0) / n:.0f} us/frame, judge "
+          f"{1e6 * (t2 - t1) / n:.0f} us/frame ({images[0].shape[0]} px frames)", flush=True)
+
+    lines = {"on": f"hon{uuid.uuid4().hex[:6]}", "off": f"hoff{uuid.uuid4().hex[:6]}"}
+    procs = {k: start_worker(url, lines[k], model, args.batch, args.device,
+                             work / f"worker-{k}.log", name=f"bench-{k}",
+                             health="true" if k == "on" else "false") for k in lines}
+    try:
+        for k, proc in procs.items():
+            wait_ready(client, proc, work / f"worker-{k}.log", f"bench-{k}")
+            throughput(client, lines[k], frames, 4 * args.batch)
+        fps: dict[str, list[float]] = {"on": [], "off": []}
+        per_round = max(int(args.seconds / args.rounds * 10), 4 * args.batch)
+        for r in range(args.rounds):
+            for k in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                if not fps[k]:  # size the rounds from the first measured rate
+                    per_round = max(per_round, 4 * args.batch)
+                fps[k].append(throughput(client, lines[k], frames, per_round))
+                per_round = max(int(fps[k][-1] * args.seconds / args.rounds), 4 * args.batch)
+        on, off = float(np.median(fps["on"])), float(np.median(fps["off"]))
+        for k, v in (("health off", off), ("health on", on)):
+            rounds = ", ".join(f"{x:.1f}" for x in fps[k.split()[-1]])
+            print(f"{k:<15} {v:8.1f} frames/s (rounds: {rounds})", flush=True)
+        print(f"cost            {100 * (1 - on / off):8.1f} % fewer frames/s (target <= 5 %)",
+              flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="lite", help="tiny or lite (or paper on a GPU)")
@@ -145,6 +199,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
     ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    ap.add_argument("--compare-health", action="store_true",
+                    help="measure what camera health costs instead (workers with it on / off)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rlr-bench-"))
@@ -160,6 +216,13 @@ def main() -> None:
     server = None if args.redis_url else EmbeddedRedis(work / "redis").start()
     url = args.redis_url or server.url
     client = redis.Redis.from_url(url)
+    if args.compare_health:
+        try:
+            health_cost(args, client, url, model, images, frames, work)
+        finally:
+            if server is not None:
+                server.stop()
+        return
     line = f"bench{uuid.uuid4().hex[:6]}"
     log = work / "worker.log"
     worker = start_worker(url, line, model, args.batch, args.device, log)

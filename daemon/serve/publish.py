@@ -19,6 +19,7 @@ from daemon import logs
 from daemon.errors import FrameError
 from daemon.serve.alerts import AlertRule, RecentFrame
 from daemon.serve.cameras import CameraMonitor
+from daemon.serve.ports import Published
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.settings import Settings
@@ -191,6 +192,7 @@ class Publisher:
         published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
         self.release(d for d, _ in pairs)
         health: list[HealthEvent] = []
+        fresh: list[tuple[Delivery, Result, Published]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
@@ -205,18 +207,21 @@ class Publisher:
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
+            fresh.append((d, res, pub))
             if self.cameras is not None and i < len(batch.measures):
                 health += [HealthEvent(d.line, c.camera, c.kind, c.state, c.ts,
-                                       c.evidence.get("since", c.ts), c.evidence,
+                                       c.evidence.get("since", c.ts),
+                                       {**c.evidence, "frame_id": res.frame_id},
                                        self.worker_id)
                            for c in self.cameras.observe(
                                d.line, res.camera, batch.measures[i], res.score,
                                res.is_anomaly, res.product_class, res.capture_ts,
                                batch.manifests.get(res.model_version), res.model_version)]
+        if health:  # before the alerts, so an alert of this batch already says so
+            await self._camera_health(health)
+        for d, res, pub in fresh:
             if res.is_anomaly and self.rule.triggered(pub.window):
                 await self._alert(d.line, res, pub.window)
-        if health:
-            await self._camera_health(health)
 
     async def _camera_health(self, events: list[HealthEvent]) -> None:
         announced = await self.retry(lambda: self.sink.publish_health(events), "publish_health")

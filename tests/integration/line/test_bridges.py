@@ -23,7 +23,7 @@ from daemon.line.sinks import WebhookSink
 from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.clients import connect
-from daemon.wire.schema import Alert, DeadLetter
+from daemon.wire.schema import Alert, DeadLetter, HealthEvent
 from tests.http_receiver import Receiver
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
@@ -106,7 +106,7 @@ def mqtt_subscriber(line):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{line}")
     client.on_message = lambda c, u, msg: got.append((msg.topic, json.loads(msg.payload)))
     client.on_subscribe = lambda *a: subscribed.set()
-    client.on_connect = lambda c, *a: c.subscribe(f"rlr/{line}/alerts/#", qos=1)
+    client.on_connect = lambda c, *a: c.subscribe(f"rlr/{line}/#", qos=1)
     client.connect(MQTT_HOST, MQTT_PORT)
     client.loop_start()
     assert subscribed.wait(5), "could not subscribe on the MQTT broker"
@@ -138,7 +138,48 @@ def test_mqtt_bridge_publishes_every_alert_once(redis_url, line, rclient, mqtt_s
     assert events.count("alert_delivered") == 4 and "bridge_stopped" in events
 
 
+def _health(rclient, line: str) -> list[HealthEvent]:
+    events = [HealthEvent(line, "cam0", "blur", "raised", time.time(), time.time() - 1,
+                          {"ratio": 0.1, "frame_id": "f9"}, "w1"),
+              HealthEvent(line, "cam0", "blur", "cleared", time.time(), time.time() - 1,
+                          {"ratio": 0.9, "frame_id": "f19"}, "w1")]
+    for e in events:
+        rclient.xadd(keys.health(line), e.to_fields())
+    return events
+
+
+def test_mqtt_bridge_carries_camera_health_on_its_own_topic(redis_url, line, rclient,
+                                                          mqtt_subscriber):
+    events = _health(rclient, line)
+    alert, = _raise(rclient, line, 1)
+    proc = _bridge(redis_url, line, "mqtt", "--mqtt-url", f"mqtt://{MQTT_HOST}:{MQTT_PORT}")
+    try:
+        _wait(lambda: len(mqtt_subscriber) >= 3, proc=proc)
+        time.sleep(0.3)  # a duplicate would arrive now
+    finally:
+        rc, err = _stop(proc)
+    assert rc == 0, err
+    health = [(t, p) for t, p in mqtt_subscriber if p.get("type") == "camera_health"]
+    assert health == [(f"rlr/{line}/health/cam0", e.to_json()) for e in events]
+    assert [p["alert_id"] for t, p in mqtt_subscriber if "/alerts/" in t] == [alert.alert_id]
+    assert rclient.xpending(keys.health(line), "rlr-bridge-mqtt")["pending"] == 0
+
+
 # ----------------------------------------------------------------------------- webhook
+
+
+def test_webhook_bridge_posts_camera_health_events(redis_url, line, rclient):
+    events = _health(rclient, line)
+    with Receiver([200, 200]) as rx:
+        proc = _bridge(redis_url, line, "webhook", "--url", rx.url)
+        try:
+            _wait(lambda: len(rx.requests) >= 2, proc=proc)
+            time.sleep(0.3)
+        finally:
+            rc, err = _stop(proc)
+    assert rc == 0, err
+    assert [json.loads(body) for _, body in rx.requests] == [e.to_json() for e in events]
+    assert len({h["Idempotency-Key"] for h, _ in rx.requests}) == 2
 
 
 def test_webhook_bridge_retries_server_errors(redis_url, line, rclient):
