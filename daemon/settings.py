@@ -55,7 +55,13 @@ class Settings(BaseSettings):
         "model runs on the CPU) instead of on RLR_DECODE_THREADS threads beside it")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on CUDA, fp32 on CPU")
+        "auto", description="auto: bf16 on CUDA (torch, tensorrt), fp32 otherwise; bf16 on a "
+        "CPU needs RLR_ENGINE=openvino and a CPU with bf16")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = Field(
+        "torch", description="runtime that scores frames; auto measures every one installed "
+        "at model load and keeps the fastest (never slower than torch)")
+    engine_cache: Path | None = Field(None, description="folder of exported engines, by "
+                                      "artifact sha256 (default ~/.cache/rlr/engines)")
 
     # --- stream caps (MAXLEN ~)
     frames_maxlen: int = Field(10_000, ge=10, description="cap of rlr:frames:{line}")

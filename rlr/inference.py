@@ -17,6 +17,9 @@ from tqdm.auto import tqdm
 from rlr.data import Sample, load_image, to_tensor
 from rlr.device import resolve_device
 from rlr.model import Prediction, RLRModel
+from rlr.runtimes import Runtime
+
+Predictor = RLRModel | Runtime  # the model itself, or a serving runtime of it (rlr.runtimes)
 
 
 class ScoredImage(NamedTuple):
@@ -26,8 +29,12 @@ class ScoredImage(NamedTuple):
     anomaly_map: np.ndarray  # (S, S) float32
 
 
+def _ready(model: Predictor, device: torch.device) -> Predictor:
+    return model.to(device).eval() if isinstance(model, RLRModel) else model
+
+
 def _score_batches(
-    model: RLRModel, paths: Sequence[Path], batch_size: int, device: torch.device,
+    model: Predictor, paths: Sequence[Path], batch_size: int, device: torch.device,
 ) -> Iterator[tuple[list[Path], list[np.ndarray], Prediction]]:
     size = model.image_size
     for start in range(0, len(paths), batch_size):
@@ -38,7 +45,7 @@ def _score_batches(
 
 @torch.inference_mode()
 def score_paths(
-    model: RLRModel,
+    model: Predictor,
     paths: Sequence[Path],
     batch_size: int = 8,
     device: str | torch.device = "cpu",
@@ -46,7 +53,7 @@ def score_paths(
 ) -> Iterator[ScoredImage]:
     """Yield one `ScoredImage` per path, in order. Images are resized to the model's size."""
     dev = resolve_device(device)
-    model = model.to(dev).eval()
+    model = _ready(model, dev)
     bar = tqdm(total=len(paths), desc="score", unit="img", disable=not progress, leave=False)
     for chunk, images, pred in _score_batches(model, paths, batch_size, dev):
         for p, img, s, m in zip(chunk, images, pred.score.float().cpu(),
@@ -58,13 +65,13 @@ def score_paths(
 
 @torch.inference_mode()
 def score_samples(
-    model: RLRModel, samples: Sequence[Sample], batch_size: int = 8,
+    model: Predictor, samples: Sequence[Sample], batch_size: int = 8,
     device: str | torch.device = "cpu", keep_maps: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Image scores (N,) and, when asked, float16 anomaly maps (N, S, S)."""
     dev = resolve_device(device)
-    model = model.to(dev).eval()
+    model = _ready(model, dev)
     scores, maps = [], []
     for chunk, _, pred in _score_batches(model, [s.path for s in samples], batch_size, dev):
         scores.append(pred.score.float().cpu().numpy())

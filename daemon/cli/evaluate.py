@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from daemon.cli.engines import engine_options, predictor_for
 from rlr.config import DATASET_KINDS
 
 
@@ -37,8 +38,9 @@ def _dataset(kind: str, data_root: str | None, classes: str, model_classes, requ
 @click.option("--overlays", default=3, show_default=True,
               help="Overlays per class for the highest normals / lowest anomalies.")
 @click.option("--seed", default=0, show_default=True, help="Split seed (ELPV).")
+@engine_options
 def evaluate(model_path, data_root, kind, classes, out, batch_size, device, no_pixel, overlays,
-             seed) -> None:
+             seed, engine, precision) -> None:
     """Score a data set's test images; print per-class metrics, write a report."""
     from rlr.artifact import load_artifact
     from rlr.device import resolve_device
@@ -48,13 +50,16 @@ def evaluate(model_path, data_root, kind, classes, out, batch_size, device, no_p
     art = load_artifact(model_path)
     ds = _dataset(kind, data_root, classes, art.manifest["class_names"], True, seed)
     dev = resolve_device(device)
-    report = run_eval(art.model, ds, batch_size, dev, progress=True, pixel=not no_pixel,
+    model = predictor_for(art, engine, precision, dev)
+    report = run_eval(model, ds, batch_size, dev, progress=True, pixel=not no_pixel,
                       model_info={"path": str(model_path), "sha256": art.manifest["sha256"],
-                                  "config": art.manifest["config"]},
+                                  "config": art.manifest["config"],
+                                  "engine": getattr(model, "name", "torch"),
+                                  "precision": getattr(model, "precision", "fp32")},
                       thresholds=art.manifest.get("thresholds"))
     click.echo(console_table(report))
     if out:
-        write_report(report, out, art.model, overlays, dev)
+        write_report(report, out, model, overlays, dev)
         click.echo(f"report written to {out}/report.md (source: report.json)")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from daemon.cli.engines import engine_options, predictor_for
 from rlr.config import DATASET_KINDS, PRESETS, configure
 
 
@@ -111,7 +112,9 @@ def train(data_root, kind, classes, preset_name, out, epochs, max_minutes, batch
 @click.option("--threshold", type=float,
               help="Alarm threshold; default: the model's calibrated threshold, if any.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def score(model_path, images, out, batch_size, device, threshold, as_json) -> None:
+@engine_options
+def score(model_path, images, out, batch_size, device, threshold, as_json, engine,
+          precision) -> None:
     """Score IMAGES (files or folders) and optionally write heat-map overlays."""
     from rlr.artifact import load_artifact
     from rlr.data import list_images
@@ -123,8 +126,9 @@ def score(model_path, images, out, batch_size, device, threshold, as_json) -> No
     paths = list_images(images)
     if threshold is None:
         threshold = (art.manifest.get("thresholds") or {}).get("default")
-    results = list(score_paths(art.model, paths, batch_size, resolve_device(device),
-                               progress=not as_json and len(paths) > batch_size))
+    dev = resolve_device(device)
+    results = list(score_paths(predictor_for(art, engine, precision, dev), paths, batch_size,
+                               dev, progress=not as_json and len(paths) > batch_size))
     if out:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ The worker asks an engine for scores and maps; it does not know which runtime co
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +20,7 @@ from rlr.data import resize, to_tensor
 from rlr.device import resolve_device
 from rlr.errors import ConfigError
 from rlr.model import RLRModel
+from rlr.runtimes import build_runtime, pick_fastest
 
 
 class Scores(NamedTuple):
@@ -34,27 +37,71 @@ def pick_device(device: str) -> torch.device:
         raise SettingsError(f"RLR_DEVICE: {exc}") from exc
 
 
+def default_engine_cache() -> Path:
+    """Where exported engines are kept unless RLR_ENGINE_CACHE says: the user's cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rlr" / "engines"
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which runtime computes the scores (`RLR_ENGINE`), in what precision, cached where."""
+
+    name: str = "torch"  # auto, torch, onnxruntime, openvino, tensorrt
+    precision: str = "auto"  # auto, fp32, bf16
+    cache_dir: Path | None = None
+    batch: int = 8  # what `auto` measures with
+
+    @classmethod
+    def from_settings(cls, s) -> EngineChoice:
+        return cls(s.engine, s.precision, s.engine_cache, s.batch_size)
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir or default_engine_cache()
+
+    def precision_on(self, device: torch.device) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if device.type == "cuda" and self.name in ("torch", "tensorrt") \
+            else "fp32"
+
+
 class Engine:
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
-                 precision: str = "auto", version: str | None = None) -> None:
+                 choice: EngineChoice | None = None, version: str | None = None) -> None:
+        choice = choice or EngineChoice()
         self.model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
-        self.bf16 = device.type == "cuda" and precision in ("auto", "bf16")
-        if precision == "bf16" and device.type != "cuda":
-            raise SettingsError("RLR_PRECISION=bf16 needs a CUDA device; use auto or fp32 on CPU")
         self.thresholds: dict = dict(manifest.get("thresholds") or {})
         self.version = version or f"sha256:{manifest['sha256'][:12]}"
+        self.measured: dict[str, float] = {}  # frames/s per runtime, when `auto` measured
+        try:
+            if choice.name == "auto":
+                self.runtime, self.measured = pick_fastest(
+                    self.model, manifest, device, choice.batch, choice.cache)
+            else:
+                self.runtime = build_runtime(choice.name, self.model, manifest, device,
+                                             choice.precision_on(device), choice.cache,
+                                             max_batch=max(choice.batch, 1))
+        except ConfigError as exc:
+            raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
+                                f"{exc}") from exc
+
+    @property
+    def engine_name(self) -> str:
+        return f"{self.runtime.name}/{self.runtime.precision}"
 
     @classmethod
     def from_file(cls, path: str | Path | None, device: str = "auto",
-                  precision: str = "auto") -> Engine:
+                  choice: EngineChoice | None = None) -> Engine:
         if path is None:
             raise SettingsError("no model: set RLR_MODEL (or --model) to a .rlr artifact "
                                 "from `rlrctl train`")
         dev = pick_device(device)
         model, manifest = load_artifact(path, device=dev)
-        return cls(model, manifest, dev, precision)
+        return cls(model, manifest, dev, choice)
 
     @property
     def image_size(self) -> int:
@@ -74,10 +121,10 @@ class Engine:
         start = time.perf_counter()
         s = self.image_size
         images = [img if img.shape[:2] == (s, s) else resize(img, s) for img in images]
-        x = to_tensor(images).to(self.device, non_blocking=True)
-        pred = self.model.predict(x, bf16=self.bf16)
-        scores = pred.score.float().cpu().numpy()
-        maps = pred.anomaly_map.float().cpu().numpy()
+        with torch.inference_mode():
+            pred = self.runtime.predict(to_tensor(images))
+            scores = pred.score.float().cpu().numpy()
+            maps = pred.anomaly_map.float().cpu().numpy()
         return Scores(scores, maps, (time.perf_counter() - start) * 1000)
 
     def warm_up(self) -> None:

@@ -27,7 +27,7 @@ import torch
 
 from daemon import logs
 from daemon.models.registry import NOTIFY_CHANNEL, Registry
-from daemon.serve.engine import Engine, pick_device
+from daemon.serve.engine import Engine, EngineChoice, pick_device
 from daemon.wire.clients import away
 from rlr.artifact import load_artifact_bytes
 
@@ -82,7 +82,7 @@ class ModelWatcher:
     `poll` and `listen` are loops for two threads (the worker supervises them) until `stop`."""
 
     def __init__(self, client: redis.Redis, lines: list[str], initial: ServingSet,
-                 publish: Callable[[ServingSet], None], device: str, precision: str,
+                 publish: Callable[[ServingSet], None], device: str, choice: EngineChoice,
                  poll_s: float) -> None:
         self.client = client
         self.registry = Registry(client)
@@ -90,7 +90,7 @@ class ModelWatcher:
         self.current = initial
         self.publish = publish
         self.device = pick_device(device)
-        self.precision = precision
+        self.choice = choice
         self.poll_s = poll_s
         self.errors: dict[str, str] = {}  # version -> why it was refused here
         self.warnings: dict[str, str] = {}  # line -> why its rollout record is not followed
@@ -202,7 +202,7 @@ class ModelWatcher:
             data = self.registry.fetch(version)  # verifies the sha256 of the bytes
             model, manifest = load_artifact_bytes(data, device=self.device,
                                                   source=f"model version {version}")
-            engine = Engine(model, manifest, self.device, self.precision, version=version)
+            engine = Engine(model, manifest, self.device, self.choice, version=version)
             engine.warm_up()
         except Exception as exc:
             if away(exc):
@@ -211,6 +211,7 @@ class ModelWatcher:
             return None
         self.errors.pop(version, None)
         log.info("model_version_loaded", version=version, device=str(self.device),
+                 engine=engine.engine_name, measured=engine.measured or None,
                  seconds=round(time.perf_counter() - t0, 2))
         return engine
 
