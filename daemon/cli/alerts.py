@@ -158,3 +158,12 @@ def _serve(client, settings: Settings, sink) -> None:
         runner.run()
     finally:
         client.close()
+
+
+def _plc_commands() -> None:
+    from daemon.cli.plc import modbus
+
+    bridge.add_command(modbus)
+
+
+_plc_commands()
