@@ -161,9 +161,10 @@ def _serve(client, settings: Settings, sink) -> None:
 
 
 def _plc_commands() -> None:
-    from daemon.cli.plc import modbus
+    from daemon.cli.plc import modbus, opcua
 
     bridge.add_command(modbus)
+    bridge.add_command(opcua)
 
 
 _plc_commands()

@@ -86,3 +86,46 @@ def modbus(lines, cameras, host, port, print_map, redis_url, config_file) -> Non
             await client.aclose()
 
     _run(main, "modbus")
+
+
+@click.command()
+@_line
+@_camera
+@click.option("--endpoint", help="opc.tcp:// URL to bind (default RLR_OPCUA_ENDPOINT).")
+@redis_options
+def opcua(lines, cameras, endpoint, redis_url, config_file) -> None:
+    """Serve the line state as an OPC UA server (node tree, alert events, acknowledge)."""
+    settings = settings_from(config_file, redis_url, lines=lines_value(lines),
+                             opcua_endpoint=endpoint)
+    logs.configure(settings.log_format, settings.log_level, bridge="opcua")
+    client = connect(settings)
+    try:  # cameras appear in the tree as results arrive; these are there from the start
+        known = [(line, cam) for line in settings.lines
+                 for cam in (list(cameras) or _parse(settings.plc_cameras))] or \
+            _discover(client, settings.lines)
+    finally:
+        client.close()
+
+    async def main(stop: asyncio.Event) -> None:
+        from daemon.line import opcua as ua_bridge
+        from daemon.wire.clients import connect_async
+
+        aclient = connect_async(settings)
+        try:
+            await ua_bridge.serve(settings, aclient, settings.lines, known, stop)
+        finally:
+            await aclient.aclose()
+
+    _run(main, "opcua")
+
+
+def _parse(value: str) -> list[str]:
+    from daemon.line.plcstate import parse_cameras
+
+    return parse_cameras(value)
+
+
+def _discover(client, lines) -> list[tuple[str, str]]:
+    from daemon.line.plcstate import discover_cameras
+
+    return discover_cameras(client, lines)

@@ -15,10 +15,12 @@ Acknowledgements are recorded in the hash `rlr:alertack:{line}` (alert id -> JSO
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon import logs
 from daemon.settings import Settings
@@ -58,8 +60,14 @@ class CameraState:
         return "none" if self.is_anomaly is None else "anomalous" if self.is_anomaly else "normal"
 
 
+async def _maybe(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
 class Listener:
-    """What a bridge does when the state changes (called on the event loop)."""
+    """What a bridge does when the state changes (called on the event loop; a method may be
+    a coroutine function, it is awaited before the next entry is applied)."""
 
     def result(self, cam: CameraState, fresh: bool) -> None: ...
 
@@ -151,12 +159,12 @@ class LineFeed:
                     raise ValueError(f"schema v={version!r}, this bridge reads "
                                      f"v={SCHEMA_VERSION}")
                 if kind + ":" == _A:
-                    if self._on_alert(line, Alert.from_fields(d.fields), d):
+                    if await self._on_alert(line, Alert.from_fields(d.fields), d):
                         continue  # stays pending until acknowledged
                 elif kind + ":" == _R:
-                    self._on_result(line, Result.from_fields(d.fields), replay)
+                    await self._on_result(line, Result.from_fields(d.fields), replay)
                 else:
-                    self._on_health(line, HealthEvent.from_fields(d.fields))
+                    await self._on_health(line, HealthEvent.from_fields(d.fields))
             except (KeyError, ValueError, TypeError) as exc:
                 # Skipped, not dead-lettered: the state is "the latest", the entry stays in
                 # its stream and the alert bridges report malformed alerts.
@@ -167,7 +175,7 @@ class LineFeed:
             await run_async(self.client, self.reader.ack(done))
         return len(batch)
 
-    def _on_result(self, line: str, r: Result, replay: bool) -> None:
+    async def _on_result(self, line: str, r: Result, replay: bool) -> None:
         cam = self.camera(line, r.camera)
         if cam is None:
             return
@@ -176,27 +184,27 @@ class LineFeed:
         cam.frames += 1
         fresh = not replay and time.time() - r.capture_ts - r.latency_ms / 1000 \
             < PULSE_MAX_AGE_S
-        self.listener.result(cam, fresh)
+        await _maybe(self.listener.result(cam, fresh))
 
-    def _on_alert(self, line: str, a: Alert, d: Delivery) -> bool:
+    async def _on_alert(self, line: str, a: Alert, d: Delivery) -> bool:
         cam = self.camera(line, a.camera)
         if cam is None:
             return False
         if a.alert_id not in cam.latched:
             cam.alerts += 1
             cam.latched[a.alert_id] = a
-            self.listener.alert(cam, a)
+            await _maybe(self.listener.alert(cam, a))
         self._deliveries[(line, a.alert_id)] = d
         return True
 
-    def _on_health(self, line: str, e: HealthEvent) -> None:
+    async def _on_health(self, line: str, e: HealthEvent) -> None:
         cam = self.camera(line, e.camera)
         if cam is None:
             return
         kinds = set(cam.health)
         (kinds.add if e.state == "raised" else kinds.discard)(e.kind)
         cam.health = tuple(sorted(kinds))
-        self.listener.health(cam)
+        await _maybe(self.listener.health(cam))
 
     # ------------------------------------------------------------------ acknowledge
     async def acknowledge(self, line: str, camera: str, alert_ids: Sequence[str] | None,
@@ -217,7 +225,7 @@ class LineFeed:
         for i in ids:
             cam.latched.pop(i, None)
         log.info("alerts_acknowledged", line=line, camera=camera, alert_ids=ids, by=by)
-        self.listener.cleared(cam, ids)
+        await _maybe(self.listener.cleared(cam, ids))
         return ids
 
 
