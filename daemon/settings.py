@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     opcua_cert: Path | None = Field(None, description="server certificate (DER or PEM): "
                                     "enables Basic256Sha256 Sign and SignAndEncrypt")
     opcua_key: Path | None = Field(None, description="private key of RLR_OPCUA_CERT (PEM)")
+    sparkplug_group: str = Field("rlr", description="Sparkplug B group id (rlrctl bridge mqtt "
+                                 "--format sparkplug)")
+    sparkplug_node: str = Field("", description="Sparkplug B edge node id (empty: the line "
+                                "name, or rlr when serving several lines)")
 
     # --- model rollout
     rollout_poll_s: float = Field(5.0, gt=0, description="how often workers re-check the "

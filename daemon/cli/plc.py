@@ -129,3 +129,23 @@ def _discover(client, lines) -> list[tuple[str, str]]:
     from daemon.line.plcstate import discover_cameras
 
     return discover_cameras(client, lines)
+
+
+def sparkplug(settings: Settings) -> None:
+    """`rlrctl bridge mqtt --format sparkplug`: run the Sparkplug B edge node."""
+    from daemon.line import sparkplug as spb
+
+    logs.configure(settings.log_format, settings.log_level, bridge="sparkplug")
+    spb.check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
+    connect(settings).close()
+
+    async def main(stop: asyncio.Event) -> None:
+        from daemon.wire.clients import connect_async
+
+        client = connect_async(settings)
+        try:
+            await spb.serve(settings, client, settings.lines, stop)
+        finally:
+            await client.aclose()
+
+    _run(main, "sparkplug")

@@ -86,8 +86,12 @@ class LineFeed:
     """Keeps `cameras[(line, camera)]` current from the streams (asyncio Redis client)."""
 
     def __init__(self, client, settings: Settings, kind: str, lines: Sequence[str],
-                 listener: Listener, cameras: Sequence[tuple[str, str]] = ()) -> None:
+                 listener: Listener, cameras: Sequence[tuple[str, str]] = (), *,
+                 hold_alerts: bool = True) -> None:
         self.client, self.settings, self.kind = client, settings, kind
+        # hold_alerts=False (Sparkplug, which has no acknowledge): an alert is acked in the
+        # group once published, like a result.
+        self.hold_alerts = hold_alerts
         self.lines, self.listener = list(lines), listener
         self.group = f"rlr-bridge-{kind}"
         streams = {}
@@ -189,6 +193,10 @@ class LineFeed:
     async def _on_alert(self, line: str, a: Alert, d: Delivery) -> bool:
         cam = self.camera(line, a.camera)
         if cam is None:
+            return False
+        if not self.hold_alerts:
+            cam.alerts += 1
+            await _maybe(self.listener.alert(cam, a))
             return False
         if a.alert_id not in cam.latched:
             cam.alerts += 1
