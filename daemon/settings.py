@@ -267,6 +267,9 @@ class Settings(BaseSettings):
             raise ValueError("RLR_HEALTH_DRIFT_CLEAR_PSI must be below RLR_HEALTH_DRIFT_PSI")
         if (self.opcua_username is None) != (self.opcua_password is None):
             raise ValueError("set both RLR_OPCUA_USERNAME and RLR_OPCUA_PASSWORD, or neither")
+        if self.opcua_password is not None and not self.opcua_password.get_secret_value():
+            raise ValueError("RLR_OPCUA_PASSWORD is empty: set a password for "
+                             "RLR_OPCUA_USERNAME")
         if (self.opcua_cert is None) != (self.opcua_key is None):
             raise ValueError("set both RLR_OPCUA_CERT and RLR_OPCUA_KEY, or neither")
         if self.backlog_limit >= self.frames_maxlen:

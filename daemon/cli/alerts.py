@@ -170,10 +170,11 @@ def _serve(client, settings: Settings, sink) -> None:
 
 
 def _plc_commands() -> None:
-    from daemon.cli.plc import modbus, opcua
+    from daemon.cli.plc import modbus, opcua, sparkplug_command
 
     bridge.add_command(modbus)
     bridge.add_command(opcua)
+    bridge.add_command(sparkplug_command)
 
 
 _plc_commands()

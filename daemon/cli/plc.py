@@ -131,6 +131,16 @@ def _discover(client, lines) -> list[tuple[str, str]]:
     return discover_cameras(client, lines)
 
 
+@click.command("sparkplug")
+@_line
+@click.option("--mqtt-url", help="mqtt://host:port or mqtts://host:port (default RLR_MQTT_URL).")
+@redis_options
+def sparkplug_command(lines, mqtt_url, redis_url, config_file) -> None:
+    """Publish the line state as a Sparkplug B edge node (= bridge mqtt --format sparkplug)."""
+    sparkplug(settings_from(config_file, redis_url, lines=lines_value(lines),
+                            mqtt_url=mqtt_url))
+
+
 def sparkplug(settings: Settings) -> None:
     """`rlrctl bridge mqtt --format sparkplug`: run the Sparkplug B edge node."""
     from daemon.line import sparkplug as spb
