@@ -16,7 +16,7 @@ from daemon.cli import main
 from daemon.line.modbus import CAMERA_BLOCK, COIL_BLOCK
 from daemon.line.producer import push_images
 from daemon.wire import keys
-from daemon.wire.schema import Alert
+from daemon.wire.schema import Alert, HealthEvent
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
 CAMS = ("camA", "camB")
@@ -122,6 +122,16 @@ def test_reject_coil_latch_and_reset_with_real_worker(redis_url, line, rclient, 
         assert all(json.loads(v)["via"] == "modbus" for v in acks.values())
         pending = rclient.xpending(keys.alerts(line), "rlr-bridge-modbus")["pending"]
         assert pending == len(alerts) - len(mine)
+        # Camera health (events as the worker writes them): bit 1 = dark, healthy coil 0.
+        now = time.time()
+        rclient.xadd(keys.health(line), HealthEvent(line, "camB", "dark", "raised", now, now)
+                     .to_fields())
+        wait_for(lambda: _regs(client, 1)[9] == 0b10, 10, "health bits", (bridge,))
+        assert _coils(client, 1)[3] is False and _coils(client, 0)[3] is True
+        rclient.xadd(keys.health(line), HealthEvent(line, "camB", "dark", "cleared", now, now)
+                     .to_fields())
+        wait_for(lambda: _regs(client, 1)[9] == 0 and _coils(client, 1)[3], 10, "cleared",
+                 (bridge,))
         # Only the reset coils are writable.
         assert client.write_coil(COIL_BLOCK * cam, True).isError()
         assert client.write_register(CAMERA_BLOCK + 1, 5).isError()
