@@ -185,6 +185,17 @@ class OpcUaState(Listener):
         return len(cleared)
 
 
+def _certificate_uri(cert) -> str | None:
+    from cryptography import x509
+
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
 async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
     """A configured (not yet started) server with its event type and root folder."""
     loopback = is_loopback(settings.opcua_endpoint)
@@ -202,6 +213,9 @@ async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
     if settings.opcua_cert is not None:
         await server.load_certificate(str(settings.opcua_cert))
         await server.load_private_key(str(settings.opcua_key))
+        uri = _certificate_uri(server.iserver.certificate)
+        if uri:  # clients check that the server's application URI is the certificate's
+            await server.set_application_uri(uri)
         policies += [ua.SecurityPolicyType.Basic256Sha256_Sign,
                      ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
     server.set_security_policy(policies, permission_ruleset=_Rules())

@@ -162,3 +162,67 @@ async def _until_async(read, expected, timeout: float) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{value!r} != {expected!r}")
+
+
+def _certificate(tmp_path, name: str, uri: str, use) -> tuple[str, str]:
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, name, {}, [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")], [use])
+    cert_path, key_path = tmp_path / f"{name}.der", tmp_path / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return str(cert_path), str(key_path)
+
+
+def test_basic256sha256_with_a_user_and_no_anonymous_access_off_loopback(
+        redis_url, line, rclient, tmp_path):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    endpoint = _endpoint()
+    cert, key = _certificate(tmp_path, "server", "urn:rlr:test:server",
+                             ExtendedKeyUsageOID.SERVER_AUTH)
+    client_cert, client_key = _certificate(tmp_path, "client", "urn:rlr:test:client",
+                                           ExtendedKeyUsageOID.CLIENT_AUTH)
+    env = daemon_env(redis_url, line, consumer="opcua-sec", opcua_endpoint=endpoint,
+                     opcua_username=USER, opcua_password=PASSWORD, plc_cameras="camA",
+                     opcua_cert=cert, opcua_key=key)
+    bridge = Proc(["bridge", "opcua"], env, tmp_path / "sec.log")
+
+    async def scenario() -> None:
+        anonymous = await _connect(endpoint)
+        policies = {(e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name)
+                    for e in await anonymous.get_endpoints()}
+        assert {("Basic256Sha256", "Sign"), ("Basic256Sha256", "SignAndEncrypt"),
+                ("None", "None_")} <= policies
+        await anonymous.disconnect()
+        client = Client(endpoint, timeout=5)
+        client.application_uri = "urn:rlr:test:client"
+        await client.set_security_string(
+            f"Basic256Sha256,SignAndEncrypt,{client_cert},{client_key},{cert}")
+        client.set_user(USER)
+        client.set_password(PASSWORD)
+        await client.connect()
+        idx = await client.get_namespace_index("urn:rlr")
+        cam = client.get_node(ua.NodeId(f"{line}.camA", idx))
+        assert await cam.call_method(f"{idx}:Acknowledge", "") == 0
+        await client.disconnect()
+        wrong = Client(endpoint, timeout=5)
+        wrong.set_user(USER)
+        wrong.set_password("not-the-password")
+        with pytest.raises(ua.UaStatusCodeError):
+            await wrong.connect()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        bridge.stop()
+    # Off loopback without a user the bridge refuses to start, saying why.
+    off = daemon_env(redis_url, line, opcua_endpoint="opc.tcp://0.0.0.0:48999/rlr/")
+    proc = Proc(["bridge", "opcua"], off, tmp_path / "off.log")
+    assert proc.p.wait(60) == 2
+    assert "RLR_OPCUA_USERNAME" in proc.log_path.read_text()
+    proc.stop()
