@@ -139,3 +139,50 @@ def test_reject_coil_latch_and_reset_with_real_worker(redis_url, line, rclient, 
     finally:
         bridge.stop()
         worker.stop()
+
+
+def test_rides_out_a_redis_restart_keeping_latches(line, tmp_path):
+    """Results and alerts as a worker writes them, into a private Redis that restarts."""
+    import redis as redis_lib
+
+    from daemon.line.embedded import EmbeddedRedis
+    from daemon.wire.schema import Result
+
+    def result(i: int, anomalous: bool) -> dict:
+        return Result(f"f{i}", "camA", 0.9 if anomalous else 0.1, anomalous, 0.5, "m-1",
+                      time.time(), 1.0, 2.0, 3.0, "w").to_fields()
+
+    with EmbeddedRedis(port=0) as server:
+        writer = redis_lib.Redis.from_url(server.url)
+        port = _free_port()
+        bridge = _start_bridge(server.url, line, port, tmp_path, "restart")
+        try:
+            client = _client(port, bridge)
+            wait_for(lambda: client.read_holding_registers(3).registers[0] == 1, 10,
+                     "redis_ok", (bridge,))
+            writer.xadd(keys.results(line), result(0, False))
+            writer.xadd(keys.alerts(line), Alert(f"{line}-a0", line, "camA", time.time(),
+                                                 "1/1", ["f0"], [0.9], ["1-0"], "m-1",
+                                                 0.5).to_fields())
+            wait_for(lambda: _coils(client, 0)[1], 10, "latched", (bridge,))
+            server.kill()
+            wait_for(lambda: client.read_holding_registers(3).registers[0] == 0, 10,
+                     "redis_ok drops", (bridge,))
+            beat = client.read_holding_registers(0).registers[0]
+            wait_for(lambda: client.read_holding_registers(0).registers[0] > beat, 5,
+                     "heartbeat while Redis is away", (bridge,))
+            assert _coils(client, 0)[1], "the latch holds while Redis is away"
+            assert client.write_coil(2, True).isError(), "a reset needs Redis to be recorded"
+            server.start()  # AOF: the stream and the group's pending alert come back
+            wait_for(lambda: client.read_holding_registers(3).registers[0] == 1, 20,
+                     "redis_ok again", (bridge,))
+            writer = redis_lib.Redis.from_url(server.url)
+            writer.xadd(keys.results(line), result(1, True))
+            wait_for(lambda: _regs(client, 0)[0] == 2, 10, "result after restart", (bridge,))
+            assert _regs(client, 0)[3] == 2 and _coils(client, 0)[1]
+            assert not client.write_coil(2, True).isError()
+            assert writer.hexists(keys.alert_acks(line), f"{line}-a0")
+            assert writer.xpending(keys.alerts(line), "rlr-bridge-modbus")["pending"] == 0
+            client.close()
+        finally:
+            assert bridge.stop() == 0
