@@ -150,7 +150,7 @@ class ModbusTable(ModbusServerContext, Listener):
         addrs = range(address, address + len(values))
         if any(a >= len(self.entries) * COIL_BLOCK or a % COIL_BLOCK != _RESET for a in addrs):
             return ExcCodes.ILLEGAL_ADDRESS
-        self._echo = [bool(v) for v in values]
+        self._echo = [bool(v) for v in values] if func_code == 5 else None
         for a, v in zip(addrs, values, strict=True):
             if v and self.feed is not None:
                 line, cam = self.entries[a // COIL_BLOCK]
