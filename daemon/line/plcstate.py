@@ -1,15 +1,18 @@
-"""The line state a PLC or SCADA bridge serves (`daemon.line.modbus`, `daemon.line.opcua`):
+"""The line state a PLC or SCADA bridge serves (`daemon.line.modbus`, `opcua`, `sparkplug`):
 per camera the last result, counters, the alerts not yet acknowledged and the camera's raised
 health conditions, fed from `rlr:results:{line}`, `rlr:alerts:{line}` and `rlr:health:{line}`.
 
-Each bridge kind reads through its own consumer group (`rlr-bridge-modbus`, `rlr-bridge-opcua`)
-on the three streams. Results and health events are acknowledged once applied: the state is
-"the latest", and a client that reconnects reads it from the server. An alert is acknowledged
-only when the PLC or operator acknowledges it (the Modbus reset coil, the OPC UA Acknowledge
-method): until then it stays pending in the group, so a bridge that restarts (or another one
-of its kind that claims it, `claim_idle_ms` after the first died) latches it again. Latched
-alerts are touched every `claim_interval_s` so no live bridge's latch is taken away.
-Acknowledgements are recorded in the hash `rlr:alertack:{line}` (alert id -> JSON).
+Each bridge kind reads through its own consumer group (`rlr-bridge-modbus`, `rlr-bridge-opcua`,
+`rlr-bridge-sparkplug`) on the three streams; on results the group starts at the stream's end
+and the start reads each camera's last values from the latest results. Results and health
+events are acknowledged once applied: the state is "the latest", and a client that reconnects
+reads it from the server. An alert is acknowledged only when the PLC or operator acknowledges
+it (the Modbus reset coil, the OPC UA Acknowledge method): until then it stays pending in the
+group, so a bridge that restarts (or another one of its kind that claims it, `claim_idle_ms`
+after the first died) latches it again. Latched alerts are touched every `claim_interval_s` so
+no live bridge's latch is taken away. Acknowledgements are recorded in the hash
+`rlr:alertack:{line}` (alert id -> JSON). Sparkplug, which has no acknowledge, acks alerts
+once counted (`hold_alerts=False`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis
 
 from daemon import logs
 from daemon.settings import Settings
@@ -38,6 +43,7 @@ log = logs.get(__name__)
 PULSE_MAX_AGE_S = 2.0
 _R, _A, _H = "results:", "alerts:", "health:"
 _PENDING_READ = 1000  # latched alerts re-read per line at start
+_SEED = 200  # latest results read per line at start, for each camera's last values
 
 
 @dataclass
@@ -109,13 +115,35 @@ class LineFeed:
             self.cameras[(name, cam)] = CameraState(name, cam)
         self._deliveries: dict[tuple[str, str], Delivery] = {}  # (line, alert id) -> entry
         self._next_claim = 0.0
+        self._seeded = False
         self._skipped: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
-        """Create the groups, load camera health and re-latch alerts still pending."""
+        """Create the groups, load the latest results and camera health, re-latch alerts
+        still pending."""
+        for name in self.lines:
+            # The results group starts at the end: a first start does not replay a stream of
+            # up to RLR_RESULTS_MAXLEN results; the latest ones are read below instead.
+            try:
+                await self.client.xgroup_create(keys.results(name), self.group, id="$",
+                                                mkstream=True)
+                log.info("group_created", key=keys.results(name), group=self.group)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         for key in await run_async(self.client, self.reader.ensure()):
             log.info("group_created", key=key, group=self.group)
+        if not self._seeded:
+            for name in self.lines:
+                recent = await self.client.xrevrange(keys.results(name), count=_SEED)
+                for _, fields in reversed(recent):
+                    try:
+                        await self._on_result(name, Result.from_fields(fields), replay=True,
+                                              seed=True)
+                    except (KeyError, ValueError, TypeError):
+                        continue
+            self._seeded = True
         for name in self.lines:
             raw = await self.client.hgetall(keys.camera_health(name))
             for cam_name, value in (raw or {}).items():
@@ -179,13 +207,13 @@ class LineFeed:
             await run_async(self.client, self.reader.ack(done))
         return len(batch)
 
-    async def _on_result(self, line: str, r: Result, replay: bool) -> None:
+    async def _on_result(self, line: str, r: Result, replay: bool, seed: bool = False) -> None:
         cam = self.camera(line, r.camera)
-        if cam is None:
-            return
+        if cam is None or (r.frame_id, r.capture_ts) == (cam.frame_id, cam.capture_ts):
+            return  # the group re-delivered what the start read as the latest
         cam.score, cam.threshold, cam.is_anomaly = r.score, r.threshold, r.is_anomaly
         cam.frame_id, cam.capture_ts, cam.model_version = r.frame_id, r.capture_ts, r.model_version
-        cam.frames += 1
+        cam.frames += 0 if seed else 1
         fresh = not replay and time.time() - r.capture_ts - r.latency_ms / 1000 \
             < PULSE_MAX_AGE_S
         await _maybe(self.listener.result(cam, fresh))

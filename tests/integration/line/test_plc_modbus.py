@@ -102,10 +102,18 @@ def test_reject_coil_latch_and_reset_with_real_worker(redis_url, line, rclient, 
             assert _regs(client, cam)[13] == anomalous[name], "one reject pulse per anomaly"
         client.close()
 
-        # The bridge restarts while the PLC is away: every latch comes back.
+        # The bridge restarts while the PLC is away: every latch comes back ...
         assert bridge.stop() == 0
         bridge = _start_bridge(redis_url, line, port, tmp_path, "bridge2")
         client = _client(port, bridge)
+        # ... with each camera's last result (read at start; no reject for it) ...
+        for cam, name in enumerate(CAMS):
+            last = [r for r in results(rclient, line) if r.camera == name][-1]
+            wait_for(lambda cam=cam: _regs(client, cam)[3] != 0, 10, "seeded", (bridge,))
+            assert _regs(client, cam)[1:4] == [min(65535, round(last.score * 1000)),
+                                               round(last.threshold * 1000),
+                                               2 if last.is_anomaly else 1]
+            assert _regs(client, cam)[13] == 0 and _coils(client, cam)[0] is False
         latched = [c for c in range(2) if any(a.camera == CAMS[c] for a in alerts)]
         assert latched
         for cam in latched:
