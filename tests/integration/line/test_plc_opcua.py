@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 from asyncua import Client, ua
 
 from daemon.line.producer import push_images
 from daemon.wire import keys
-from daemon.wire.schema import Alert
+from daemon.wire.schema import Alert, HealthEvent
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
 USER, PASSWORD = "scada", "test-secret"
@@ -136,6 +137,14 @@ async def _scenario(endpoint, redis_url, line, rclient, jpegs, bridge, worker, t
     assert record["via"] == "opcua"
     with pytest.raises(ua.UaStatusCodeError):
         await cam.call_method(f"{idx}:Acknowledge", "no-such-alert")
+    # Camera health, from an event as the worker writes it.
+    now = time.time()
+    rclient.xadd(keys.health(line), HealthEvent(line, "camA", "blur", "raised", now, now)
+                 .to_fields())
+    await _until_async(lambda: client.get_node(
+        ua.NodeId(f"{line}.camA.CameraHealth", idx)).read_value(), ["blur"], 10)
+    assert await client.get_node(ua.NodeId(f"{line}.camA.CameraHealthy", idx)).read_value() \
+        is False
     await client.disconnect()
 
     # The bridge restarts: the unacknowledged alerts are listed again, the acknowledged not.
