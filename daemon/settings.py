@@ -165,6 +165,27 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per webhook call")
     bridge_max_attempts: int = Field(8, ge=1, description="tries before an alert is dead-lettered")
 
+    # --- PLC and SCADA bridges (daemon/line/modbus.py, daemon/line/opcua.py)
+    plc_cameras: str = Field("", description="comma-separated cameras the Modbus map and OPC UA "
+                             "tree are built for (empty: the cameras seen in recent results)")
+    modbus_host: str = Field("127.0.0.1", description="address the Modbus TCP server binds")
+    modbus_port: int = Field(5020, ge=0, le=65535, description="Modbus TCP port (502 needs "
+                             "root or CAP_NET_BIND_SERVICE)")
+    modbus_pulse_ms: float = Field(500.0, gt=0, le=60_000, description="how long the reject "
+                                   "coil stays 1 after an anomalous frame")
+    opcua_endpoint: str = Field("opc.tcp://127.0.0.1:4840/rlr/", description="OPC UA endpoint "
+                                "the server binds")
+    opcua_username: str | None = Field(None, description="OPC UA user (required, with the "
+                                       "password, when the endpoint is not loopback)")
+    opcua_password: SecretStr | None = Field(None, description="OPC UA password")
+    opcua_cert: Path | None = Field(None, description="server certificate (DER or PEM): "
+                                    "enables Basic256Sha256 Sign and SignAndEncrypt")
+    opcua_key: Path | None = Field(None, description="private key of RLR_OPCUA_CERT (PEM)")
+    sparkplug_group: str = Field("rlr", description="Sparkplug B group id (rlrctl bridge mqtt "
+                                 "--format sparkplug)")
+    sparkplug_node: str = Field("", description="Sparkplug B edge node id (empty: the line "
+                                "name, or rlr when serving several lines)")
+
     # --- model rollout
     rollout_poll_s: float = Field(5.0, gt=0, description="how often workers re-check the "
                                   "lines' rollouts (pub/sub wakes them at once as well)")
@@ -250,6 +271,13 @@ class Settings(BaseSettings):
                              f"{self.health_window}")
         if self.health_drift_clear_psi >= self.health_drift_psi:
             raise ValueError("RLR_HEALTH_DRIFT_CLEAR_PSI must be below RLR_HEALTH_DRIFT_PSI")
+        if (self.opcua_username is None) != (self.opcua_password is None):
+            raise ValueError("set both RLR_OPCUA_USERNAME and RLR_OPCUA_PASSWORD, or neither")
+        if self.opcua_password is not None and not self.opcua_password.get_secret_value():
+            raise ValueError("RLR_OPCUA_PASSWORD is empty: set a password for "
+                             "RLR_OPCUA_USERNAME")
+        if (self.opcua_cert is None) != (self.opcua_key is None):
+            raise ValueError("set both RLR_OPCUA_CERT and RLR_OPCUA_KEY, or neither")
         if self.backlog_limit >= self.frames_maxlen:
             raise ValueError(f"RLR_BACKLOG_LIMIT={self.backlog_limit} must be below "
                              f"RLR_FRAMES_MAXLEN={self.frames_maxlen}: frames trimmed by the cap "

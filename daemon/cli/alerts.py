@@ -105,12 +105,21 @@ def bridge() -> None:
 @bridge.command()
 @_line
 @click.option("--mqtt-url", help="mqtt://host:port or mqtts://host:port (default RLR_MQTT_URL).")
+@click.option("--format", "fmt", type=click.Choice(["json", "sparkplug"]), default="json",
+              show_default=True, help="json: every alert to RLR_MQTT_TOPIC; sparkplug: the line "
+              "state as a Sparkplug B edge node, one device per camera.")
 @redis_options
-def mqtt(lines, mqtt_url, redis_url, config_file) -> None:
-    """Publish every alert as JSON to RLR_MQTT_TOPIC on the MQTT broker."""
+def mqtt(lines, mqtt_url, fmt, redis_url, config_file) -> None:
+    """Publish every alert as JSON to RLR_MQTT_TOPIC on the MQTT broker (or, with --format
+    sparkplug, the line state as Sparkplug B)."""
     from daemon.line.sinks import MqttSink
 
     settings = settings_from(config_file, redis_url, lines=lines_value(lines), mqtt_url=mqtt_url)
+    if fmt == "sparkplug":
+        from daemon.cli.plc import sparkplug
+
+        sparkplug(settings)
+        return
     logs.configure(settings.log_format, settings.log_level, bridge="mqtt")
     client = connect(settings)
     sink = MqttSink(settings)
@@ -158,3 +167,14 @@ def _serve(client, settings: Settings, sink) -> None:
         runner.run()
     finally:
         client.close()
+
+
+def _plc_commands() -> None:
+    from daemon.cli.plc import modbus, opcua, sparkplug_command
+
+    bridge.add_command(modbus)
+    bridge.add_command(opcua)
+    bridge.add_command(sparkplug_command)
+
+
+_plc_commands()

@@ -55,6 +55,12 @@ def camera_health(line: str) -> str:
     return f"{PREFIX}:camhealth:{{{line}}}"
 
 
+def alert_acks(line: str) -> str:
+    """Hash: alert id -> JSON {ts, by, via, comment}, written when a PLC / SCADA bridge's
+    client acknowledges the alert (the Modbus reset coil, the OPC UA Acknowledge method)."""
+    return f"{PREFIX}:alertack:{{{line}}}"
+
+
 def stats(line: str) -> str:
     """Hash of line counters that must survive worker restarts (skipped, dead-lettered)."""
     return f"{PREFIX}:stats:{{{line}}}"

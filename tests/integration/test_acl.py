@@ -46,8 +46,8 @@ from daemon.wire.schema import Alert
 from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
-USERS = ("default", "rlr-admin", "rlr-producer", "rlr-worker", "rlr-bridge", "rlr-trainer",
-         "rlr-operator", "rlr-keda")
+USERS = ("default", "rlr-admin", "rlr-producer", "rlr-worker", "rlr-bridge", "rlr-modbus",
+         "rlr-opcua", "rlr-sparkplug", "rlr-trainer", "rlr-operator", "rlr-keda")
 PLACEHOLDER = re.compile(r">CHANGE-ME-([A-Za-z0-9_-]+)")
 # redis-py sends CLIENT SETINFO on connect and ignores a refusal; Redis >= 7.2 logs it
 TOLERATED = {("command", "client|setinfo")}
@@ -384,6 +384,77 @@ def test_bridge_reads_alerts_and_writes_only_dead_letters(acl_redis):
         ("HSET", keys.alias(line), "production", "x"), ("HGET", keys.MODELS, "x"),
         *_denied_everywhere(line))
     assert admin.xlen(keys.alerts(line)) == 3
+
+
+# ----------------------------------------------------------------------------- PLC bridges
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.results, self.alerts, self.healths = [], [], []
+
+    def result(self, cam, fresh) -> None:
+        self.results.append(cam.camera)
+
+    def alert(self, cam, alert) -> None:
+        self.alerts.append(alert.alert_id)
+
+    def cleared(self, cam, ids) -> None:
+        pass
+
+    def health(self, cam) -> None:
+        self.healths.append(cam.health)
+
+
+@pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
+def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_redis, kind):
+    import asyncio
+
+    from daemon.line.plcstate import LineFeed, discover_cameras
+    from daemon.wire.clients import connect_async
+    from daemon.wire.schema import HealthEvent, Result
+
+    line, admin, user = _line(), acl_redis.admin, f"rlr-{kind}"
+    admin.xadd(keys.results(line), Result("f1", "cam1", 0.9, True, 0.5, "m-1", time.time(),
+                                          1.0, 2.0, 3.0, "w").to_fields())
+    admin.xadd(keys.alerts(line), Alert(f"{line}-a1", line, "cam1", time.time(), "1/1", ["f1"],
+                                        [0.9], ["1-0"], "m-1", 0.5).to_fields())
+    admin.xadd(keys.health(line), HealthEvent(line, "cam1", "dark", "raised", time.time(),
+                                              time.time()).to_fields())
+    admin.hset(keys.camera_health(line), "cam1", json.dumps({"dark": {}}))
+    acl_redis.reset_log()
+    settings = load_settings(redis_url=acl_redis.url(user), lines=[line], claim_idle_ms=100)
+    sync = connect(settings)
+    assert discover_cameras(sync, [line]) == [(line, "cam1")]
+    listener = _Listener()
+
+    async def run() -> None:
+        client = connect_async(settings)
+        feed = LineFeed(client, settings, kind, [line], listener,
+                        hold_alerts=kind != "sparkplug")
+        await feed.start()
+        await feed.step(100)
+        await feed.step(100)
+        if kind != "sparkplug":
+            assert await feed.acknowledge(line, "cam1", None, by=kind) == [f"{line}-a1"]
+        await client.aclose()
+
+    asyncio.run(run())
+    assert listener.results == ["cam1"] and listener.alerts == [f"{line}-a1"]
+    assert listener.healths == [("dark",)]
+    assert admin.xpending(keys.alerts(line), f"rlr-bridge-{kind}")["pending"] == 0
+    assert admin.hexists(keys.alert_acks(line), f"{line}-a1") == (kind != "sparkplug")
+    assert acl_redis.denials(user) == []
+    assert_denied(
+        sync,
+        ("XADD", keys.alerts(line), "*", "f", "1"), ("XADD", keys.results(line), "*", "f", "1"),
+        ("XADD", keys.frames(line), "*", "f", "1"), ("XRANGE", keys.frames(line), "-", "+"),
+        ("XADD", keys.dlq(line), "*", "f", "1"), ("HGET", keys.alert_acks(line), "x"),
+        ("HSET", keys.camera_health(line), "cam1", "{}"), ("DEL", keys.alerts(line)),
+        ("XGROUP", "DESTROY", keys.alerts(line), f"rlr-bridge-{kind}"),
+        ("HSET", keys.alias(line), "production", "x"), ("HGET", keys.MODELS, "x"),
+        *([("HSET", keys.alert_acks(line), "x", "1")] if kind == "sparkplug" else []),
+        *_denied_everywhere(line))
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -94,6 +94,22 @@ def test_producer_and_bridge_start_after_redis_without_the_worker_probe(compose)
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+@pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
+def test_plc_bridges_are_services_of_the_plc_profile(compose, kind, monkeypatch):
+    service = compose["services"][f"bridge-{kind}"]
+    assert _argv(service) == ["rlrctl", "bridge", kind]
+    assert service["profiles"] == ["plc"]
+    assert service["healthcheck"] == {"disable": True}
+    env = _env(compose, f"bridge-{kind}")
+    if kind == "opcua":  # not loopback in a container: a user, its password from the shell
+        assert env["RLR_OPCUA_PASSWORD"].startswith("${OPCUA_PASSWORD")
+        env["RLR_OPCUA_PASSWORD"] = "from-the-shell"
+    settings = settings_from(env, monkeypatch)
+    assert settings.redis_url.startswith("redis://redis:")
+    for port in service.get("ports", []):
+        assert port.startswith("127.0.0.1:"), "published on the host's loopback only"
+
+
 def test_host_side_variables_never_look_like_settings():
     # ${VAR} in compose.yaml are read from the user's shell, where an RLR_ name that is no
     # setting would stop every rlrctl command started from that shell

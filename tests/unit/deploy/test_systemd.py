@@ -28,9 +28,9 @@ ENV = SYSTEMD / "env"
 RLRCTL = "/opt/rlr/venv/bin/rlrctl"
 # example instance of each template, as the files in env/ name them
 INSTANCES = {"rlr-worker@": "gpu0", "rlr-worker-check@": "gpu0", "rlr-worker-restart@": "gpu0",
-             "rlr-producer@": "cam1", "rlr-bridge@": "mqtt"}
+             "rlr-producer@": "cam1", "rlr-bridge@": "mqtt", "rlr-plc@": "modbus"}
 LONG_RUNNING = ["rlr-worker@.service", "rlr-producer@.service", "rlr-bridge@.service",
-                "rlr-trainer.service"]
+                "rlr-plc@.service", "rlr-trainer.service"]
 
 
 def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -138,7 +138,7 @@ def test_the_expected_units_are_there():
     assert set(units()) == {
         "rlr-worker@.service", "rlr-worker-check@.service", "rlr-worker-check@.timer",
         "rlr-worker-restart@.service", "rlr-producer@.service", "rlr-bridge@.service",
-        "rlr-trainer.service"}
+        "rlr-plc@.service", "rlr-trainer.service"}
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
@@ -233,6 +233,23 @@ def test_bridge_template_runs_the_bridge_named_by_the_instance():
     env = service_env("rlr-bridge@.service", unit)
     assert env["RLR_MQTT_URL"].startswith(("mqtt://", "mqtts://"))
     assert env["RLR_WEBHOOK_URL"].startswith(("http://", "https://"))
+
+
+@pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
+def test_plc_template_runs_each_bridge_as_its_own_acl_user(kind, monkeypatch):
+    unit = units()["rlr-plc@.service"]
+    assert exec_start(unit)[1:] == ["bridge", "%i"]
+    assert "/etc/rlr/plc/%i.env" in values(unit, "Service", "EnvironmentFile")
+    env = {**read_env_file(ENV / "rlr.env"), **read_env_file(ENV / "plc" / f"{kind}.env")}
+    assert env["RLR_REDIS_USERNAME"] == f"rlr-{kind}"
+    assert f"rlr-{kind}" in (DEPLOY / "redis" / "users.acl").read_text()
+    settings = settings_from(env, monkeypatch)
+    if kind != "sparkplug":
+        assert settings.plc_cameras, "a fixed camera list: the Modbus map must not move"
+    from daemon.cli import main
+
+    bridge = main.get_command(None, "bridge")
+    assert kind in bridge.commands
 
 
 def test_trainer_uses_the_gpu_a_persistent_workdir_and_a_long_stop():
