@@ -59,10 +59,14 @@ def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
 
 
 def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: float,
-                   device: str) -> float:
+                   device: str, engine: str = "torch", cache: Path | None = None) -> float:
     from rlr.artifact import load_artifact
+    from rlr.runtimes import build_runtime
 
-    model, _ = load_artifact(path, device=device)
+    model, manifest = load_artifact(path, device=device)
+    if engine != "torch":  # the same runtime the worker builds (from the same cache)
+        model = build_runtime(engine, model, manifest, torch.device(device), "fp32",
+                              cache or path.parent / "engines")
     x = to_tensor((images * batch)[:batch]).to(device)
     model.predict(x)  # warm-up
     n, t0 = 0, time.perf_counter()
@@ -199,6 +203,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
     ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    ap.add_argument("--engine", default="torch",
+                    help="RLR_ENGINE of the worker (and of the model-only figure)")
     ap.add_argument("--compare-health", action="store_true",
                     help="measure what camera health costs instead (workers with it on / off)")
     args = ap.parse_args()
@@ -211,6 +217,7 @@ def main() -> None:
     frames = [encode_image(img, "jpeg", 90)[0] for img in images]
     model = make_model(args.preset, work, images)
     print(f"preset {args.preset}: {size} px, batch {args.batch}, device {args.device}, "
+          f"engine {args.engine}, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
 
     server = None if args.redis_url else EmbeddedRedis(work / "redis").start()
@@ -225,7 +232,8 @@ def main() -> None:
         return
     line = f"bench{uuid.uuid4().hex[:6]}"
     log = work / "worker.log"
-    worker = start_worker(url, line, model, args.batch, args.device, log)
+    worker = start_worker(url, line, model, args.batch, args.device, log, engine=args.engine,
+                          engine_cache=str(work / "engines"))
     try:
         wait_ready(client, worker, log)
         throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
@@ -234,7 +242,7 @@ def main() -> None:
         models, e2es = [], []
         for _ in range(args.rounds):
             models.append(model_only_fps(model, images, args.batch, args.seconds / args.rounds,
-                                         args.device))
+                                         args.device, args.engine))
             n = max(int(models[-1] * args.seconds / args.rounds), 4 * args.batch)
             e2es.append(throughput(client, line, frames, n))
         fps_model, fps_e2e = float(np.median(models)), float(np.median(e2es))
