@@ -1,5 +1,8 @@
 """Reconstructor speed: the fast inference path vs the straightforward dense-mask path.
 
+On the CPU it also runs the fast path exported to ONNX Runtime and OpenVINO (fp32), against
+the same dense path (the authors' forward).
+
 Runs the `paper` preset's reconstructor dimensions (tf_efficientnet_b6 levels 2 and 3 at
 256 px: 32x32 and 16x16 grids, d_model 256/512, 4 layers, 8 heads) on random features, batch 8,
 and prints img/s of both paths and their ratio, measured in one run. fp32 on CPU; bf16 autocast
@@ -45,6 +48,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-engines", action="store_true",
+                    help="skip the exported fast path on ONNX Runtime / OpenVINO (CPU)")
     args = ap.parse_args()
 
     cfg = preset(args.preset)
@@ -75,6 +80,53 @@ def main() -> None:
     print(f"dense path: {dense:8.2f} img/s")
     print(f"fast path:  {fast:8.2f} img/s")
     print(f"speed-up:   {fast / dense:8.2f}x   (max relative difference {rel:.2e})")
+    if device.type == "cpu" and not args.no_engines:
+        for name, fps, err in exported(rec, feats, f, args.iters):
+            print(f"{name + ':':<12}{fps:8.2f} img/s   {fps / dense:5.2f}x the dense path "
+                  f"(max relative difference to fast {err:.2e})")
+
+
+def exported(rec, feats, ref, iters: int):
+    """The fast path exported to ONNX (reference keys/values folded in as constants) on ONNX
+    Runtime and OpenVINO, where installed."""
+    import importlib.util
+    import tempfile
+    import warnings
+
+    class Recon(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rec = rec
+
+        def forward(self, *fs):
+            return tuple(o.recon for o in self.rec(list(fs)))
+
+    path = tempfile.mkdtemp() + "/rec.onnx"
+    names = [f"f{i}" for i in range(len(feats))]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Recon().eval(), tuple(feats), path, input_names=names,
+                          opset_version=17, dynamo=False)
+    inputs = {n: x.numpy() for n, x in zip(names, feats, strict=True)}
+    runs = []
+    if importlib.util.find_spec("onnxruntime"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        runs.append(("onnxruntime", lambda: sess.run(None, inputs)))
+    if importlib.util.find_spec("openvino"):
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        runs.append(("openvino", lambda: [compiled(inputs)[i] for i in range(len(feats))]))
+    for name, run in runs:
+        outs = run()
+        err = max(float(abs(o - r.recon.numpy()).max() / r.recon.abs().max())
+                  for o, r in zip(outs, ref, strict=True))
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            run()
+        yield name, iters * feats[0].shape[0] / (time.perf_counter() - t0), err
 
 
 if __name__ == "__main__":
