@@ -9,7 +9,9 @@ so a model switch shows at one point in the results stream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
+from daemon.wire.codec import thumbnail
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
@@ -76,6 +79,10 @@ class Publisher:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
         self._last: asyncio.Task | None = None
+        # (line, camera) -> when its last thumbnail was written / its last anomalous frames
+        # (frame id, frame, mask): the evidence an alert keeps; bytes held, nothing copied
+        self._thumb_at: dict[tuple[str, str], float] = {}
+        self._recent: dict[tuple[str, str], deque] = {}
 
     async def skip(self, items: list[Delivery]) -> None:
         """Acknowledge stale frames unscored, and count them where they outlive the worker."""
@@ -191,6 +198,7 @@ class Publisher:
         published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
         self.release(d for d, _ in pairs)
         health: list[HealthEvent] = []
+        thumbs: list[tuple[str, Result, Frame]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
@@ -204,6 +212,12 @@ class Publisher:
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
+            frame = batch.items[i][1]
+            if self._thumb_due(d.line, res.camera, now):
+                thumbs.append((d.line, res, frame))
+            if res.is_anomaly:
+                self._recent.setdefault((d.line, res.camera), deque(maxlen=self.rule.n)).append(
+                    (res.frame_id, frame, res.mask))
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
             if self.cameras is not None and i < len(batch.measures):
                 health += [HealthEvent(d.line, c.camera, c.kind, c.state, c.ts,
@@ -217,6 +231,45 @@ class Publisher:
                 await self._alert(d.line, res, pub.window)
         if health:
             await self._camera_health(health)
+        if thumbs:
+            await self._thumbnails(thumbs)
+
+    def _thumb_due(self, line: str, camera: str, now: float) -> bool:
+        every = self.s.thumb_interval_s
+        if every <= 0 or now - self._thumb_at.get((line, camera), 0.0) < every:
+            return False
+        self._thumb_at[(line, camera)] = now
+        return True
+
+    def _small(self, frame: Frame) -> bytes:
+        return thumbnail(frame, self.s.thumb_side, self.s.thumb_max_bytes,
+                         self.s.max_image_side)
+
+    async def _thumbnails(self, items: list[tuple[str, Result, Frame]]) -> None:
+        """Best effort, never holding up results: a failed write only leaves an old picture."""
+        try:
+            small = await asyncio.get_running_loop().run_in_executor(
+                self.pool(), lambda: [self._small(f) for _, _, f in items])
+            await self.sink.thumbnails(
+                [(line, res.camera, res.frame_id, res.capture_ts, data)
+                 for (line, res, _), data in zip(items, small, strict=True)],
+                self.s.thumb_ttl_s)
+        except Exception as exc:
+            if self._throttle.due(("thumb",)):
+                log.warning("thumbnail_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _evidence(self, line: str, camera: str, frame_ids: list[str]) -> tuple:
+        """(frame id, JPEG, mask) of the alert's anomalous frames this worker still holds."""
+        wanted = set(frame_ids)
+        kept = [x for x in self._recent.get((line, camera), ()) if x[0] in wanted]
+        try:
+            small = await asyncio.get_running_loop().run_in_executor(
+                self.pool(), lambda: [self._small(f) for _, f, _ in kept])
+        except Exception as exc:  # the alert goes out anyway, without pictures
+            log.warning("evidence_failed", line=line, error=f"{type(exc).__name__}: {exc}")
+            return ()
+        return tuple((fid, data, mask) for (fid, _, mask), data in zip(kept, small,
+                                                                       strict=True))
 
     async def _camera_health(self, events: list[HealthEvent]) -> None:
         announced = await self.retry(lambda: self.sink.publish_health(events), "publish_health")
@@ -233,6 +286,8 @@ class Publisher:
                                      "camera_health") if self.cameras is not None else ()
         alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
                                 res.threshold, res.product_class, unhealthy)
+        alert = dataclasses.replace(alert, evidence=await self._evidence(
+            line, res.camera, alert.frame_ids))
         alert_id = await self.retry(
             lambda: self.sink.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
         if alert_id is not None:

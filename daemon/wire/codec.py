@@ -86,3 +86,11 @@ def decode_mask(data: bytes, size: int | None = None) -> np.ndarray:
     if size is not None and mask.shape != (size, size):
         mask = resize(np.repeat(mask[..., None], 3, axis=2), size)[..., 0]
     return mask > 127
+
+
+def thumbnail(frame: Frame, side: int, max_bytes: int, max_side: int) -> bytes:
+    """A small JPEG of `frame` for people to look at (the console): a JPEG frame within
+    `max_bytes` as it came (no work at all), anything else decoded and shrunk to `side`."""
+    if frame.encoding == "jpeg" and len(frame.data) <= max_bytes:
+        return frame.data
+    return encode_image(decode_frame(frame, side, max_side), "jpeg", quality=75)[0]

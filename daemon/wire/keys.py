@@ -55,6 +55,17 @@ def camera_health(line: str) -> str:
     return f"{PREFIX}:camhealth:{{{line}}}"
 
 
+def thumb(line: str, camera: str) -> str:
+    """Hash of a camera's latest thumbnail (`frame_id`, `ts`, `image` JPEG), short TTL:
+    written by the worker a few times a second at most, read by the console."""
+    return f"{PREFIX}:thumb:{{{line}}}:{len(camera)}:{camera}"
+
+
+def alert_acks(line: str) -> str:
+    """Hash: alert id -> JSON {by, ts} of the operator who acknowledged it (the console)."""
+    return f"{PREFIX}:acks:{{{line}}}"
+
+
 def stats(line: str) -> str:
     """Hash of line counters that must survive worker restarts (skipped, dead-lettered)."""
     return f"{PREFIX}:stats:{{{line}}}"
