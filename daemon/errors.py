@@ -70,3 +70,7 @@ class JobCancelled(Exception):
 
 class TrainerStopping(Exception):
     """This trainer was asked to stop; the job goes back on the queue."""
+
+
+class ConsoleError(DaemonError):
+    """The console cannot start as configured (e.g. bound beyond loopback with no token)."""

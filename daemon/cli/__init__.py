@@ -60,6 +60,7 @@ _COMMANDS = {
     "undeploy": ("models", "undeploy"), "status": ("models", "status"),
     "trainer": ("jobs", "trainer"), "jobs": ("jobs", "jobs_group"),
     "collect": ("collect", "collect"), "health": ("health", "health"),
+    "console": ("console", "console"),
 }
 
 
