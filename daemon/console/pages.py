@@ -88,10 +88,8 @@ def models_page(lines: list[str], views: list[dict]) -> str:
     parts = ["<h2>Models and rollout</h2>"]
     for v in views:
         line, ro = v["line"], v["rollout"]
-        everything = [s for r in v["rows"] for s in r["scores"]] + \
-                     [t for r in v["rows"] for t in _thresholds(r)]
-        lo, hi = (min(everything), max(everything)) if everything else (0.0, 1.0)
-        hi = hi if hi > lo else lo + 1.0
+        lo, hi = _axis([s for r in v["rows"] for s in r["scores"]],
+                       [t for r in v["rows"] for t in _thresholds(r)])
         rows = []
         for r in v["rows"]:
             metrics = ", ".join(f"{esc(k)} {esc(_num(x))}" for k, x in
@@ -135,7 +133,21 @@ def models_page(lines: list[str], views: list[dict]) -> str:
     return shell("/models", "models", "".join(parts), lines)
 
 
+def _axis(scores: list[float], thresholds: list[float]) -> tuple[float, float]:
+    """The scores' range, widened to the thresholds that lie near it (a far one would flatten
+    every bar against one edge)."""
+    if not scores:
+        return (min(thresholds), max(thresholds) + 1.0) if thresholds else (0.0, 1.0)
+    lo, hi = min(scores), max(scores)
+    span = (hi - lo) or abs(hi) or 1.0
+    near = [t for t in thresholds if lo - span < t < hi + span]
+    lo, hi = min([lo, *near]), max([hi, *near])
+    return lo, hi if hi > lo else lo + 1.0
+
+
 def _num(x: object) -> str:
+    if x is None:
+        return "–"
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 

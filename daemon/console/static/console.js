@@ -125,14 +125,16 @@ function draw(tile) {
   const c = tile.parts.canvas, g = c.getContext("2d"), s = tile.scores;
   g.clearRect(0, 0, c.width, c.height);
   if (!s.length) return;
-  const vals = s.map((x) => x[0]).concat(s.map((x) => x[1]).filter((x) => x !== null));
-  const lo = Math.min(...vals), hi = Math.max(...vals) + 1e-9;
-  const y = (v) => c.height - 2 - ((v - lo) / (hi - lo)) * (c.height - 4);
+  // the axis spans the scores, and the threshold when it is near them (else it sits at an edge)
+  const sc = s.map((x) => x[0]), thr = s[s.length - 1][1];
+  let lo = Math.min(...sc), hi = Math.max(...sc) + 1e-9;
+  const span = hi - lo || Math.abs(hi) || 1;
+  if (thr !== null && thr > lo - span && thr < hi + span) { lo = Math.min(lo, thr); hi = Math.max(hi, thr); }
+  const y = (v) => Math.min(c.height - 1, Math.max(1, c.height - 2 - ((v - lo) / (hi - lo)) * (c.height - 4)));
   const x = (i) => (i / Math.max(1, s.length - 1)) * c.width;
   g.strokeStyle = "#60a5fa"; g.beginPath();
   s.forEach((p, i) => (i ? g.lineTo(x(i), y(p[0])) : g.moveTo(x(i), y(p[0]))));
   g.stroke();
-  const thr = s[s.length - 1][1];
   if (thr !== null) { g.strokeStyle = "#ef4444"; g.setLineDash([4, 3]); g.beginPath();
     g.moveTo(0, y(thr)); g.lineTo(c.width, y(thr)); g.stroke(); g.setLineDash([]); }
   g.fillStyle = "#ef4444";
@@ -260,5 +262,5 @@ function connectLive() {
 }
 
 if (page === "/alerts") loadAlerts();
-if (page !== "/models") connectLive();
+if (page !== "/models") connectLive(); else document.getElementById("live").hidden = true;
 setInterval(() => { const now = Date.now() / 1000 + offset; tiles.forEach((t) => markStale(t, now)); }, 1000);
