@@ -13,6 +13,7 @@ encoding is done before timing (cameras encode on their own hardware). Redis: an
 server unless --redis-url is given.
 
     python benchmarks/pipeline.py [--preset lite] [--batch 8] [--seconds 20] [--device cpu]
+                                  [--cameras 8] [--thumb-interval 0]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import push_images
 from daemon.wire import keys
 from daemon.wire.codec import encode_image
-from daemon.wire.schema import Result
+from daemon.wire.schema import Result, encode_frame
 from rlr.artifact import save_artifact
 from rlr.config import preset
 from rlr.data import list_images, load_image, to_tensor
@@ -71,13 +72,15 @@ def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: fl
 
 
 def start_worker(url: str, line: str, model: Path, batch: int, device: str,
-                 log: Path) -> subprocess.Popen:
+                 log: Path, thumb_interval: float | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLR_")}
     env.update({"RLR_REDIS_URL": url, "RLR_LINES": line, "RLR_MODEL": str(model),
                 "RLR_BATCH_SIZE": str(batch), "RLR_DEVICE": device, "RLR_METRICS_PORT": "0",
                 "RLR_CONSUMER": "bench-worker", "RLR_BACKLOG_LIMIT": "50000",
                 "RLR_FRAMES_MAXLEN": "100000", "RLR_RESULTS_MAXLEN": "100000",
                 "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600"})
+    if thumb_interval is not None:
+        env["RLR_THUMB_INTERVAL_S"] = str(thumb_interval)
     return subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker"], env=env, cwd=ROOT,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
@@ -110,10 +113,22 @@ def wait_results(client: redis.Redis, line: str, n: int, timeout: float) -> floa
     return int(last_id.split("-")[0]) / 1000
 
 
-def throughput(client: redis.Redis, line: str, frames: list[bytes], n: int) -> float:
+def throughput(client: redis.Redis, line: str, frames: list[bytes], n: int,
+               cameras: int = 1) -> float:
     have = client.xlen(keys.results(line))
     t0 = time.time()
-    push_images(client, line, "cam-tput", (frames * (n // len(frames) + 1))[:n], maxlen=None)
+    todo = (frames * (n // len(frames) + 1))[:n]
+    if cameras == 1:
+        push_images(client, line, "cam-tput", todo, maxlen=None)
+    else:  # round robin, so that every batch holds frames of several cameras
+        session, pipe = uuid.uuid4().hex[:6], client.pipeline(transaction=False)
+        for i, data in enumerate(todo):
+            cam = f"cam-tput{i % cameras}"
+            pipe.xadd(keys.frames(line), encode_frame(cam, f"{cam}-{session}-{i}", time.time(),
+                                                      data, "jpeg"))
+            if len(pipe) >= 256:
+                pipe.execute()
+        pipe.execute()
     t1 = wait_results(client, line, have + n, timeout=60 + n)
     return n / (t1 - t0)
 
@@ -145,6 +160,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
     ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    ap.add_argument("--cameras", type=int, default=1,
+                    help="spread the throughput frames over this many cameras")
+    ap.add_argument("--thumb-interval", type=float,
+                    help="the worker's RLR_THUMB_INTERVAL_S (0: no console thumbnails)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rlr-bench-"))
@@ -162,7 +181,7 @@ def main() -> None:
     client = redis.Redis.from_url(url)
     line = f"bench{uuid.uuid4().hex[:6]}"
     log = work / "worker.log"
-    worker = start_worker(url, line, model, args.batch, args.device, log)
+    worker = start_worker(url, line, model, args.batch, args.device, log, args.thumb_interval)
     try:
         wait_ready(client, worker, log)
         throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
@@ -173,7 +192,7 @@ def main() -> None:
             models.append(model_only_fps(model, images, args.batch, args.seconds / args.rounds,
                                          args.device))
             n = max(int(models[-1] * args.seconds / args.rounds), 4 * args.batch)
-            e2es.append(throughput(client, line, frames, n))
+            e2es.append(throughput(client, line, frames, n, args.cameras))
         fps_model, fps_e2e = float(np.median(models)), float(np.median(e2es))
         print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches; rounds: "
               f"{', '.join(f'{x:.1f}' for x in models)})", flush=True)
@@ -181,7 +200,7 @@ def main() -> None:
               f"{', '.join(f'{x:.1f}' for x in e2es)})", flush=True)
         print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
         infer = [(r.infer_ms, r.worker) for _, r in results_after(client, line, "0-0")
-                 if r.camera == "cam-tput"]
+                 if r.camera.startswith("cam-tput")]
         per_batch = float(np.median([ms for ms, _ in infer]))
         print(f"inside the worker: {per_batch:.1f} ms per batch of {args.batch} "
               f"({args.batch * 1000 / per_batch:.1f} frames/s while decoding and publishing "

@@ -220,7 +220,7 @@ def create_app(settings: Settings, host: str) -> Starlette:
                     raise LookupError(f"unknown line {line!r}")
                 out = await run_in_threadpool(views.acknowledge, state["sync"], line,
                                               str(body.get("alert_id", "")), by)
-                hub()._send({"type": "ack", "line": line, "id": body.get("alert_id"),
+                hub().broadcast({"type": "ack", "line": line, "id": body.get("alert_id"),
                              "ack": out})
             elif what == "job":
                 out = await run_in_threadpool(views.job_action, state["sync"],

@@ -30,6 +30,7 @@ log = logs.get("rlr.console")
 HISTORY = 300  # scores per camera for the sparkline
 MASKS_KEPT = 16  # masks of recent anomalous frames per camera (for the heat map on the tile)
 QUEUE = 200  # events a page may fall behind before it is dropped
+MAX_CAMERAS = 2000  # tiles kept in memory, all lines together
 
 
 def _ms(entry_id: str) -> float:
@@ -116,7 +117,7 @@ class Hub:
                 "tiles": [c.tile(now, full=True) for c in self.cameras.values()],
                 "status": self.status}
 
-    def _send(self, event: dict) -> None:
+    def broadcast(self, event: dict) -> None:
         event["now"] = time.time()
         payload = json.dumps(event)
         for q in list(self.subscribers):
@@ -166,6 +167,15 @@ class Hub:
                 self._cursor[keys.results(line)] = text(entries[0][0])
             for rid, fields in reversed(entries):
                 self._add_result(line, text(rid), fields)
+        # XREAD with "$" again after an empty block would miss what came in between: start
+        # from each stream's last entry as it is now.
+        for key, cursor in self._cursor.items():
+            if cursor == "$":
+                try:
+                    last = await self.r.xrevrange(key, count=1)
+                except Exception:
+                    last = []
+                self._cursor[key] = text(last[0][0]) if last else "0-0"
 
     def _add_result(self, line: str, rid: str, fields) -> tuple[Camera, list] | None:
         try:
@@ -174,6 +184,8 @@ class Hub:
             return None
         cam = self.cameras.get((line, res.camera))
         if cam is None:
+            if len(self.cameras) >= MAX_CAMERAS:  # a runaway producer inventing names
+                return None
             cam = self.cameras[(line, res.camera)] = Camera(line, res.camera)
         return cam, cam.add(rid, res)
 
@@ -200,13 +212,13 @@ class Hub:
                 changed.setdefault(added[0], []).append(added[1])
         now = time.time()
         if changed:
-            self._send({"type": "tiles", "tiles": [c.tile(now, False, new)
+            self.broadcast({"type": "tiles", "tiles": [c.tile(now, False, new)
                                                    for c, new in changed.items()]})
 
     def _alert(self, line: str, aid: str, fields) -> None:
         event = alert_json(line, aid, fields)
         if event is not None:
-            self._send({"type": "alert", "alert": event})
+            self.broadcast({"type": "alert", "alert": event})
 
     async def _poll_thumbs(self) -> None:
         while True:
@@ -237,7 +249,7 @@ class Hub:
                 c.thumb_version += 1
                 tiles.append(c.tile(now, False))
             if tiles:
-                self._send({"type": "tiles", "tiles": tiles})
+                self.broadcast({"type": "tiles", "tiles": tiles})
 
     async def _poll_health(self) -> None:
         while True:
@@ -261,12 +273,12 @@ class Hub:
                 c.health = state.get(name, {})
                 tiles.append(c.tile(now, False))
         if tiles:
-            self._send({"type": "tiles", "tiles": tiles})
+            self.broadcast({"type": "tiles", "tiles": tiles})
 
     async def _poll_status(self) -> None:
         while True:
             self.status = await asyncio.to_thread(views.status, self.sync, self.lines,
                                                   self.group)
-            self._send({"type": "status", "status": self.status})
+            self.broadcast({"type": "status", "status": self.status})
             await asyncio.sleep(self.status_every_s)
 

@@ -250,6 +250,14 @@ function onEvent(ev) {
     renderJobs(ev.status);
   }
   if (ev.type === "alert" && page === "/alerts") addAlert(ev.alert, true);
+  if (ev.type === "ack" && page === "/alerts") {
+    const card = [...document.querySelectorAll("article.alert")].find((c) => c.dataset.id === ev.id);
+    if (card) {
+      card.classList.add("acked");
+      card.querySelector(".ack-button").hidden = true;
+      card.querySelector(".ack").textContent = "acknowledged by " + ev.ack.by + " at " + when(ev.ack.ts);
+    }
+  }
   if (ev.type === "alert" && page === "/") toast("alert: " + ev.alert.camera + " on line " + ev.alert.line, true);
 }
 
