@@ -56,6 +56,7 @@ class Scored:
     infer_ms: float
     measures: list = field(default_factory=list)  # camera-health measures, per item
     manifests: dict = field(default_factory=dict)  # version -> manifest (calibration)
+    images: list = field(default_factory=list)  # per item, the image decoded for the model
 
 
 class Publisher:
@@ -198,7 +199,7 @@ class Publisher:
         published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
         self.release(d for d, _ in pairs)
         health: list[HealthEvent] = []
-        thumbs: list[tuple[str, Result, Frame]] = []
+        thumbs: list[tuple[str, Result, tuple[Frame, Any]]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
@@ -212,7 +213,7 @@ class Publisher:
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
-            frame = batch.items[i][1]
+            frame = batch.items[i][1], (batch.images[i] if i < len(batch.images) else None)
             if self._thumb_due(d.line, res.camera, now):
                 thumbs.append((d.line, res, frame))
             if res.is_anomaly:
@@ -241,11 +242,12 @@ class Publisher:
         self._thumb_at[(line, camera)] = now
         return True
 
-    def _small(self, frame: Frame) -> bytes:
-        return thumbnail(frame, self.s.thumb_side, self.s.thumb_max_bytes,
-                         self.s.max_image_side)
+    def _small(self, frame: tuple[Frame, Any]) -> bytes:
+        """(frame, its decoded image or None) -> JPEG; reuses the decode the model needed."""
+        return thumbnail(frame[0], self.s.thumb_side, self.s.thumb_max_bytes,
+                         self.s.max_image_side, frame[1])
 
-    async def _thumbnails(self, items: list[tuple[str, Result, Frame]]) -> None:
+    async def _thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
         """Best effort, never holding up results: a failed write only leaves an old picture."""
         try:
             small = await asyncio.get_running_loop().run_in_executor(
