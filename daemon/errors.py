@@ -74,3 +74,7 @@ class TrainerStopping(Exception):
 
 class ConsoleError(DaemonError):
     """The console cannot start as configured (e.g. bound beyond loopback with no token)."""
+
+
+class BadRequest(DaemonError):
+    """A console request names a line, alert or action that is not there (HTTP 400)."""

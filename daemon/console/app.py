@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.console import pages, views
 from daemon.console.hub import Hub
-from daemon.errors import ConsoleError, JobError, RegistryError
+from daemon.errors import BadRequest, ConsoleError, JobError, RegistryError
 from daemon.settings import Settings
 from daemon.wire.clients import connect, connect_async
 
@@ -156,7 +156,7 @@ def create_app(settings: Settings, host: str) -> Starlette:
     def _line(request: Request) -> str:
         line = request.query_params.get("line", "")
         if line not in lines:
-            raise LookupError(f"unknown line {line!r}")
+            raise BadRequest(f"unknown line {line!r}; this console shows {', '.join(lines)}")
         return line
 
     async def thumb(request: Request) -> Response:
@@ -198,6 +198,12 @@ def create_app(settings: Settings, host: str) -> Starlette:
         job = request.query_params.get("job", "")
         return JSONResponse(await run_in_threadpool(views.job_log, state["sync"], job))
 
+    def _body_line(body: dict) -> str:
+        line = str(body.get("line", ""))
+        if line not in lines:
+            raise BadRequest(f"unknown line {line!r}; this console shows {', '.join(lines)}")
+        return line
+
     async def action(request: Request) -> Response:
         refused = refuse_action(request, token)
         if refused:
@@ -209,15 +215,11 @@ def create_app(settings: Settings, host: str) -> Starlette:
             by = views.operator(body.get("by"))
             what = request.path_params["what"]
             if what == "rollout":
-                line = str(body.get("line", ""))
-                if line not in lines:
-                    raise LookupError(f"unknown line {line!r}")
+                line = _body_line(body)
                 out = await run_in_threadpool(views.rollout_action, state["sync"], line,
                                               str(body.get("action")), by)
             elif what == "ack":
-                line = str(body.get("line", ""))
-                if line not in lines:
-                    raise LookupError(f"unknown line {line!r}")
+                line = _body_line(body)
                 out = await run_in_threadpool(views.acknowledge, state["sync"], line,
                                               str(body.get("alert_id", "")), by)
                 hub().broadcast({"type": "ack", "line": line, "id": body.get("alert_id"),
@@ -228,7 +230,7 @@ def create_app(settings: Settings, host: str) -> Starlette:
                                               str(body.get("action")), by)
             else:
                 return JSONResponse({"error": f"no action {what!r}"}, 404)
-        except (ValueError, LookupError, RegistryError, JobError, redis.ResponseError) as exc:
+        except (ValueError, BadRequest, RegistryError, JobError, redis.ResponseError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse({"ok": True, "result": out, "by": by})
 
@@ -245,7 +247,7 @@ def create_app(settings: Settings, host: str) -> Starlette:
         Route("/api/alerts", alert_list), Route("/api/joblog", job_log),
         Route("/api/{what}", action, methods=["POST"]), Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], lifespan=lifespan, exception_handlers={LookupError: bad_request})
+    ], lifespan=lifespan, exception_handlers={BadRequest: bad_request})
     app.add_middleware(Guard, token=token, read_needs_token=host not in LOOPBACK)
     app.state.console = state
     return app

@@ -13,7 +13,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from daemon.errors import JobError, RegistryError
+from daemon.errors import BadRequest, JobError, RegistryError
 from daemon.jobs import queue as jobs
 from daemon.models import status as line_status
 from daemon.models.registry import Registry
@@ -144,7 +144,7 @@ def overlay(mask_png: bytes) -> bytes:
 
 def acknowledge(client: redis.Redis, line: str, alert_id: str, by: str) -> dict:
     if not client.xrange(keys.alerts(line), alert_id, alert_id, count=1):
-        raise ValueError(f"no alert {alert_id} on line {line}")
+        raise BadRequest(f"no alert {alert_id} on line {line}")
     ack = {"by": by, "ts": time.time()}
     client.hset(keys.alert_acks(line), alert_id, json.dumps(ack))
     return ack

@@ -84,6 +84,7 @@ class Publisher:
         # (frame id, frame, mask): the evidence an alert keeps; bytes held, nothing copied
         self._thumb_at: dict[tuple[str, str], float] = {}
         self._recent: dict[tuple[str, str], deque] = {}
+        self._thumb_task: asyncio.Task | None = None
 
     async def skip(self, items: list[Delivery]) -> None:
         """Acknowledge stale frames unscored, and count them where they outlive the worker."""
@@ -151,13 +152,17 @@ class Publisher:
         task.add_done_callback(self._done)
 
     async def drain(self) -> None:
-        """Wait until every submitted batch is published."""
+        """Wait until every submitted batch is published (and the last thumbnails)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._thumb_task is not None:
+            await asyncio.gather(self._thumb_task, return_exceptions=True)
 
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._thumb_task is not None:
+            self._thumb_task.cancel()
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -233,7 +238,7 @@ class Publisher:
         if health:
             await self._camera_health(health)
         if thumbs:
-            await self._thumbnails(thumbs)
+            self._start_thumbnails(thumbs)
 
     def _thumb_due(self, line: str, camera: str, now: float) -> bool:
         every = self.s.thumb_interval_s
@@ -247,11 +252,23 @@ class Publisher:
         return thumbnail(frame[0], self.s.thumb_side, self.s.thumb_max_bytes,
                          self.s.max_image_side, frame[1])
 
+    def _start_thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
+        """Write thumbnails beside the publishing, never in its ordered chain; while one write
+        is still going, new pictures are dropped (each camera is due again after the
+        interval), so a slow Redis never piles them up."""
+        if self._thumb_task is not None and not self._thumb_task.done():
+            return
+        self._thumb_task = asyncio.create_task(self._thumbnails(items))
+
     async def _thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
-        """Best effort, never holding up results: a failed write only leaves an old picture."""
+        """Best effort: a failed write only leaves an older picture."""
         try:
-            small = await asyncio.get_running_loop().run_in_executor(
-                self.pool(), lambda: [self._small(f) for _, _, f in items])
+            if all(f[0].encoding == "jpeg" and len(f[0].data) <= self.s.thumb_max_bytes
+                   for _, _, f in items):  # kept as they came: nothing to compute
+                small = [f[0].data for _, _, f in items]
+            else:
+                small = await asyncio.get_running_loop().run_in_executor(
+                    self.pool(), lambda: [self._small(f) for _, _, f in items])
             await self.sink.thumbnails(
                 [(line, res.camera, res.frame_id, res.capture_ts, data)
                  for (line, res, _), data in zip(items, small, strict=True)],
