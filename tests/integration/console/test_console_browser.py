@@ -185,8 +185,9 @@ def test_a_dead_letter_of_the_hostile_camera_shows_its_name_as_text(console_line
     env = console_line
     browser.get(env["url"] + "/workers")
 
-    def summaries() -> str:
-        return " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "summary"))
+    def summaries() -> str:  # in one go: the page redraws this list every status push
+        return js(browser, "return [...document.querySelectorAll('summary')]"
+                           ".map(e => e.textContent).join(' ')")
 
     wait_for(lambda: XSS in summaries(), 30, "the dead letter with the camera's name",
              env["procs"])
