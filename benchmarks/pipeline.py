@@ -16,7 +16,8 @@ encoding is done before timing (cameras encode on their own hardware). Redis: an
 server unless --redis-url is given.
 
     python benchmarks/pipeline.py [--preset lite] [--batch 8] [--seconds 20] [--device cpu]
-                                  [--compare-health]
+                                  [--engine openvino] [--compare-health]
+                                  [--cameras 8] [--thumb-interval 0]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import push_images
 from daemon.wire import keys
 from daemon.wire.codec import encode_image
-from daemon.wire.schema import Result
+from daemon.wire.schema import Result, encode_frame
 from rlr.artifact import save_artifact
 from rlr.config import preset
 from rlr.data import list_images, load_image, to_tensor
@@ -120,10 +121,22 @@ def wait_results(client: redis.Redis, line: str, n: int, timeout: float) -> floa
     return int(last_id.split("-")[0]) / 1000
 
 
-def throughput(client: redis.Redis, line: str, frames: list[bytes], n: int) -> float:
+def throughput(client: redis.Redis, line: str, frames: list[bytes], n: int,
+               cameras: int = 1) -> float:
     have = client.xlen(keys.results(line))
     t0 = time.time()
-    push_images(client, line, "cam-tput", (frames * (n // len(frames) + 1))[:n], maxlen=None)
+    todo = (frames * (n // len(frames) + 1))[:n]
+    if cameras == 1:
+        push_images(client, line, "cam-tput", todo, maxlen=None)
+    else:  # round robin, so that every batch holds frames of several cameras
+        session, pipe = uuid.uuid4().hex[:6], client.pipeline(transaction=False)
+        for i, data in enumerate(todo):
+            cam = f"cam-tput{i % cameras}"
+            pipe.xadd(keys.frames(line), encode_frame(cam, f"{cam}-{session}-{i}", time.time(),
+                                                      data, "jpeg"))
+            if len(pipe) >= 256:
+                pipe.execute()
+        pipe.execute()
     t1 = wait_results(client, line, have + n, timeout=60 + n)
     return n / (t1 - t0)
 
@@ -207,6 +220,10 @@ def main() -> None:
                     help="RLR_ENGINE of the worker (and of the model-only figure)")
     ap.add_argument("--compare-health", action="store_true",
                     help="measure what camera health costs instead (workers with it on / off)")
+    ap.add_argument("--cameras", type=int, default=1,
+                    help="spread the throughput frames over this many cameras")
+    ap.add_argument("--thumb-interval", type=float,
+                    help="the worker's RLR_THUMB_INTERVAL_S (0: no console thumbnails)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rlr-bench-"))
@@ -232,8 +249,9 @@ def main() -> None:
         return
     line = f"bench{uuid.uuid4().hex[:6]}"
     log = work / "worker.log"
+    extra = {} if args.thumb_interval is None else {"thumb_interval_s": str(args.thumb_interval)}
     worker = start_worker(url, line, model, args.batch, args.device, log, engine=args.engine,
-                          engine_cache=str(work / "engines"))
+                          engine_cache=str(work / "engines"), **extra)
     try:
         wait_ready(client, worker, log)
         throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
@@ -244,7 +262,7 @@ def main() -> None:
             models.append(model_only_fps(model, images, args.batch, args.seconds / args.rounds,
                                          args.device, args.engine))
             n = max(int(models[-1] * args.seconds / args.rounds), 4 * args.batch)
-            e2es.append(throughput(client, line, frames, n))
+            e2es.append(throughput(client, line, frames, n, args.cameras))
         fps_model, fps_e2e = float(np.median(models)), float(np.median(e2es))
         print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches; rounds: "
               f"{', '.join(f'{x:.1f}' for x in models)})", flush=True)
@@ -252,7 +270,7 @@ def main() -> None:
               f"{', '.join(f'{x:.1f}' for x in e2es)})", flush=True)
         print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
         infer = [(r.infer_ms, r.worker) for _, r in results_after(client, line, "0-0")
-                 if r.camera == "cam-tput"]
+                 if r.camera.startswith("cam-tput")]
         per_batch = float(np.median([ms for ms, _ in infer]))
         print(f"inside the worker: {per_batch:.1f} ms per batch of {args.batch} "
               f"({args.batch * 1000 / per_batch:.1f} frames/s while decoding and publishing "

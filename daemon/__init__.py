@@ -9,6 +9,7 @@ The parts, in the order they build on each other:
     jobs/     training jobs: queue, spec, runner, trainer
     line/     what runs beside the workers: producers, alert bridges, capture, embedded Redis,
               the demo
+    console/  the line console: live web page, one reader per stream fanned out over SSE
     cli/      `rlrctl`, one module per command group
 
 and, at the top, `settings` (every `RLR_*` setting), `errors` (every error class), `logs`
@@ -16,6 +17,7 @@ and `supervisor` (every long-running task of a process runs under it).
 
 Import rules (tests/unit/test_import_boundary.py enforces them): no import cycle anywhere;
 a part imports only the parts before it that its docstring names (`wire` none, `models` wire,
-`serve` wire and models, `jobs` wire and models, `line` wire, `cli` any); the top-level
-modules import no part; only `cli` imports `click`; `rlr` imports nothing of `daemon`.
+`serve` wire and models, `jobs` wire and models, `line` wire, `console` wire, models and
+jobs, `cli` any); the top-level modules import no part; only `cli` imports `click`; `rlr`
+imports nothing of `daemon`.
 """

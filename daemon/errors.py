@@ -70,3 +70,11 @@ class JobCancelled(Exception):
 
 class TrainerStopping(Exception):
     """This trainer was asked to stop; the job goes back on the queue."""
+
+
+class ConsoleError(DaemonError):
+    """The console cannot start as configured (e.g. bound beyond loopback with no token)."""
+
+
+class BadRequest(DaemonError):
+    """A console request names a line, alert or action that is not there (HTTP 400)."""

@@ -190,6 +190,20 @@ class Settings(BaseSettings):
     rollout_poll_s: float = Field(5.0, gt=0, description="how often workers re-check the "
                                   "lines' rollouts (pub/sub wakes them at once as well)")
 
+    # --- the console (rlrctl console) and the thumbnails the workers write for it
+    thumb_interval_s: float = Field(0.5, ge=0, description="a worker writes a camera's latest "
+                                    "frame as a thumbnail at most this often (0: never)")
+    thumb_ttl_s: float = Field(10.0, gt=0, description="how long a thumbnail lives in Redis")
+    thumb_side: int = Field(256, ge=16, le=2048, description="side of a thumbnail the worker "
+                            "has to shrink (JPEG frames within RLR_THUMB_MAX_BYTES go as they are)")
+    thumb_max_bytes: int = Field(100_000, ge=1024, description="largest JPEG frame kept as its "
+                                 "own thumbnail without re-encoding")
+    console_host: str = Field("127.0.0.1", description="address `rlrctl console` binds")
+    console_port: int = Field(8780, ge=1, le=65535, description="port of the console")
+    console_token: SecretStr | None = Field(None, description="operator token: needed for every "
+                                            "console action, and for every request when the "
+                                            "console is bound beyond loopback")
+
     # --- training jobs (rlrctl trainer / jobs)
     job_timeout_s: float = Field(120.0, gt=0, description="a running training job whose trainer "
                                  "sent no heartbeat for this long is marked failed")

@@ -61,6 +61,7 @@ _COMMANDS = {
     "trainer": ("jobs", "trainer"), "jobs": ("jobs", "jobs_group"),
     "collect": ("collect", "collect"), "health": ("health", "health"),
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
+    "console": ("console", "console"),
 }
 
 

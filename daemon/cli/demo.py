@@ -16,6 +16,10 @@ class TerminalView:
 
     def __init__(self) -> None:
         self.tty = sys.stdout.isatty()
+        self.url = ""
+
+    def console(self, url: str) -> None:
+        self.url = url  # kept on screen: the redrawn table would wipe a line printed once
 
     def step(self, title: str) -> None:
         click.secho(f"==> {title}", bold=True)
@@ -47,8 +51,8 @@ class TerminalView:
             rows.append(f"{cam:<14}{v.frames:>7}{v.anomalous:>10}{norm:>10}  {verdict:<8}"
                         f"{v.alerts:>7}  {lat}  {spark}")
         click.echo("\x1b[H\x1b[2J", nl=False)
-        click.secho(f"rlr line demo - live results ({max(0, left_s):.0f}s left, Ctrl-C stops)",
-                    bold=True)
+        click.secho(f"rlr line demo - live results ({max(0, left_s):.0f}s left, Ctrl-C stops)"
+                    + (f"   console: {self.url}" if self.url else ""), bold=True)
         click.echo("\n".join(rows))
         click.echo("\nrecent alerts:")
         for a in list(alerts)[::-1]:
@@ -73,10 +77,12 @@ def _bar(score: float) -> str:
 @click.option("--preset", type=click.Choice(["lite", "tiny"]), default="lite",
               show_default=True, help="Model preset trained for the demo.")
 @click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--console-port", type=click.IntRange(0, 65535), default=8780, show_default=True,
+              help="Port of the line console the demo starts (0: none; taken: any free one).")
 @click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Serve this artifact instead of training one (its classes should be "
                    "fabric, tile, washer for meaningful scores).")
-def demo(workdir, seconds, fps, preset, epochs, model):
+def demo(workdir, seconds, fps, preset, epochs, console_port, model):
     """Run a whole inspection line on this machine and watch it live.
 
     Trains a model on a synthetic 3-class set and calibrates it on separate normal images
@@ -86,7 +92,7 @@ def demo(workdir, seconds, fps, preset, epochs, model):
     """
     from daemon.line.demo import run_demo
 
-    run_demo(workdir, seconds, fps, preset, epochs, model, TerminalView())
+    run_demo(workdir, seconds, fps, preset, epochs, model, TerminalView(), console_port)
 
 
 @click.command("redis")

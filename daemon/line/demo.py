@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,7 +142,7 @@ class Line:
 
 
 def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int,
-             model: Path | None, view: DemoView) -> None:
+             model: Path | None, view: DemoView, console_port: int = 8780) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     size = 64 if preset == "tiny" else 256
     if model is None:
@@ -172,6 +173,8 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
         line.start("worker", ["worker", "--model", str(model), "--metrics-port", str(port)],
                    RLR_CONSUMER="demo-worker")
         _wait_ready(client, line, stopping)
+        if console_port:
+            _start_console(line, console_port, view)
         for cls in CLASSES:
             line.start(f"camera-{cls}", [
                 "produce", "--source", str(workdir / "feeds" / cls), "--camera", f"cam-{cls}",
@@ -180,6 +183,7 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
     finally:
         view.step("stopping cameras, worker and Redis")
         line.stop(("camera",))
+        line.stop(("console",), timeout=10)
         line.stop(("worker",))
         text = _summary(client, line_name, workdir)
         if text:
@@ -189,6 +193,29 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
             server.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _start_console(line: Line, port: int, view: DemoView) -> None:
+    """`rlrctl console` as one more child (on `port`, or any free one when it is taken)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    line.start("console", ["console", "--port", str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line.check()
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.settimeout(0.5)
+            s.connect(("127.0.0.1", port))
+            break
+        time.sleep(0.2)
+    url = f"http://127.0.0.1:{port}/"
+    view.step(f"the line console: {url} (open it in a browser while the line runs)")
+    show = getattr(view, "console", None)
+    if show is not None:
+        show(url)
 
 
 def _clear(client: redis.Redis, line: str) -> None:

@@ -29,6 +29,7 @@ class MemoryStreams:
         self.heartbeats: dict[str, Mapping] = {}
         self.health: dict[str, list[HealthEvent]] = {}
         self.camera_states: dict[tuple[str, str], set[str]] = {}
+        self.thumbs: dict[tuple[str, str], tuple[str, float, bytes]] = {}
         self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (result, entry)
         self._windows: dict[tuple[str, str], list[RecentFrame]] = {}
         self._cooldown: dict[tuple[str, str], float] = {}
@@ -125,6 +126,11 @@ class MemoryStreams:
 
     async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
         return tuple(sorted(self.camera_states.get((line, camera), ())))
+
+    async def thumbnails(self, items: Sequence[tuple[str, str, str, float, bytes]],
+                         ttl_s: float) -> None:
+        for line, camera, frame_id, ts, data in items:
+            self.thumbs[(line, camera)] = (frame_id, ts, data)
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         key = (alert.line, alert.camera)

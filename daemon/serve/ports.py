@@ -74,6 +74,11 @@ class ResultSink(Protocol):
     async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
         """The camera's raised health conditions, as the line's state has them."""
 
+    async def thumbnails(self, items: Sequence[tuple[str, str, str, float, bytes]],
+                         ttl_s: float) -> None:
+        """Store each (line, camera, frame id, capture ts, JPEG) as the camera's latest
+        thumbnail, expiring after `ttl_s`."""
+
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         """Publish `alert` unless the camera is cooling down; the entry id or None."""
 

@@ -9,7 +9,9 @@ so a model switch shows at one point in the results stream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
+from daemon.wire.codec import thumbnail
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
@@ -54,6 +57,7 @@ class Scored:
     infer_ms: float
     measures: list = field(default_factory=list)  # camera-health measures, per item
     manifests: dict = field(default_factory=dict)  # version -> manifest (calibration)
+    images: list = field(default_factory=list)  # per item, the image decoded for the model
 
 
 class Publisher:
@@ -77,6 +81,11 @@ class Publisher:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
         self._last: asyncio.Task | None = None
+        # (line, camera) -> when its last thumbnail was written / its last anomalous frames
+        # (frame id, frame, mask): the evidence an alert keeps; bytes held, nothing copied
+        self._thumb_at: dict[tuple[str, str], float] = {}
+        self._recent: dict[tuple[str, str], deque] = {}
+        self._thumb_task: asyncio.Task | None = None
 
     async def skip(self, items: list[Delivery]) -> None:
         """Acknowledge stale frames unscored, and count them where they outlive the worker."""
@@ -144,13 +153,17 @@ class Publisher:
         task.add_done_callback(self._done)
 
     async def drain(self) -> None:
-        """Wait until every submitted batch is published."""
+        """Wait until every submitted batch is published (and the last thumbnails)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._thumb_task is not None:
+            await asyncio.gather(self._thumb_task, return_exceptions=True)
 
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._thumb_task is not None:
+            self._thumb_task.cancel()
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -193,6 +206,7 @@ class Publisher:
         self.release(d for d, _ in pairs)
         health: list[HealthEvent] = []
         fresh: list[tuple[Delivery, Result, Published]] = []
+        thumbs: list[tuple[str, Result, tuple[Frame, Any]]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:  # results are idempotent by (camera, frame id)
                 self.stats.replayed += 1
@@ -206,6 +220,12 @@ class Publisher:
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
+            frame = batch.items[i][1], (batch.images[i] if i < len(batch.images) else None)
+            if self._thumb_due(d.line, res.camera, now):
+                thumbs.append((d.line, res, frame))
+            if res.is_anomaly:
+                self._recent.setdefault((d.line, res.camera), deque(maxlen=self.rule.n)).append(
+                    (res.frame_id, frame, res.mask))
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
             fresh.append((d, res, pub))
             if self.cameras is not None and i < len(batch.measures):
@@ -222,6 +242,58 @@ class Publisher:
         for d, res, pub in fresh:
             if res.is_anomaly and self.rule.triggered(pub.window):
                 await self._alert(d.line, res, pub.window)
+        if thumbs:
+            self._start_thumbnails(thumbs)
+
+    def _thumb_due(self, line: str, camera: str, now: float) -> bool:
+        every = self.s.thumb_interval_s
+        if every <= 0 or now - self._thumb_at.get((line, camera), 0.0) < every:
+            return False
+        self._thumb_at[(line, camera)] = now
+        return True
+
+    def _small(self, frame: tuple[Frame, Any]) -> bytes:
+        """(frame, its decoded image or None) -> JPEG; reuses the decode the model needed."""
+        return thumbnail(frame[0], self.s.thumb_side, self.s.thumb_max_bytes,
+                         self.s.max_image_side, frame[1])
+
+    def _start_thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
+        """Write thumbnails beside the publishing, never in its ordered chain; while one write
+        is still going, new pictures are dropped (each camera is due again after the
+        interval), so a slow Redis never piles them up."""
+        if self._thumb_task is not None and not self._thumb_task.done():
+            return
+        self._thumb_task = asyncio.create_task(self._thumbnails(items))
+
+    async def _thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
+        """Best effort: a failed write only leaves an older picture."""
+        try:
+            if all(f[0].encoding == "jpeg" and len(f[0].data) <= self.s.thumb_max_bytes
+                   for _, _, f in items):  # kept as they came: nothing to compute
+                small = [f[0].data for _, _, f in items]
+            else:
+                small = await asyncio.get_running_loop().run_in_executor(
+                    self.pool(), lambda: [self._small(f) for _, _, f in items])
+            await self.sink.thumbnails(
+                [(line, res.camera, res.frame_id, res.capture_ts, data)
+                 for (line, res, _), data in zip(items, small, strict=True)],
+                self.s.thumb_ttl_s)
+        except Exception as exc:
+            if self._throttle.due(("thumb",)):
+                log.warning("thumbnail_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _evidence(self, line: str, camera: str, frame_ids: list[str]) -> tuple:
+        """(frame id, JPEG, mask) of the alert's anomalous frames this worker still holds."""
+        wanted = set(frame_ids)
+        kept = [x for x in self._recent.get((line, camera), ()) if x[0] in wanted]
+        try:
+            small = await asyncio.get_running_loop().run_in_executor(
+                self.pool(), lambda: [self._small(f) for _, f, _ in kept])
+        except Exception as exc:  # the alert goes out anyway, without pictures
+            log.warning("evidence_failed", line=line, error=f"{type(exc).__name__}: {exc}")
+            return ()
+        return tuple((fid, data, mask) for (fid, _, mask), data in zip(kept, small,
+                                                                       strict=True))
 
     async def _camera_health(self, events: list[HealthEvent]) -> None:
         announced = await self.retry(lambda: self.sink.publish_health(events), "publish_health")
@@ -238,6 +310,8 @@ class Publisher:
                                      "camera_health") if self.cameras is not None else ()
         alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
                                 res.threshold, res.product_class, unhealthy)
+        alert = dataclasses.replace(alert, evidence=await self._evidence(
+            line, res.camera, alert.frame_ids))
         alert_id = await self.retry(
             lambda: self.sink.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
         if alert_id is not None:

@@ -227,6 +227,18 @@ class RedisStreams:
         except (ValueError, TypeError):
             return ("unknown",)  # unreadable state: say so rather than "healthy"
 
+    async def thumbnails(self, items: Sequence[tuple[str, str, str, float, bytes]],
+                         ttl_s: float) -> None:
+        async def go() -> None:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for line, camera, frame_id, ts, data in items:
+                    key = keys.thumb(line, camera)
+                    pipe.hset(key, mapping={"frame_id": frame_id, "ts": repr(ts), "image": data})
+                    pipe.pexpire(key, int(ttl_s * 1000))
+                await pipe.execute()
+
+        await self._call(go, "thumbnails")
+
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
         flat: list = []
         for k, v in alert.to_fields().items():

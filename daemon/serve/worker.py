@@ -351,7 +351,7 @@ class Worker:
         self.metrics.batch_size.observe(len(good))
         self.metrics.inference.observe(infer_ms / 1000)
         await self.publisher.submit(Scored(items, verdicts, shadow, start, infer_ms, measures,
-                                           serving.manifests()))
+                                           serving.manifests(), [img for _, img in good]))
 
     # ------------------------------------------------------------------ recovery
 

@@ -86,3 +86,16 @@ def decode_mask(data: bytes, size: int | None = None) -> np.ndarray:
     if size is not None and mask.shape != (size, size):
         mask = resize(np.repeat(mask[..., None], 3, axis=2), size)[..., 0]
     return mask > 127
+
+
+def thumbnail(frame: Frame, side: int, max_bytes: int, max_side: int,
+              decoded: np.ndarray | None = None) -> bytes:
+    """A small JPEG of `frame` for people to look at (the console): a JPEG frame within
+    `max_bytes` as it came (no work at all); else the image the worker already decoded for
+    the model (`decoded`, RGB uint8), shrunk to `side` if larger; else `frame` decoded anew."""
+    if frame.encoding == "jpeg" and len(frame.data) <= max_bytes:
+        return frame.data
+    if decoded is not None:
+        image = decoded if max(decoded.shape[:2]) <= side else resize(decoded, side)
+        return encode_image(np.ascontiguousarray(image), "jpeg", quality=75)[0]
+    return encode_image(decode_frame(frame, side, max_side), "jpeg", quality=75)[0]

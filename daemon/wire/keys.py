@@ -55,9 +55,16 @@ def camera_health(line: str) -> str:
     return f"{PREFIX}:camhealth:{{{line}}}"
 
 
+def thumb(line: str, camera: str) -> str:
+    """Hash of a camera's latest thumbnail (`frame_id`, `ts`, `image` JPEG), short TTL:
+    written by the worker a few times a second at most, read by the console."""
+    return f"{PREFIX}:thumb:{{{line}}}:{len(camera)}:{camera}"
+
+
 def alert_acks(line: str) -> str:
-    """Hash: alert id -> JSON {ts, by, via, comment}, written when a PLC / SCADA bridge's
-    client acknowledges the alert (the Modbus reset coil, the OPC UA Acknowledge method)."""
+    """Hash: alert id -> JSON {ts, by, via, comment}, written when someone acknowledges the
+    alert: an operator in the console, a PLC / SCADA client through its bridge (the Modbus
+    reset coil, the OPC UA Acknowledge method)."""
     return f"{PREFIX}:alertack:{{{line}}}"
 
 

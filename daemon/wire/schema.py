@@ -231,6 +231,9 @@ class Alert:
     threshold: float | None
     product_class: str | None = None
     camera_health: tuple[str, ...] = ()  # the camera's raised health kinds when it was raised
+    # the evidence kept with the alert (not lost when the frames stream is trimmed):
+    # (frame id, JPEG thumbnail, mask PNG or None) of the window's anomalous frames
+    evidence: tuple[tuple[str, bytes, bytes | None], ...] = ()
 
     def to_fields(self) -> dict[str, bytes]:
         fields = {"v": SCHEMA_VERSION, "alert_id": self.alert_id, "line": self.line,
@@ -241,7 +244,14 @@ class Alert:
                   "threshold": "" if self.threshold is None else f"{self.threshold:.6g}",
                   "class": self.product_class or "",
                   "camera_health": ",".join(self.camera_health)}
-        return {k: v.encode() for k, v in fields.items()}
+        out = {k: v.encode() for k, v in fields.items()}
+        if self.evidence:
+            out["evidence"] = json.dumps([fid for fid, _, _ in self.evidence]).encode()
+            for i, (_, image, mask) in enumerate(self.evidence):
+                out[f"evidence:{i}:image"] = image
+                if mask is not None:
+                    out[f"evidence:{i}:mask"] = mask
+        return out
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Alert:
@@ -341,3 +351,17 @@ def keep_for_dead_letter(fields: Fields, max_payload_bytes: int) -> dict:
         else:
             kept[key] = v
     return kept
+
+
+def alert_evidence(fields: Fields) -> list[tuple[str, bytes, bytes | None]]:
+    """The evidence stored with an alert entry: (frame id, JPEG, mask PNG or None) each."""
+    try:
+        ids = json.loads(_raw(fields, "evidence") or b"[]")
+    except ValueError:
+        return []
+    out = []
+    for i, fid in enumerate(ids if isinstance(ids, list) else []):
+        image = _raw(fields, f"evidence:{i}:image")
+        if image is not None:
+            out.append((str(fid), image, _raw(fields, f"evidence:{i}:mask")))
+    return out

@@ -47,7 +47,7 @@ from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
 USERS = ("default", "rlr-admin", "rlr-producer", "rlr-worker", "rlr-bridge", "rlr-modbus",
-         "rlr-opcua", "rlr-sparkplug", "rlr-trainer", "rlr-operator", "rlr-keda")
+         "rlr-opcua", "rlr-sparkplug", "rlr-trainer", "rlr-operator", "rlr-keda", "rlr-console")
 PLACEHOLDER = re.compile(r">CHANGE-ME-([A-Za-z0-9_-]+)")
 # redis-py sends CLIENT SETINFO on connect and ignores a refusal; Redis >= 7.2 logs it
 TOLERATED = {("command", "client|setinfo")}
@@ -534,3 +534,50 @@ def test_operator_changes_rollouts_and_reads_but_never_touches_the_data_path(
         ("HINCRBY", keys.stats(line), "skipped", "1"),
         *_denied_everywhere(line))
     assert Registry(admin).rollout(line).production == a
+
+
+# ----------------------------------------------------------------------------- console
+
+
+def test_console_reads_the_line_and_acts_with_least_privilege(
+        acl_redis, served_model, alarming_model):
+    from starlette.testclient import TestClient
+
+    from daemon.console.app import create_app
+    from daemon.wire.schema import Result
+
+    line, admin = _line(), acl_redis.admin
+    reg = Registry(admin)
+    a = reg.register_file(served_model, created_by="ops").id
+    b = reg.register_file(alarming_model, created_by="ops").id
+    reg.deploy(line, a, by="ops")
+    reg.deploy(line, b, mode="canary", cameras=["cam1"], by="ops")
+    res = Result("f1", "cam1", 0.5, True, 0.1, b, time.time(), 1.0, 2.0, 3.0, "w1")
+    admin.xadd(keys.results(line), res.to_fields())
+    aid = admin.xadd(keys.alerts(line), Alert("", line, "cam1", time.time(), "1/1", ["f1"],
+                                              [0.5], ["1-0"], b, 0.1).to_fields()).decode()
+    admin.hset(keys.thumb(line, "cam1"), mapping={"frame_id": "f1", "ts": "1", "image": b"x"})
+    acl_redis.reset_log()
+    settings = load_settings(redis_url=acl_redis.url("rlr-console"), lines=line,
+                             console_token="t0k")
+    with TestClient(create_app(settings, "127.0.0.1")) as web:
+        for path in ("/", "/models", "/workers", "/jobs", f"/api/alerts?line={line}"):
+            assert web.get(path).status_code == 200, path
+        wait_for(lambda: web.app.state.console["hub"].status["lines"], 10, "status read")
+        wait_for(lambda: web.get(f"/thumb?line={line}&camera=cam1").status_code == 200, 10,
+                 "the thumbnail read")
+        act = {"x-rlr-token": "t0k"}
+        assert web.post("/api/ack", json={"line": line, "alert_id": aid, "by": "ann"},
+                        headers=act).status_code == 200
+        assert web.post("/api/rollout", json={"line": line, "action": "promote", "by": "ann"},
+                        headers=act).status_code == 200
+    assert Registry(admin).rollout(line).production == b
+    assert acl_redis.denials("rlr-console") == []
+    con = acl_redis.client("rlr-console")
+    assert_denied(
+        con, ("XADD", keys.frames(line), "*", "f", "1"),
+        ("XADD", keys.results(line), "*", "f", "1"), ("XADD", keys.alerts(line), "*", "f", "1"),
+        ("HSET", keys.MODELS, a, "{}"),
+        ("HDEL", keys.MODELS, a), ("DEL", keys.artifact(a)),
+        ("HSET", keys.thumb(line, "cam1"), "image", "evil"), ("SET", keys.worker("fake"), "{}"),
+        ("HINCRBY", keys.stats(line), "skipped", "1"), *_denied_everywhere(line))

@@ -23,7 +23,8 @@ def test_demo_runs_end_to_end_on_an_embedded_redis_and_stops_cleanly(tmp_path):
     assert "starting an embedded Redis" in out.stdout
     assert "scored" in out.stdout and "from 3 cameras" in out.stdout
     assert (work / "model.rlr").is_file()
-    for name in ("worker", "camera-fabric", "camera-tile", "camera-washer"):
+    assert "the line console: http://127.0.0.1:" in out.stdout
+    for name in ("worker", "camera-fabric", "camera-tile", "camera-washer", "console"):
         assert (work / "logs" / f"{name}.log").is_file()
     worker_log = (work / "logs" / "worker.log").read_text()
     assert '"worker_stopped"' in worker_log  # a graceful stop, not a kill

@@ -68,7 +68,8 @@ def test_the_expected_resources_are_there():
                    ("Deployment", "rlr-worker"), ("Deployment", "rlr-bridge-mqtt"),
                    ("Job", "rlr-trainer-"), ("ScaledObject", "rlr-worker"),
                    ("TriggerAuthentication", "rlr-keda-redis"),
-                   ("PersistentVolumeClaim", "rlr-trainer-work")]:
+                   ("PersistentVolumeClaim", "rlr-trainer-work"),
+                   ("Deployment", "rlr-console"), ("Service", "rlr-console")]:
         assert wanted in kinds, f"{wanted} is missing from deploy/k8s"
 
 

@@ -30,7 +30,7 @@ RLRCTL = "/opt/rlr/venv/bin/rlrctl"
 INSTANCES = {"rlr-worker@": "gpu0", "rlr-worker-check@": "gpu0", "rlr-worker-restart@": "gpu0",
              "rlr-producer@": "cam1", "rlr-bridge@": "mqtt", "rlr-plc@": "modbus"}
 LONG_RUNNING = ["rlr-worker@.service", "rlr-producer@.service", "rlr-bridge@.service",
-                "rlr-plc@.service", "rlr-trainer.service"]
+                "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service"]
 
 
 def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -138,7 +138,7 @@ def test_the_expected_units_are_there():
     assert set(units()) == {
         "rlr-worker@.service", "rlr-worker-check@.service", "rlr-worker-check@.timer",
         "rlr-worker-restart@.service", "rlr-producer@.service", "rlr-bridge@.service",
-        "rlr-plc@.service", "rlr-trainer.service"}
+        "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service"}
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
