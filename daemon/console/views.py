@@ -105,7 +105,7 @@ def alert_json(line: str, aid: str, fields, ack: dict | None = None) -> dict | N
 def alerts(client: redis.Redis, line: str, count: int = 50) -> list[dict]:
     entries = client.xrevrange(keys.alerts(line), count=count)
     # Acknowledgements are kept by the alert's own id, whoever made them (console or PLC).
-    ids = [text(f.get(b"alert_id", b"")) for _, f in entries]
+    ids = [text(f.get(b"alert_id", b"")) or text(e) for e, f in entries]
     acks = client.hmget(keys.alert_acks(line), ids) if entries else []
     out = []
     for (aid, fields), ack in zip(entries, acks, strict=True):
