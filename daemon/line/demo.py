@@ -8,6 +8,7 @@ module runs the line and reads its streams but prints nothing itself.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -168,10 +169,14 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
     try:
         _clear(client, line_name)
         port = free_port()
-        view.step(f"starting a worker (metrics on http://127.0.0.1:{port}/metrics) and "
-                  f"{len(CLASSES)} cameras at {fps:g} fps")
+        # OpenVINO scores `lite` about 3x faster than eager torch on a CPU (README "Engines"):
+        # with it one worker keeps up with the cameras and every frame is scored fresh.
+        engine = "openvino" if importlib.util.find_spec("openvino") else "torch"
+        view.step(f"starting a worker (engine {engine}, metrics on "
+                  f"http://127.0.0.1:{port}/metrics) and {len(CLASSES)} cameras at {fps:g} fps")
         line.start("worker", ["worker", "--model", str(model), "--metrics-port", str(port)],
-                   RLR_CONSUMER="demo-worker")
+                   RLR_CONSUMER="demo-worker", RLR_ENGINE=engine,
+                   RLR_ENGINE_CACHE=str(workdir / "engines"))
         _wait_ready(client, line, stopping)
         if console_port:
             _start_console(line, console_port, view)
