@@ -191,8 +191,6 @@ def health_cost(args, client: redis.Redis, url: str, model: Path, images: list[n
         per_round = max(int(args.seconds / args.rounds * 10), 4 * args.batch)
         for r in range(args.rounds):
             for k in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                if not fps[k]:  # size the rounds from the first measured rate
-                    per_round = max(per_round, 4 * args.batch)
                 fps[k].append(throughput(client, lines[k], frames, per_round))
                 per_round = max(int(fps[k][-1] * args.seconds / args.rounds), 4 * args.batch)
         on, off = float(np.median(fps["on"])), float(np.median(fps["off"]))

@@ -237,14 +237,7 @@ class Bridge:
 
 def parse_health(fields: Fields) -> HealthEvent:
     """A health-stream entry as a `HealthEvent`; `DeliveryError` (permanent) when unreadable."""
-    version = entry_field(fields, "v") or ""
-    if version.split(".")[0] != SCHEMA_VERSION:
-        raise DeliveryError("unsupported_version", f"health event schema v={version!r}, this "
-                            f"bridge reads v={SCHEMA_VERSION}; upgrade the bridge", True)
-    try:
-        return HealthEvent.from_fields(fields)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DeliveryError("malformed", f"{type(exc).__name__}: {exc}", True) from None
+    return _parse(fields, HealthEvent, "health event")
 
 
 def _ident(item: Alert | HealthEvent) -> str:
@@ -255,11 +248,15 @@ def _ident(item: Alert | HealthEvent) -> str:
 
 def parse_alert(fields: Fields) -> Alert:
     """An alerts-stream entry as an `Alert`; `DeliveryError` (permanent) when unreadable."""
+    return _parse(fields, Alert, "alert")
+
+
+def _parse(fields: Fields, cls, what: str):
     version = entry_field(fields, "v") or ""
     if version.split(".")[0] != SCHEMA_VERSION:
-        raise DeliveryError("unsupported_version", f"alert schema v={version!r}, this bridge "
+        raise DeliveryError("unsupported_version", f"{what} schema v={version!r}, this bridge "
                             f"reads v={SCHEMA_VERSION}; upgrade the bridge or the worker", True)
     try:
-        return Alert.from_fields(fields)
+        return cls.from_fields(fields)
     except (KeyError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
         raise DeliveryError("malformed", f"{type(exc).__name__}: {exc}", True) from None

@@ -71,7 +71,7 @@ class Engine:
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
                  choice: EngineChoice | None = None, version: str | None = None) -> None:
         choice = choice or EngineChoice()
-        self.model = model.to(device).eval()
+        model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
         self.thresholds: dict = dict(manifest.get("thresholds") or {})
@@ -80,14 +80,17 @@ class Engine:
         try:
             if choice.name == "auto":
                 self.runtime, self.measured = pick_fastest(
-                    self.model, manifest, device, choice.batch, choice.cache)
+                    model, manifest, device, choice.batch, choice.cache)
             else:
-                self.runtime = build_runtime(choice.name, self.model, manifest, device,
+                self.runtime = build_runtime(choice.name, model, manifest, device,
                                              choice.precision_on(device), choice.cache,
                                              max_batch=max(choice.batch, 1))
         except ConfigError as exc:
             raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc
+        # Only the torch runtime needs the module afterwards; an exported engine's copy of
+        # the weights is freed with it.
+        self.model: RLRModel | None = getattr(self.runtime, "model", None)
 
     @property
     def engine_name(self) -> str:
@@ -105,7 +108,7 @@ class Engine:
 
     @property
     def image_size(self) -> int:
-        return self.model.image_size
+        return self.runtime.image_size
 
     @property
     def calibrated(self) -> bool:
