@@ -71,10 +71,11 @@ function tileOf(t) {
     img, over, canvas, score: el("span", { class: "score" }), verdict: el("span", { class: "verdict" }),
     thr: el("span", { class: "thr" }), fps: el("span"), lat: el("span"), model: el("span", { class: "model" }),
     health: el("span", { class: "health" }), stale: el("span", { class: "stale-mark" }, "stale"),
+    cap: el("div", { class: "pic-caption" }),
   };
   const root = el("article", { class: "tile" },
     el("h3", {}, el("span", { class: "camera" }, t.camera), parts.health, parts.stale),
-    el("div", { class: "pic" }, img, over),
+    el("div", { class: "pic" }, img, over), parts.cap,
     el("div", { class: "nums" }, parts.score, " / ", parts.thr, " ", parts.verdict),
     el("div", { class: "meta" }, parts.fps, " fps · p50 ", parts.lat, " · ", parts.model),
     canvas);
@@ -108,6 +109,10 @@ function updateTile(t, now) {
     p.img.src = "/thumb?" + q({ line: t.line, camera: t.camera, v: t.thumb });
     p.over.hidden = !t.overlay;
     if (t.overlay) p.over.src = "/overlay?" + q({ line: t.line, camera: t.camera, frame: t.thumb_frame });
+    // The picture is refreshed a few times a second at most, so it is not always the frame the
+    // score below belongs to: say which frame it shows and whether that one was anomalous.
+    p.cap.textContent = "picture: frame " + (t.thumb_frame || "?") +
+      (t.overlay ? " · anomalous, heat map shown" : "");
   }
   const kinds = Object.keys(t.health || {});
   p.health.textContent = kinds.length ? "⚠ " + kinds.join(", ") : "";
