@@ -97,6 +97,7 @@ class Hub:
         self.subscribers: set[asyncio.Queue] = set()
         self.status: dict[str, Any] = {"lines": [], "jobs": [], "trainers": []}
         self._cursor = {}
+        self.seeded = False  # True once the readers start after the streams' current ends
         for line in self.lines:
             for key in (keys.results(line), keys.alerts(line), keys.health(line)):
                 self._cursor[key] = "$"
@@ -176,6 +177,7 @@ class Hub:
                 except Exception:
                     last = []
                 self._cursor[key] = text(last[0][0]) if last else "0-0"
+        self.seeded = True
 
     def _add_result(self, line: str, rid: str, fields) -> tuple[Camera, list] | None:
         try:
