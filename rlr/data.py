@@ -179,8 +179,11 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
             f"to_tensor expects uint8 images of shape (H, W, 3), got {batch.dtype} "
             f"{batch.shape}; load images with rlr.data.load_image"
         )
-    tensor = torch.from_numpy(np.ascontiguousarray(batch))  # (B, H, W, 3)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0).contiguous()  # (B, 3, H, W)
+    hwc = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)  # a view
+    # One pass from uint8 HWC into a contiguous float CHW, then scale in place (converting the
+    # view first and making it contiguous afterwards would copy the floats once more).
+    out = torch.empty(hwc.shape, dtype=torch.float32)
+    return out.copy_(hwc).div_(255.0)  # (B, 3, H, W)
 
 
 # ----------------------------------------------------------------------------- data sets
