@@ -20,7 +20,8 @@ from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 class Published(NamedTuple):
     new: bool  # False: a result for this camera and frame id already existed
     result_id: str | None
-    window: list[RecentFrame]  # the camera's recent verdicts, newest first (empty when not new)
+    window: list[RecentFrame]  # the camera's recent verdicts, newest first (only for a new
+    # anomalous result, the only kind the alert rule looks at; empty otherwise)
     first_entry: str | None = None  # not new: the stream entry whose result that is
 
     def replay_of(self, entry_id: str) -> bool:

@@ -29,21 +29,42 @@ from daemon.wire.text import text
 
 T = TypeVar("T")
 
+# One call per line and batch. KEYS: the results stream, the frames stream, then per frame its
+# seen key and its camera's alert-window key. ARGV: group, dedup ttl, results cap, window
+# length, then per frame: entry id, window entry head and tail, 1 when anomalous (its window
+# is returned), the number of result fields, the fields. Returns per frame
+# {new, result id, window, first entry}.
 _PUBLISH = """
-local seen = redis.call('GET', KEYS[2])
-if seen then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  local sp = string.find(seen, ' ', 1, true)
-  if sp then return {0, string.sub(seen, 1, sp - 1), {}, string.sub(seen, sp + 1)} end
-  return {0, seen, {}}
+local group, ttl, cap, wlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]) - 1
+local out, a = {}, 5
+for i = 3, #KEYS, 2 do
+  local entry, head, tail, anomalous, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    tonumber(ARGV[a + 4])
+  local fields = {}
+  for j = 1, n do fields[j] = ARGV[a + 4 + j] end
+  a = a + 5 + n
+  local seen = redis.call('GET', KEYS[i])
+  if seen then
+    redis.call('XACK', KEYS[2], group, entry)
+    local sp = string.find(seen, ' ', 1, true)
+    if sp then
+      out[#out + 1] = {0, string.sub(seen, 1, sp - 1), {}, string.sub(seen, sp + 1)}
+    else
+      out[#out + 1] = {0, seen, {}}
+    end
+  else
+    local rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', unpack(fields))
+    redis.call('SET', KEYS[i], rid .. ' ' .. entry, 'EX', ttl)
+    redis.call('LPUSH', KEYS[i + 1], head .. rid .. tail)
+    redis.call('LTRIM', KEYS[i + 1], 0, wlen)
+    redis.call('EXPIRE', KEYS[i + 1], ttl)
+    redis.call('XACK', KEYS[2], group, entry)
+    local window = {}
+    if anomalous == '1' then window = redis.call('LRANGE', KEYS[i + 1], 0, -1) end
+    out[#out + 1] = {1, rid, window}
+  end
 end
-local rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 8))
-redis.call('SET', KEYS[2], rid .. ' ' .. ARGV[2], 'EX', ARGV[3])
-redis.call('LPUSH', KEYS[4], ARGV[6] .. rid .. ARGV[7])
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
-redis.call('EXPIRE', KEYS[4], ARGV[3])
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-return {1, rid, redis.call('LRANGE', KEYS[4], 0, -1)}
+return out
 """
 
 _ALERT = """
@@ -147,36 +168,41 @@ class RedisStreams:
 
     async def _publish_all(self, items: Sequence[tuple[Delivery, Result]],
                            window_n: int) -> list[Published]:
-        # One round trip on a single server; on a cluster the scripts run concurrently, each
-        # on its line's shard.
+        by_line: dict[str, list[int]] = {}
+        for i, (d, _) in enumerate(items):
+            by_line.setdefault(d.line, []).append(i)
+        # One script call per line (its keys share the line's hash tag): one round trip on a
+        # single server; on a cluster the calls run concurrently, each on its line's shard.
         if self.cluster:
-            return await self._publish_each(self.r, items, window_n)
-        async with self.r.pipeline(transaction=False) as pipe:
-            return await self._publish_each(pipe, items, window_n)
+            replies = await asyncio.gather(*(
+                self._publish_line(self.r, line, [items[i] for i in idx], window_n)
+                for line, idx in by_line.items()))
+        else:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for line, idx in by_line.items():
+                    await self._publish_line(pipe, line, [items[i] for i in idx], window_n)
+                replies = await pipe.execute()
+        out: list[Published | None] = [None] * len(items)
+        for idx, reply in zip(by_line.values(), replies, strict=True):
+            for i, r in zip(idx, reply, strict=True):
+                out[i] = Published(bool(r[0]), None if r[1] is None else text(r[1]),
+                                   [RecentFrame.from_json(v) for v in r[2]],
+                                   text(r[3]) if len(r) > 3 else None)
+        return out
 
-    async def _publish_each(self, pipe, items: Sequence[tuple[Delivery, Result]],
-                            window_n: int) -> list[Published]:
-        calls = []
+    def _publish_line(self, client, line: str, items: Sequence[tuple[Delivery, Result]],
+                      window_n: int):
+        """The script call that publishes `items` (all of `line`) on `client`."""
+        keys_: list[str] = [keys.results(line), keys.frames(line)]
+        args: list = [self.group.group, self.s.dedup_ttl_s, self.s.results_maxlen, window_n]
         for d, res in items:
-            flat: list = []
-            for k, v in res.to_fields().items():
-                flat += [k, v]
+            keys_ += [keys.seen(line, res.camera, res.frame_id),
+                      keys.alert_window(line, res.camera)]
+            flat = res.to_flat()
             head = json.dumps([res.frame_id, round(res.score, 6), int(res.is_anomaly)])[:-1]
-            call = self._publish(
-                keys=[keys.results(d.line), keys.seen(d.line, res.camera, res.frame_id),
-                      keys.frames(d.line), keys.alert_window(d.line, res.camera)],
-                args=[self.group.group, d.entry_id, self.s.dedup_ttl_s, self.s.results_maxlen,
-                      window_n, head + ',"', f'",{res.capture_ts!r}]', *flat],
-                client=pipe)
-            if self.cluster:
-                calls.append(call)
-            else:
-                await call
-        replies = await (asyncio.gather(*calls) if self.cluster else pipe.execute())
-        return [Published(bool(r[0]), None if r[1] is None else text(r[1]),
-                          [RecentFrame.from_json(v) for v in r[2]],
-                          text(r[3]) if len(r) > 3 else None)
-                for r in replies]
+            args += [d.entry_id, head + ',"', f'",{res.capture_ts!r}]',
+                     int(res.is_anomaly), len(flat), *flat]
+        return self._publish(keys=keys_, args=args, client=client)
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
         async def go() -> None:

@@ -203,6 +203,21 @@ class Result:
             out["mask"] = self.mask
         return out
 
+    def to_flat(self) -> list[str | bytes]:
+        """The same fields as `to_fields`, as one flat [name, value, ...] list (what a script
+        call takes; built without the dict and the per-field encode)."""
+        out: list[str | bytes] = [
+            "v", SCHEMA_VERSION, "frame_id", self.frame_id, "camera", self.camera,
+            "score", f"{self.score:.6g}", "is_anomaly", "1" if self.is_anomaly else "0",
+            "threshold", "" if self.threshold is None else f"{self.threshold:.6g}",
+            "model_version", self.model_version, "ts", repr(self.capture_ts),
+            "queue_ms", f"{self.queue_ms:.2f}", "infer_ms", f"{self.infer_ms:.2f}",
+            "latency_ms", f"{self.latency_ms:.2f}", "worker", self.worker,
+            "class", self.product_class or ""]
+        if self.mask is not None:
+            out += ["mask", self.mask]
+        return out
+
     @classmethod
     def from_fields(cls, fields: Fields) -> Result:
         t = _decoded({k: v for k, v in fields.items() if k not in (b"mask", "mask")})

@@ -227,6 +227,10 @@ def _result(**kw) -> Result:
 def test_result_round_trips(changes):
     res = _result(**changes)
     assert Result.from_fields(res.to_fields()) == res
+    flat = res.to_flat()  # what the publish script gets: the same fields, flat
+    pairs = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert {k: v if isinstance(v, bytes) else v.encode() for k, v in pairs.items()} == \
+        res.to_fields()
 
 
 def test_result_normalized_score():
