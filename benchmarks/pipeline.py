@@ -23,6 +23,7 @@ server unless --redis-url is given.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -80,16 +81,48 @@ def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: fl
 
 
 def start_worker(url: str, line: str, model: Path, batch: int, device: str,
-                 log: Path, name: str = "bench-worker", **extra: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RLR_")}
+                 log: Path, name: str = "bench-worker", probe: Path | None = None,
+                 null: bool = False, **extra: str) -> subprocess.Popen:
+    """A real `rlrctl worker` process; with `probe`, the measuring one (`probe_worker.py`:
+    CPU by stage written to that file; with `null`, the null engine)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RLR_", "BENCH_"))}
     env.update({"RLR_REDIS_URL": url, "RLR_LINES": line, "RLR_MODEL": str(model),
                 "RLR_BATCH_SIZE": str(batch), "RLR_DEVICE": device, "RLR_METRICS_PORT": "0",
                 "RLR_CONSUMER": name, "RLR_BACKLOG_LIMIT": "50000",
                 "RLR_FRAMES_MAXLEN": "100000", "RLR_RESULTS_MAXLEN": "100000",
                 "RLR_MAX_FRAME_AGE_S": "600", "RLR_ALERT_COOLDOWN_S": "3600",
                 **{f"RLR_{k.upper()}": v for k, v in extra.items()}})
-    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker"], env=env, cwd=ROOT,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "daemon.cli", "worker"]
+    if probe is not None:
+        env.update({"BENCH_PROBE_FILE": str(probe), "BENCH_PROBE_NULL": "1" if null else "0",
+                    "PYTHONPATH": str(ROOT)})
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "probe_worker.py"), "worker"]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
+
+
+STAGES = ("read", "decode", "batching", "model", "results", "publish", "masks",
+          "housekeeping", "loop")
+
+
+def probe_totals(path: Path) -> dict:
+    """The probe's running totals (it rewrites the file every half second)."""
+    time.sleep(0.6)
+    return json.loads(path.read_text())
+
+
+def print_stages(before: dict, after: dict, frames: int) -> None:
+    """The worker's CPU time per frame by stage, between two probe readings."""
+    cpu = (after["cpu_s"] - before["cpu_s"]) * 1e6 / frames
+    parts = {k: (after["stages"].get(k, 0.0) - before["stages"].get(k, 0.0)) * 1e6 / frames
+             for k in set(after["stages"]) | set(before["stages"])}
+    print(f"worker CPU      {cpu:8.0f} us/frame over {frames} frames (process CPU clock), "
+          "by stage:", flush=True)
+    for k in [*STAGES, *sorted(set(parts) - set(STAGES))]:
+        if k in parts:
+            print(f"  {k:<13} {parts[k]:8.1f} us", flush=True)
+    print(f"  {'other':<13} {cpu - sum(parts.values()):8.1f} us (interpreter, GC, threads "
+          "outside the stages)", flush=True)
 
 
 def wait_ready(client: redis.Redis, proc: subprocess.Popen, log: Path,
@@ -215,7 +248,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
     ap.add_argument("--redis-url", help="use this Redis instead of an embedded one")
     ap.add_argument("--engine", default="torch",
-                    help="RLR_ENGINE of the worker (and of the model-only figure)")
+                    help="RLR_ENGINE of the worker (and of the model-only figure); null: no "
+                         "model at all (measurement only), for the daemon's own ceiling")
+    ap.add_argument("--stages", action="store_true",
+                    help="run the measuring worker (benchmarks/probe_worker.py) and print its "
+                         "CPU time per frame by stage (always on with --engine null)")
     ap.add_argument("--compare-health", action="store_true",
                     help="measure what camera health costs instead (workers with it on / off)")
     ap.add_argument("--cameras", type=int, default=1,
@@ -248,31 +285,47 @@ def main() -> None:
     line = f"bench{uuid.uuid4().hex[:6]}"
     log = work / "worker.log"
     extra = {} if args.thumb_interval is None else {"thumb_interval_s": str(args.thumb_interval)}
-    worker = start_worker(url, line, model, args.batch, args.device, log, engine=args.engine,
+    null = args.engine == "null"
+    probe = work / "probe.json" if null or args.stages else None
+    worker = start_worker(url, line, model, args.batch, args.device, log, probe=probe,
+                          null=null, engine="torch" if null else args.engine,
                           engine_cache=str(work / "engines"), **extra)
     try:
         wait_ready(client, worker, log)
         throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
         # Alternate the two measurements (this machine's speed drifts over minutes) and
         # compare their medians: the ratio is then not an artefact of when each one ran.
-        models, e2es = [], []
+        models, e2es, sent = [], [], 0
+        before = probe_totals(probe) if probe else None
         for _ in range(args.rounds):
-            models.append(model_only_fps(model, images, args.batch, args.seconds / args.rounds,
-                                         args.device, args.engine))
-            n = max(int(models[-1] * args.seconds / args.rounds), 4 * args.batch)
+            if not null:
+                models.append(model_only_fps(model, images, args.batch,
+                                             args.seconds / args.rounds, args.device,
+                                             args.engine))
+            guess = models[-1] if models else (e2es[-1] if e2es else 500.0)
+            n = max(int(guess * args.seconds / args.rounds), 4 * args.batch)
             e2es.append(throughput(client, line, frames, n, args.cameras))
-        fps_model, fps_e2e = float(np.median(models)), float(np.median(e2es))
-        print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches; rounds: "
-              f"{', '.join(f'{x:.1f}' for x in models)})", flush=True)
+            sent += n
+        after = probe_totals(probe) if probe else None
+        fps_e2e = float(np.median(e2es))
+        if null:
+            print("model-only          none (null engine: scores and maps at once)", flush=True)
+        else:
+            fps_model = float(np.median(models))
+            print(f"model-only      {fps_model:8.1f} frames/s (predict on decoded batches; "
+                  f"rounds: {', '.join(f'{x:.1f}' for x in models)})", flush=True)
         print(f"end-to-end      {fps_e2e:8.1f} frames/s (XADD -> worker -> results; rounds: "
               f"{', '.join(f'{x:.1f}' for x in e2es)})", flush=True)
-        print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
+        if not null:
+            print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
+        if probe:
+            print_stages(before, after, sent)
         infer = [(r.infer_ms, r.worker) for _, r in results_after(client, line, "0-0")
                  if r.camera.startswith("cam-tput")]
         per_batch = float(np.median([ms for ms, _ in infer]))
         print(f"inside the worker: {per_batch:.1f} ms per batch of {args.batch} "
-              f"({args.batch * 1000 / per_batch:.1f} frames/s while decoding and publishing "
-              "run alongside)", flush=True)
+              f"({args.batch * 1000 / max(per_batch, 1e-3):.1f} frames/s while decoding and "
+              "publishing run alongside)", flush=True)
         rate = fps_e2e / 2
         lat = latency(client, line, frames, rate, args.seconds)
         print(f"latency @ {rate:5.1f} fps (half capacity), {lat.size} frames: "

@@ -147,7 +147,7 @@ class Publisher:
     async def submit(self, batch: Scored) -> None:
         """Start publishing `batch`; waits only while `concurrency` batches are in flight."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._publish(batch, self._last))
+        task = asyncio.create_task(self._publish(batch, self._last), name="publish")
         self._last = task
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -263,7 +263,7 @@ class Publisher:
         interval), so a slow Redis never piles them up."""
         if self._thumb_task is not None and not self._thumb_task.done():
             return
-        self._thumb_task = asyncio.create_task(self._thumbnails(items))
+        self._thumb_task = asyncio.create_task(self._thumbnails(items), name="thumbnails")
 
     async def _thumbnails(self, items: list[tuple[str, Result, tuple[Frame, Any]]]) -> None:
         """Best effort: a failed write only leaves an older picture."""
