@@ -42,8 +42,7 @@ class Settings(BaseSettings):
     group: str = Field("rlr-workers", description="consumer group of the workers on a line")
     consumer: str | None = Field(None, description="this worker's name (default host-pid)")
     model: Path | None = Field(None, description="model artifact (.rlr) the worker serves")
-
-    # --- batching and device
+    # --- batching, device, engine
     batch_size: int = Field(8, ge=1, le=1024, description="max frames per inference batch")
     batch_wait_ms: float = Field(20.0, ge=0, le=10_000,
                                  description="max wait for a batch to fill after its first frame")
@@ -60,6 +59,8 @@ class Settings(BaseSettings):
     engine: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = Field(
         "torch", description="runtime that scores frames; auto measures every one installed "
         "at model load and keeps the fastest (never slower than torch)")
+    compile: Literal["off", "default", "max-autotune"] = Field("off", description="torch."
+        "compile the model (RLR_ENGINE=torch), once per fixed batch size at start")
     engine_cache: Path | None = Field(None, description="folder of exported engines, by "
                                       "artifact sha256 (default ~/.cache/rlr/engines)")
 
@@ -114,6 +115,8 @@ class Settings(BaseSettings):
     # --- camera health (daemon/serve/camera_health.py)
     health: bool = Field(True, description="watch each camera's frames and scores for camera "
                          "faults (frozen, dark, bright, blur, framing moved, score drift)")
+    health_max_fps: float = Field(30.0, ge=0, description="frames/s per camera that camera "
+                                  "health measures (faults last seconds); 0: every frame")
     health_window: int = Field(10, ge=2, le=1000, description="frames each image condition is "
                                "judged over, per camera")
     health_raise_k: int = Field(8, ge=1, description="a condition is raised when this many of "
@@ -283,6 +286,9 @@ class Settings(BaseSettings):
             raise ValueError(f"camera health needs RLR_HEALTH_CLEAR_K={self.health_clear_k} < "
                              f"RLR_HEALTH_RAISE_K={self.health_raise_k} <= RLR_HEALTH_WINDOW="
                              f"{self.health_window}")
+        if self.compile != "off" and self.engine != "torch":
+            raise ValueError(f"RLR_COMPILE={self.compile} compiles the torch engine, not "
+                             f"RLR_ENGINE={self.engine}: set one of them to off / torch")
         if self.health_drift_clear_psi >= self.health_drift_psi:
             raise ValueError("RLR_HEALTH_DRIFT_CLEAR_PSI must be below RLR_HEALTH_DRIFT_PSI")
         if (self.opcua_username is None) != (self.opcua_password is None):

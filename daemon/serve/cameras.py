@@ -11,6 +11,7 @@ deciles and the false-alarm rate) comes from the model serving the camera's fram
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,21 @@ class CameraMonitor:
         self.metrics = metrics
         self.watches: dict[tuple[str, str], CameraWatch] = {}
         self._calibration: dict[str, tuple[dict, float | None]] = {}  # version -> (deciles, far)
+        # (line, camera) -> when its next frame may be measured (RLR_HEALTH_MAX_FPS)
+        self._period = 1.0 / settings.health_max_fps if settings.health_max_fps > 0 else 0.0
+        self._next_at: dict[tuple[str, str], float] = {}
 
     def measure(self, line: str, camera: str, image: np.ndarray) -> Measures | None:
-        """On a decode thread: the frame's measures (None when camera health is off, or for a
-        frame that cannot be measured: it is scored all the same)."""
+        """On a decode thread: the frame's measures (None when camera health is off, for a frame
+        over the camera's RLR_HEALTH_MAX_FPS, or one that cannot be measured: it is scored all
+        the same)."""
         if not self.enabled:
             return None
+        if self._period:  # a camera faster than RLR_HEALTH_MAX_FPS is measured at that rate
+            now = time.monotonic()
+            if now < self._next_at.get((line, camera), 0.0):
+                return None
+            self._next_at[(line, camera)] = now + self._period
         watch = self.watches.get((line, camera))
         try:
             return measure(image, None if watch is None else watch.reference)

@@ -83,7 +83,8 @@ def _push(rclient, line, camera, images, product_class=None) -> list[str]:
 def test_camera_faults_are_raised_and_cleared_within_bounds(rclient, redis_url, line,
                                                             calibrated_model, tmp_path):
     worker = start_worker(redis_url, line, calibrated_model, "w-health", tmp_path,
-                          batch_size=8, backlog_limit=5000, frames_maxlen=20000)
+                          batch_size=8, backlog_limit=5000, frames_maxlen=20000,
+                          health_max_fps=0)
     try:
         wait_ready(rclient, worker, names=("w-health",))
         rng = np.random.default_rng(0)
@@ -141,7 +142,7 @@ def test_score_drift_and_the_alerts_of_an_unhealthy_camera(rclient, redis_url, l
     other = [scene(i, rng, 64) for i in range(260)]  # another product in front of the camera
     worker = start_worker(redis_url, line, calibrated_model, "w-drift", tmp_path,
                           batch_size=8, backlog_limit=5000, frames_maxlen=20000,
-                          alert_cooldown_s=0, health_drift_window=100)
+                          health_max_fps=0, alert_cooldown_s=0, health_drift_window=100)
     try:
         wait_ready(rclient, worker, names=("w-drift",))
         _push(rclient, line, "cam-drift", (normals * 3)[:150], product_class="tile")
@@ -182,9 +183,11 @@ def test_normal_feeds_raise_no_health_event_over_2000_frames(rclient, redis_url,
                          n_train=240, n_test_good=0, n_test_defect=0, size=64, seed=3)
     cells_line = f"{line}-elpv"
     workers = [start_worker(redis_url, line, calibrated_model, "w-normal", tmp_path,
-                            batch_size=16, backlog_limit=9000, frames_maxlen=20000),
+                            batch_size=16, backlog_limit=9000, frames_maxlen=20000,
+                            health_max_fps=0),
                start_worker(redis_url, cells_line, served_model, "w-cells", tmp_path,
-                            batch_size=16, backlog_limit=9000, frames_maxlen=20000)]
+                            batch_size=16, backlog_limit=9000, frames_maxlen=20000,
+                            health_max_fps=0)]
     try:
         wait_ready(rclient, *workers, names=("w-normal", "w-cells"))
         sent = {line: 0, cells_line: 0}

@@ -149,3 +149,16 @@ def test_measuring_a_frame_is_cheap():
         measure(img, ref)
     per_frame = (time.perf_counter() - t0) / 200
     assert per_frame < 0.005  # a few hundred us on a quiet machine; generous on a busy one
+
+
+def test_a_camera_faster_than_the_measuring_rate_is_measured_at_that_rate():
+    from daemon.serve.cameras import CameraMonitor
+    from daemon.settings import Settings
+
+    img = scene(0, np.random.default_rng(7), 64)
+    capped = CameraMonitor(Settings(health_max_fps=5))
+    first = [capped.measure("line", "cam0", img) for _ in range(50)]  # a burst: one measured
+    assert sum(m is not None for m in first) == 1
+    assert capped.measure("line", "cam1", img) is not None  # each camera has its own rate
+    every = CameraMonitor(Settings(health_max_fps=0))
+    assert all(every.measure("line", "cam0", img) is not None for _ in range(50))
