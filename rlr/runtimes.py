@@ -26,6 +26,7 @@ from rlr.model import Prediction, RLRModel
 from rlr.version import __version__
 
 RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
+COMPILE_MODES = ("off", "default", "max-autotune")
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 _EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 
@@ -55,7 +56,10 @@ def available(device: torch.device | None = None) -> list[str]:
 class TorchRuntime:
     name = "torch"
 
-    def __init__(self, model: RLRModel, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, model: RLRModel, device: torch.device, precision: str = "fp32",
+                 compile: str = "off") -> None:
+        if compile not in COMPILE_MODES:
+            raise ConfigError(f"compile mode {compile!r}: use one of {COMPILE_MODES}")
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"torch runs fp32 or bf16 (on CUDA), not {precision}")
         if precision == "bf16" and device.type != "cuda":
@@ -64,10 +68,20 @@ class TorchRuntime:
         self.model = model.to(device).eval()
         self.device, self.precision = device, precision
         self.image_size = model.image_size
+        self.compile = compile
+        # Compiled lazily, at the first batch of each shape (the worker's warm-up batch and
+        # the feed's fixed batch sizes); `dynamic=False`: one specialised graph per size.
+        self._forward = self.model if compile == "off" else \
+            torch.compile(self.model, mode=compile, dynamic=False)
 
     def predict(self, images: Tensor) -> Prediction:
-        return self.model.predict(images.to(self.device, non_blocking=True),
-                                  bf16=self.precision == "bf16")
+        images = images.to(self.device, non_blocking=True)
+        if self.compile == "off":
+            return self.model.predict(images, bf16=self.precision == "bf16")
+        with torch.inference_mode(), torch.autocast(
+                "cuda", dtype=torch.bfloat16,
+                enabled=images.device.type == "cuda" and self.precision == "bf16"):
+            return self._forward(images)
 
 
 class OnnxRuntime:
@@ -115,12 +129,17 @@ class OpenVinoRuntime:
 
 
 def build_runtime(name: str, model: RLRModel, manifest: dict[str, Any], device: torch.device,
-                  precision: str, cache_dir: Path, max_batch: int = 32) -> Runtime:
-    """The runtime `name` for a loaded artifact; exports (once, cached) what it needs."""
+                  precision: str, cache_dir: Path, max_batch: int = 32,
+                  compile: str = "off") -> Runtime:
+    """The runtime `name` for a loaded artifact; exports (once, cached) what it needs.
+    `compile` (torch only): torch.compile mode, off / default / max-autotune."""
     if name not in RUNTIMES:
         raise ConfigError(f"engine {name!r} unknown; use one of {', '.join(RUNTIMES)}")
     if name == "torch":
-        return TorchRuntime(model, device, precision)
+        return TorchRuntime(model, device, precision, compile)
+    if compile != "off":
+        raise ConfigError(f"compile mode {compile!r} applies to the torch engine only; "
+                          f"{name} runs its own optimised graph (set compile off)")
     _require(_MODULES[name])
     if name == "onnxruntime" and precision != "fp32":
         raise ConfigError("onnxruntime serves fp32 here; for bf16 use openvino (CPU) or "

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from daemon.errors import SettingsError
+from daemon.serve.feed import Feed
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
-from rlr.data import resize, to_tensor
+from rlr.data import resize
 from rlr.device import resolve_device
 from rlr.errors import ConfigError
 from rlr.model import RLRModel
@@ -50,11 +51,12 @@ class EngineChoice:
     name: str = "torch"  # auto, torch, onnxruntime, openvino, tensorrt
     precision: str = "auto"  # auto, fp32, bf16
     cache_dir: Path | None = None
-    batch: int = 8  # what `auto` measures with
+    batch: int = 8  # what `auto` measures with; the largest batch the feed pads to
+    compile: str = "off"  # torch.compile mode of the torch runtime: off, default, max-autotune
 
     @classmethod
     def from_settings(cls, s) -> EngineChoice:
-        return cls(s.engine, s.precision, s.engine_cache, s.batch_size)
+        return cls(s.engine, s.precision, s.engine_cache, s.batch_size, s.compile)
 
     @property
     def cache(self) -> Path:
@@ -84,13 +86,16 @@ class Engine:
             else:
                 self.runtime = build_runtime(choice.name, model, manifest, device,
                                              choice.precision_on(device), choice.cache,
-                                             max_batch=max(choice.batch, 1))
+                                             max_batch=max(choice.batch, 1),
+                                             compile=choice.compile)
         except ConfigError as exc:
             raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc
         # Only the torch runtime needs the module afterwards; an exported engine's copy of
         # the weights is freed with it.
         self.model: RLRModel | None = getattr(self.runtime, "model", None)
+        # A compiled model sees a few fixed batch sizes, so it never recompiles mid-line.
+        self.feed = Feed(device, max(choice.batch, 1), bucketed=choice.compile != "off")
 
     @property
     def engine_name(self) -> str:
@@ -124,13 +129,16 @@ class Engine:
         start = time.perf_counter()
         s = self.image_size
         images = [img if img.shape[:2] == (s, s) else resize(img, s) for img in images]
+        n = len(images)
         with torch.inference_mode():
-            pred = self.runtime.predict(to_tensor(images))
-            scores = pred.score.float().cpu().numpy()
-            maps = pred.anomaly_map.float().cpu().numpy()
+            pred = self.runtime.predict(self.feed.stage(images))
+            scores = pred.score[:n].float().cpu().numpy()
+            maps = pred.anomaly_map[:n].float().cpu().numpy()
         return Scores(scores, maps, (time.perf_counter() - start) * 1000)
 
     def warm_up(self) -> None:
-        """One throw-away batch, so the first real frame does not pay for lazy set-up."""
+        """Throw-away batches, so the first real frame does not pay for lazy set-up: one of
+        each fixed size when the model is compiled (each size compiles once, here)."""
         s = self.image_size
-        self.infer([np.zeros((s, s, 3), np.uint8)])
+        for n in self.feed.sizes or (1,):
+            self.infer([np.zeros((s, s, 3), np.uint8)] * n)

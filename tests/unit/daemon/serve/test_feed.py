@@ -1,0 +1,152 @@
+"""How batches reach the model's device: fixed batch-size buckets, one staging step that agrees
+with `to_tensor` on the CPU and on CUDA, padding rows whose outputs are dropped, JPEG decoding
+on the device, and torch.compile behind RLR_COMPILE. CUDA cases run where a GPU is at hand
+(benchmarks/gpu_check.sh runs them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import simplejpeg
+import torch
+
+from daemon.errors import SettingsError
+from daemon.serve.engine import Engine, EngineChoice
+from daemon.serve.feed import Feed, bucket_for, buckets, decode_jpegs
+from daemon.settings import Settings
+from daemon.wire.codec import encode_image
+from rlr.artifact import load_artifact
+from rlr.data import to_tensor
+from rlr.errors import ConfigError, DataError
+from rlr.runtimes import build_runtime
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_buckets_are_powers_of_two_up_to_the_batch_size():
+    assert buckets(1) == (1,)
+    assert buckets(8) == (1, 2, 4, 8)
+    assert buckets(12) == (1, 2, 4, 8, 12)
+    assert [bucket_for(n, buckets(12)) for n in (1, 3, 5, 8, 9, 12)] == [1, 4, 8, 8, 12, 12]
+    with pytest.raises(ValueError, match="at least 1"):
+        buckets(0)
+
+
+def test_staging_on_the_cpu_is_to_tensor_and_pads_with_zero_rows():
+    batch = images(5)
+    plain = Feed(torch.device("cpu"), 8).stage(batch)
+    assert torch.equal(plain, to_tensor(batch))
+    padded = Feed(torch.device("cpu"), 8, bucketed=True).stage(batch)
+    assert padded.shape == (8, 3, 64, 64)
+    assert torch.equal(padded[:5], plain) and not padded[5:].any()
+    with pytest.raises(DataError, match="no images"):
+        Feed(torch.device("cpu"), 8).stage([])
+
+
+def test_a_bucketed_engine_scores_like_an_unbucketed_one(artifact):
+    model, manifest = load_artifact(artifact)
+    plain = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    model, manifest = load_artifact(artifact)
+    bucketed = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    bucketed.feed = Feed(torch.device("cpu"), 8, bucketed=True)
+    batch = images(3, seed=1)
+    a, b = plain.infer(batch), bucketed.infer(batch)
+    assert a.scores.shape == b.scores.shape == (3,)
+    assert a.maps.shape == b.maps.shape == (3, 64, 64)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.maps, b.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_is_a_setting_of_the_torch_engine_only(artifact, tmp_path):
+    assert Settings(compile="default").compile == "default"
+    with pytest.raises(ValueError, match="RLR_COMPILE=default compiles the torch engine, not RLR_ENGINE=openvino"):
+        Settings(compile="default", engine="openvino")
+    model, manifest = load_artifact(artifact)
+    with pytest.raises(ConfigError, match="compile mode 'fast'"):
+        build_runtime("torch", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+                      compile="fast")
+    with pytest.raises(ConfigError, match="torch engine only"):
+        build_runtime("onnxruntime", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+                      compile="default")
+    with pytest.raises(SettingsError, match="RLR_ENGINE=onnxruntime"):
+        Engine(model, manifest, torch.device("cpu"),
+               EngineChoice("onnxruntime", cache_dir=tmp_path, compile="default"))
+
+
+def _compiled_like_eager(artifact, device: torch.device, batch: int) -> Engine:
+    model, manifest = load_artifact(artifact)
+    eager = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32"))
+    model, manifest = load_artifact(artifact)
+    compiled = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32",
+                                                            compile="default"))
+    compiled.warm_up()  # compiles each batch size here, not mid-line
+    frames = images(batch, seed=2)
+    a, b = eager.infer(frames), compiled.infer(frames)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(a.maps, b.maps, rtol=1e-3, atol=1e-4)
+    return compiled
+
+
+@pytest.mark.slow
+def test_a_compiled_engine_scores_like_eager(artifact):
+    # one batch size: compiling costs ~45 s per size on a 2-core CPU (the CUDA case does 3)
+    assert _compiled_like_eager(artifact, torch.device("cpu"), 1).feed.sizes == (1,)
+
+
+def test_jpeg_frames_decode_in_a_batch_to_the_model_size():
+    frames = [encode_image(img, "jpeg", 90)[0] for img in images(2, 64, seed=3)]
+    frames.append(encode_image(images(1, 128, seed=4)[0], "jpeg", 90)[0])
+    out = decode_jpegs(frames, 64, torch.device("cpu"))
+    assert out.shape == (3, 3, 64, 64) and out.dtype == torch.uint8
+    for i in range(2):  # same library family as the worker's CPU decoder: within a level or two
+        ref = simplejpeg.decode_jpeg(frames[i], colorspace="RGB")
+        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(int) - ref.astype(int))
+        assert diff.mean() < 1.0
+    with pytest.raises(DataError, match="does not decode"):
+        decode_jpegs([frames[0], b"\xff\xd8\xff not a jpeg"], 64, torch.device("cpu"))
+
+
+@cuda
+def test_staging_on_cuda_agrees_with_the_cpu_and_reuses_pinned_buffers():
+    dev = torch.device("cuda")
+    feed = Feed(dev, 8, bucketed=True)
+    batch = images(5)
+    first = feed.stage(batch)
+    assert first.device.type == "cuda" and first.shape == (8, 3, 64, 64)
+    assert torch.equal(first[:5].cpu(), to_tensor(batch))
+    torch.cuda.synchronize()
+    again = feed.stage(images(6, seed=1))
+    torch.cuda.synchronize()
+    assert sum(len(v) for v in feed._free.values()) == 1  # the finished buffer was reused
+    assert torch.equal(again[:6].cpu(), to_tensor(images(6, seed=1)))
+
+
+@cuda
+def test_jpeg_frames_decode_on_cuda_like_on_the_cpu():
+    frames = [encode_image(img, "jpeg", 90)[0] for img in images(4, 64, seed=5)]
+    on_gpu = decode_jpegs(frames, 64, torch.device("cuda")).cpu().int()
+    on_cpu = decode_jpegs(frames, 64, torch.device("cpu")).int()
+    assert (on_gpu - on_cpu).abs().float().mean() < 1.0
+
+
+@cuda
+def test_a_compiled_cuda_engine_warms_every_bucket_and_scores_like_eager(artifact):
+    compiled = _compiled_like_eager(artifact, torch.device("cuda"), 3)
+    assert compiled.feed.sizes == (1, 2, 3)
+    assert compiled.infer(images(2)).scores.shape == (2,)  # a padded batch, no recompile
+
+
+@cuda
+def test_a_cuda_engine_scores_like_the_cpu_one(artifact):
+    model, manifest = load_artifact(artifact)
+    cpu = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    model, manifest = load_artifact(artifact)
+    gpu = Engine(model, manifest, torch.device("cuda"), EngineChoice(batch=8, precision="fp32"))
+    batch = images(5, seed=6)
+    a, b = cpu.infer(batch), gpu.infer(batch)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
