@@ -23,6 +23,7 @@ server unless --redis-url is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ import torch
 
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import push_images
+from daemon.settings import Settings
 from daemon.wire import keys
 from daemon.wire.codec import encode_image
 from daemon.wire.schema import Result, encode_frame
@@ -53,6 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
     """The preset's model (packaged backbone weights) with a threshold at the median score."""
     cfg = preset(name)
+    if cfg.backbone.weights == "hub":  # not on this machine; random weights time the same
+        cfg = cfg.replace(backbone=dataclasses.replace(cfg.backbone, weights="none"))
+        print(f"preset {name}: random backbone weights (speed only; scores mean nothing)",
+              flush=True)
     model = create_model(cfg).eval()
     scores = model.predict(to_tensor(images[:16])).score.numpy()
     path = workdir / f"{name}.rlr"
@@ -105,10 +111,17 @@ STAGES = ("read", "decode", "batching", "model", "results", "publish", "masks",
           "housekeeping", "loop")
 
 
-def probe_totals(path: Path) -> dict:
-    """The probe's running totals (it rewrites the file every half second)."""
+def probe_totals(paths: list[Path]) -> dict:
+    """The probes' running totals (each rewrites its file every half second), summed over
+    the worker processes."""
     time.sleep(0.6)
-    return json.loads(path.read_text())
+    out: dict = {"cpu_s": 0.0, "stages": {}}
+    for path in paths:
+        one = json.loads(path.read_text())
+        out["cpu_s"] += one["cpu_s"]
+        for k, v in one["stages"].items():
+            out["stages"][k] = out["stages"].get(k, 0.0) + v
+    return out
 
 
 def print_stages(before: dict, after: dict, frames: int) -> None:
@@ -257,6 +270,10 @@ def main() -> None:
                     help="measure what camera health costs instead (workers with it on / off)")
     ap.add_argument("--cameras", type=int, default=1,
                     help="spread the throughput frames over this many cameras")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes in the line's consumer group (several per GPU)")
+    ap.add_argument("--compile", default="off",
+                    help="the worker's RLR_COMPILE (off, default, max-autotune)")
     ap.add_argument("--thumb-interval", type=float,
                     help="the worker's RLR_THUMB_INTERVAL_S (0: no console thumbnails)")
     args = ap.parse_args()
@@ -283,20 +300,28 @@ def main() -> None:
                 server.stop()
         return
     line = f"bench{uuid.uuid4().hex[:6]}"
-    log = work / "worker.log"
     extra = {} if args.thumb_interval is None else {"thumb_interval_s": str(args.thumb_interval)}
+    if args.compile != "off":
+        extra["compile"] = args.compile
     null = args.engine == "null"
-    probe = work / "probe.json" if null or args.stages else None
-    worker = start_worker(url, line, model, args.batch, args.device, log, probe=probe,
-                          null=null, engine="torch" if null else args.engine,
-                          engine_cache=str(work / "engines"), **extra)
+    names = [f"bench-worker{i or ''}" for i in range(args.workers)]
+    probes = [work / f"probe-{n}.json" for n in names] if null or args.stages else []
+    logs = [work / f"{n}.log" for n in names]
+    workers = [start_worker(url, line, model, args.batch, args.device, logs[i], name=names[i],
+                            probe=probes[i] if probes else None, null=null,
+                            engine="torch" if null else args.engine,
+                            engine_cache=str(work / "engines"), **extra)
+               for i in range(args.workers)]
+    if args.workers > 1:
+        print(f"{args.workers} worker processes in one consumer group", flush=True)
     try:
-        wait_ready(client, worker, log)
-        throughput(client, line, frames, 4 * args.batch)  # warm the worker's path
+        for i, worker in enumerate(workers):
+            wait_ready(client, worker, logs[i], names[i])
+        throughput(client, line, frames, 4 * args.batch * args.workers)  # warm their paths
         # Alternate the two measurements (this machine's speed drifts over minutes) and
         # compare their medians: the ratio is then not an artefact of when each one ran.
         models, e2es, sent = [], [], 0
-        before = probe_totals(probe) if probe else None
+        before = probe_totals(probes) if probes else None
         for _ in range(args.rounds):
             if not null:
                 models.append(model_only_fps(model, images, args.batch,
@@ -306,7 +331,7 @@ def main() -> None:
             n = max(int(guess * args.seconds / args.rounds), 4 * args.batch)
             e2es.append(throughput(client, line, frames, n, args.cameras))
             sent += n
-        after = probe_totals(probe) if probe else None
+        after = probe_totals(probes) if probes else None
         fps_e2e = float(np.median(e2es))
         if null:
             print("model-only          none (null engine: scores and maps at once)", flush=True)
@@ -318,7 +343,7 @@ def main() -> None:
               f"{', '.join(f'{x:.1f}' for x in e2es)})", flush=True)
         if not null:
             print(f"ratio           {fps_e2e / fps_model:8.2f}   (target >= 0.90)", flush=True)
-        if probe:
+        if probes:
             print_stages(before, after, sent)
         infer = [(r.infer_ms, r.worker) for _, r in results_after(client, line, "0-0")
                  if r.camera.startswith("cam-tput")]
@@ -331,9 +356,16 @@ def main() -> None:
         print(f"latency @ {rate:5.1f} fps (half capacity), {lat.size} frames: "
               f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
               f"max {lat.max():.1f} ms")
+        wait_ms = Settings().batch_wait_ms
+        bound = wait_ms + 2 * per_batch
+        print(f"latency bound   p99 {np.percentile(lat, 99):.1f} ms vs max wait {wait_ms:.0f} ms "
+              f"+ 2 batch times {2 * per_batch:.1f} ms = {bound:.1f} ms: "
+              f"{'within' if np.percentile(lat, 99) <= bound else 'OVER'}", flush=True)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
         if server is not None:
             server.stop()
 

@@ -102,6 +102,39 @@ def test_sigkill_mid_run_loses_no_frame_and_duplicates_none(redis_url, line, rcl
         b.stop(signal.SIGTERM)
 
 
+def test_several_processes_on_one_device_share_a_line_at_full_rate_through_a_sigkill(
+        redis_url, line, rclient, served_model, frame_jpegs, tmp_path):
+    """N worker processes per device (one consumer group, as the systemd template and the
+    Kubernetes deployment scale): every frame once, at the rate of a burst, with one of the
+    three SIGKILLed while it holds frames."""
+    opts = {"backlog_limit": 20000, "frames_maxlen": 50000, "batch_size": 32,
+            "claim_idle_ms": 2000}
+    names = ("w-n1", "w-n2", "w-n3")
+    procs = [start_worker(redis_url, line, served_model, n, tmp_path, **opts) for n in names]
+    try:
+        wait_ready(rclient, *procs, names=names)
+        ids = push_images(rclient, line, "cam-1", _frames(frame_jpegs, 1500), maxlen=None)
+        ids += push_images(rclient, line, "cam-2", _frames(frame_jpegs, 1500), maxlen=None)
+        wait_for(lambda: len(results(rclient, line)) >= 300, 120, "300 results", tuple(procs))
+        procs[0].p.send_signal(signal.SIGKILL)
+        procs[0].p.wait(10)
+        wait_for(lambda: len(results(rclient, line)) >= len(ids), 300, "all results",
+                 tuple(procs[1:]))
+        wait_for(lambda: pending(rclient, line) == 0, 30, "no pending frames", tuple(procs[1:]))
+        time.sleep(1.0)
+        res = results(rclient, line)
+        counts = Counter(r.frame_id for r in res)
+        assert set(counts) == set(ids)
+        assert max(counts.values()) == 1, "a frame got two results"
+        assert not dead_letters(rclient, line)
+        by_worker = Counter(r.worker for r in res)
+        assert all(by_worker[n] > 0 for n in names), by_worker
+    finally:
+        procs[0].stop(signal.SIGKILL)
+        for p in procs[1:]:
+            p.stop(signal.SIGTERM)
+
+
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=0)
