@@ -49,13 +49,13 @@ class Settings(BaseSettings):
     block_ms: int = Field(500, ge=1, le=60_000, description="XREADGROUP BLOCK when idle")
     prefetch_batches: int = Field(2, ge=1, le=64, description="decoded batches read ahead")
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding frames")
-    decode_inline: Literal["auto", "yes", "no"] = Field(
-        "auto", description="decode on the inference thread between batches (auto: when the "
-        "model runs on the CPU) instead of on RLR_DECODE_THREADS threads beside it")
+    decode_inline: Literal["auto", "yes", "no"] = Field("auto", description="decode on the "
+        "inference thread between batches (auto: model on the CPU), not RLR_DECODE_THREADS")
+    device_decode: Literal["auto", "yes", "no"] = Field("auto", description="decode JPEG "
+        "frames on the model's GPU in batches (nvJPEG); auto: when the model runs on CUDA")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on CUDA (torch, tensorrt), fp32 otherwise; bf16 on a "
-        "CPU needs RLR_ENGINE=openvino and a CPU with bf16")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on "
+        "CUDA (torch, tensorrt), else fp32; bf16 on a CPU: RLR_ENGINE=openvino, a bf16 CPU")
     engine: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = Field(
         "torch", description="runtime that scores frames; auto measures every one installed "
         "at model load and keeps the fastest (never slower than torch)")

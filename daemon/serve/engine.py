@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from daemon.errors import SettingsError
-from daemon.serve.feed import Feed
+from daemon.serve.feed import Feed, fit
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
-from rlr.data import resize
 from rlr.device import resolve_device
 from rlr.errors import ConfigError
 from rlr.model import RLRModel
@@ -122,13 +121,14 @@ class Engine:
     def threshold(self, product_class: str | None) -> float | None:
         return threshold_of(self.thresholds, product_class)
 
-    def infer(self, images: list[np.ndarray]) -> Scores:
-        """Score a batch of (S, S, 3) uint8 RGB images. Blocking: run it off the event loop.
+    def infer(self, images: list[np.ndarray | torch.Tensor]) -> Scores:
+        """Score a batch of (S, S, 3) uint8 RGB images (or (3, S, S) uint8 tensors decoded on
+        the device). Blocking: run it off the event loop.
 
         Images of another size (decoded for another model of a rollout) are resized."""
         start = time.perf_counter()
         s = self.image_size
-        images = [img if img.shape[:2] == (s, s) else resize(img, s) for img in images]
+        images = [fit(img, s) for img in images]
         n = len(images)
         with torch.inference_mode():
             pred = self.runtime.predict(self.feed.stage(images))

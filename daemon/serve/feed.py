@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlr.data import to_tensor
+from rlr.data import resize, to_tensor
 from rlr.errors import DataError
 
 
@@ -63,12 +63,21 @@ class Feed:
     def padded(self, n: int) -> int:
         return n if self.sizes is None else bucket_for(n, self.sizes)
 
-    def stage(self, images: Sequence[np.ndarray]) -> Tensor:
-        """The batch on the device, `padded(len(images))` rows (the first len(images) real)."""
+    def stage(self, images: Sequence[np.ndarray | Tensor]) -> Tensor:
+        """The batch on the device, `padded(len(images))` rows (the first len(images) real).
+        Images are (S, S, 3) uint8 arrays, or (3, S, S) uint8 tensors (decoded on the device:
+        `decode_jpegs`)."""
         n = len(images)
         if n == 0:
             raise DataError("Feed.stage got no images; pass at least one (S, S, 3) uint8 array")
         rows = self.padded(n)
+        if any(isinstance(img, Tensor) for img in images):
+            chw = [img.to(self.device) if isinstance(img, Tensor) else
+                   torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).to(self.device)
+                   for img in images]
+            if rows > n:
+                chw += [torch.zeros_like(chw[0])] * (rows - n)
+            return torch.stack(chw).float().div_(255.0)
         if not self.cuda:
             batch = to_tensor(images)
             if rows > n:
@@ -107,6 +116,23 @@ class Feed:
         return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
 
 
+def fit(image: np.ndarray | Tensor, size: int) -> np.ndarray | Tensor:
+    """`image` at the model's size: (S, S, 3) arrays through `rlr.data.resize`, (3, S, S)
+    tensors on their device (a rollout's models can differ in input size)."""
+    if isinstance(image, Tensor):
+        return image if image.shape[-2:] == (size, size) else _resized(image, size)
+    return image if image.shape[:2] == (size, size) else resize(image, size)
+
+
+def _resized(image: Tensor, size: int) -> Tensor:
+    """(3, H, W) uint8 -> (3, size, size), as `rlr.data.resize` does on the CPU (what the
+    model was trained with): the area filter down, bilinear up."""
+    mode = "area" if size < max(image.shape[-2:]) else "bilinear"
+    out = F.interpolate(image[None].float(), size=(size, size), mode=mode,
+                        **({} if mode == "area" else {"align_corners": False}))
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
 def decode_jpegs(datas: Sequence[bytes], size: int, device: torch.device) -> Tensor:
     """A batch of JPEG frames decoded on `device` (nvJPEG on CUDA; libjpeg on the CPU) and
     resized to (size, size): uint8 (B, 3, size, size). Sizes must have been checked already
@@ -123,10 +149,5 @@ def decode_jpegs(datas: Sequence[bytes], size: int, device: torch.device) -> Ten
                         "batch on the CPU to find which") from None
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
     for i, img in enumerate(images):
-        if img.shape[1:] == (size, size):
-            out[i] = img
-        else:
-            resized = F.interpolate(img[None].float(), size=(size, size), mode="bilinear",
-                                    antialias=True, align_corners=False)
-            out[i] = resized[0].round_().clamp_(0, 255).to(torch.uint8)
+        out[i] = img if img.shape[1:] == (size, size) else _resized(img, size)
     return out

@@ -17,6 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
 from daemon import logs
 from daemon.errors import FrameError
 from daemon.serve.alerts import AlertRule, RecentFrame
@@ -220,7 +222,9 @@ class Publisher:
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
-            frame = batch.items[i][1], (batch.images[i] if i < len(batch.images) else None)
+            # the CPU's decode, for thumbnails (not GPU memory: alerts' evidence holds it)
+            image = batch.images[i] if i < len(batch.images) else None
+            frame = batch.items[i][1], (image if isinstance(image, np.ndarray) else None)
             if self._thumb_due(d.line, res.camera, now):
                 thumbs.append((d.line, res, frame))
             if res.is_anomaly:

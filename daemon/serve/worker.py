@@ -244,14 +244,14 @@ class Worker:
         if primary is None:  # the model went away meanwhile: leave them for a redelivery
             self._release(d for d, _ in t.fresh)
             return
-        size = primary.image_size
+        size, device = primary.image_size, self.threads.device(primary)
         loop = asyncio.get_running_loop()
         step = self.s.batch_size
         for start in range(0, len(t.fresh), step):  # one decode job per batch-sized chunk
             chunk = t.fresh[start:start + step]
             job = loop.run_in_executor(self._cpu_pool(), self.threads.decode_many,
-                                       [frame for _, frame in chunk], size,
-                                       self.cameras.measurer([d.line for d, _ in chunk]))
+                                       [f for _, f in chunk], size, self.cameras.measurer(
+                                           [d.line for d, _ in chunk]), device)
             for i, (d, frame) in enumerate(chunk):
                 await self._queue.put(_Item(d, frame, job, i))
 

@@ -77,6 +77,17 @@ def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
         raise FrameError("corrupt", str(exc)) from None
 
 
+def jpeg_header_ok(data: bytes, max_side: int) -> bool:
+    """Whether a JPEG may be decoded elsewhere (the GPU): its header reads, its size is within
+    `max_side`, and it ends with the end-of-image marker (a decoder may return a truncated
+    frame's top half without a word). False sends it the CPU path, which says what is wrong."""
+    try:
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return False
+    return max(w, h) <= max_side and data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
 def _jpeg_fast(data: bytes, size: int, max_side: int) -> np.ndarray | None:
     """A JPEG frame decoded by libjpeg-turbo, or None where it refuses (not a JPEG, truncated,
     a variant it does not decode): the Pillow path then decides."""

@@ -64,7 +64,7 @@ def test_a_bucketed_engine_scores_like_an_unbucketed_one(artifact):
 
 def test_compile_is_a_setting_of_the_torch_engine_only(artifact, tmp_path):
     assert Settings(compile="default").compile == "default"
-    with pytest.raises(ValueError, match="RLR_COMPILE=default compiles the torch engine, not RLR_ENGINE=openvino"):
+    with pytest.raises(ValueError, match="compiles the torch engine, not RLR_ENGINE=openvino"):
         Settings(compile="default", engine="openvino")
     model, manifest = load_artifact(artifact)
     with pytest.raises(ConfigError, match="compile mode 'fast'"):
@@ -150,3 +150,66 @@ def test_a_cuda_engine_scores_like_the_cpu_one(artifact):
     batch = images(5, seed=6)
     a, b = cpu.infer(batch), gpu.infer(batch)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
+
+
+def _frame(i: int, data: bytes, encoding: str = "jpeg"):
+    from daemon.wire.schema import encode_frame, parse_frame
+
+    fields = {k.encode(): v if isinstance(v, bytes) else str(v).encode()
+              for k, v in encode_frame("cam", f"f{i}", 1.8e9, data, encoding).items()}
+    return parse_frame(fields, 1 << 20)
+
+
+def test_a_chunk_decodes_on_the_device_and_what_it_refuses_goes_the_cpu_path():
+    from daemon.errors import FrameError
+    from daemon.serve.decode import Threads
+
+    threads = Threads(Settings(device_decode="yes", max_image_side=256))
+    jpegs = [encode_image(img, "jpeg", 90)[0] for img in images(2, 128, seed=7)]
+    frames = [_frame(0, jpegs[0]), _frame(1, encode_image(images(1)[0], "png")[0], "png"),
+              _frame(2, jpegs[1]), _frame(3, jpegs[0][:300]),  # cut short: no end marker
+              _frame(4, encode_image(images(1, 300)[0], "jpeg")[0])]  # over the side limit
+    measured = []
+    out = threads.decode_many(frames, 64, lambda i, f, img: measured.append((i, img.shape)),
+                              torch.device("cpu"))
+    assert [type(img).__name__ for img, _ in out[:3]] == ["Tensor", "ndarray", "Tensor"]
+    assert out[0][0].shape == (3, 64, 64) and out[1][0].shape == (64, 64, 3)
+    assert isinstance(out[3][0], FrameError) and out[3][0].reason == "corrupt"
+    assert isinstance(out[4][0], FrameError) and out[4][0].reason == "bad_dimensions"
+    assert sorted(measured) == [(0, (64, 64, 3)), (1, (64, 64, 3)), (2, (64, 64, 3))]
+    cpu = Threads(Settings(device_decode="no")).decode_many(frames[:1], 64)[0][0]
+    assert np.abs(out[0][0].permute(1, 2, 0).numpy().astype(int) - cpu.astype(int)).mean() < 3
+
+
+
+def test_a_chunk_the_device_refuses_goes_the_cpu_path_and_a_broken_device_is_left(monkeypatch):
+    import daemon.serve.decode as decode
+    from daemon.serve.decode import Threads
+
+    threads = Threads(Settings(device_decode="yes"))
+    frames = [_frame(i, encode_image(img, "jpeg")[0]) for i, img in enumerate(images(2))]
+
+    def refuses(datas, size, device):  # as nvJPEG does for a variant it does not decode
+        raise DataError("a JPEG frame of the batch does not decode")
+
+    monkeypatch.setattr(decode, "decode_jpegs", refuses)
+    out = threads.decode_many(frames, 64, None, torch.device("cpu"))
+    assert all(isinstance(img, np.ndarray) for img, _ in out)
+    assert threads.device(type("E", (), {"device": torch.device("cpu")})()) is not None
+
+    def broken(datas, size, device):
+        raise RuntimeError("nvjpeg: library not initialised")
+
+    monkeypatch.setattr(decode, "decode_jpegs", broken)
+    out = threads.decode_many(frames, 64, None, torch.device("cpu"))
+    assert all(isinstance(img, np.ndarray) for img, _ in out)
+    assert threads.device(type("E", (), {"device": torch.device("cpu")})()) is None  # left
+
+
+def test_mixed_device_and_host_images_stage_as_one_batch():
+    frames = images(3, seed=8)
+    mixed = [torch.from_numpy(frames[0]).permute(2, 0, 1), frames[1],
+             torch.from_numpy(frames[2]).permute(2, 0, 1)]
+    staged = Feed(torch.device("cpu"), 4, bucketed=True).stage(mixed)
+    assert staged.shape == (4, 3, 64, 64)
+    assert torch.equal(staged[:3], to_tensor(frames)) and not staged[3].any()

@@ -23,15 +23,23 @@ from tests.unit.daemon.serve.helpers import HIGH, LOW, Recording, frame, results
 # ----------------------------------------------------------------------------- outcomes
 
 
-def test_every_frame_gets_exactly_one_result(engines):
+@pytest.mark.parametrize("device_decode", ["no", "yes"])
+def test_every_frame_gets_exactly_one_result(engines, device_decode, monkeypatch):
+    import daemon.serve.decode as decode
+
+    on_device = []  # JPEG chunks decoded by the device path (here the CPU's torchvision)
+    real = decode.decode_jpegs
+    monkeypatch.setattr(decode, "decode_jpegs", lambda d, *a: on_device.append(len(d)) or
+                        real(d, *a))
     engine = engines(default=LOW)
     streams = MemoryStreams()
     frames = [frame(i, cam, enc) for i, (cam, enc) in
               enumerate([("cam-a", "png"), ("cam-b", "jpeg"), ("cam-a", "raw")] * 3)]
     for f in frames:
         streams.add("line1", f)
-    w = Worker(settings(), engine, streams)
+    w = Worker(settings(device_decode=device_decode), engine, streams)
     stats = run(w)
+    assert sum(on_device) == (3 if device_decode == "yes" else 0)
     results = results_of(streams)
     assert sorted(r.frame_id for r in results) == sorted(f["frame_id"].decode() for f in frames)
     assert streams.pending == {}
@@ -97,7 +105,8 @@ def _poison() -> dict[str, tuple[str, dict]]:
     }
 
 
-def test_poison_frames_are_dead_lettered_and_good_frames_still_scored(engines):
+@pytest.mark.parametrize("device_decode", ["no", "yes"])
+def test_poison_frames_are_dead_lettered_and_good_frames_still_scored(engines, device_decode):
     streams = MemoryStreams()
     poison = _poison()
     good_ids = []
@@ -106,7 +115,7 @@ def test_poison_frames_are_dead_lettered_and_good_frames_still_scored(engines):
         good = frame(100 + i)
         good_ids.append(good["frame_id"].decode())
         streams.add("line1", good)
-    stats = run(Worker(settings(), engines(default=HIGH), streams))
+    stats = run(Worker(settings(device_decode=device_decode), engines(default=HIGH), streams))
 
     letters = streams.dlq["line1"]
     got = {letter.original.get("frame_id").decode(): letter.reason for letter in letters}
