@@ -17,7 +17,8 @@
 # `benchmarks/gpu_check.sh --needs` lists what this machine lacks, without running anything.
 #
 # Settings: WORKERS (processes for the scale-out rows, default 4), BENCH_SECONDS (per run,
-# default 12), OUT (default /tmp/rlr-gpu-check).
+# default 12), OUT (default /tmp/rlr-gpu-check), PAPER=0 (skip the paper rows), DEVICE=cpu
+# (the same steps on the CPU, to try the script itself: its figures mean little).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 HERE=benchmarks
@@ -27,6 +28,8 @@ OUT=${OUT:-/tmp/rlr-gpu-check}
 WORKERS=${WORKERS:-4}
 SECONDS_EACH=${BENCH_SECONDS:-12}
 SITE=/tmp/rlr-gpu-site
+DEVICE=${DEVICE:-cuda}
+PAPER=${PAPER:-1}
 
 # import name -> PyPI name of what the worker, the benchmarks and the tests import
 NEEDS="redis:redis hiredis:hiredis pydantic_settings:pydantic-settings pydantic:pydantic
@@ -47,7 +50,7 @@ missing() {
 if [ "${1:-}" = "--download" ]; then
     ver=${2:-3.12}
     mkdir -p "$WHEELS"
-    for pair in $NEEDS; do
+    for pair in $NEEDS typing_extensions:typing-extensions; do  # pydantic wants a recent one
         pkg=${pair##*:}
         case $pkg in timm|scipy|scikit-learn|matplotlib|opencv-python-headless|pillow|click|\
             pytest|safetensors|tqdm|httpx) continue ;;  # in a CUDA PyTorch image already
@@ -83,7 +86,7 @@ if [ -n "${lacking// }" ]; then
     echo "still missing after installing the wheels: $lacking (add their wheels to $WHEELS)" >&2
     exit 2
 fi
-$PY - <<'EOF' || exit 2
+[ "$DEVICE" = cpu ] || $PY - <<'EOF' || exit 2
 import torch
 if not torch.cuda.is_available():
     raise SystemExit("no CUDA device visible to torch: this check needs a GPU")
@@ -117,7 +120,7 @@ pipeline() {  # name, pipeline.py arguments...
     local log=$OUT/$name.log
     echo "== pipeline $name: $*"
     util_start "$OUT/$name.util"
-    timeout 150 $PY $HERE/pipeline.py --device cuda --rounds 2 --seconds "$SECONDS_EACH" "$@" \
+    timeout 150 $PY $HERE/pipeline.py --device "$DEVICE" --rounds 2 --seconds "$SECONDS_EACH" "$@" \
         > "$log" 2>&1
     local rc=$?
     local util
@@ -132,17 +135,20 @@ timeout 240 $PY -m pytest -q -p no:cacheprovider tests/unit/daemon/serve/test_fe
     -W ignore::DeprecationWarning 2>&1 | tail -n 15
 
 echo "== model speed"
-for p in lite paper; do
-    timeout 90 $PY $HERE/model_speed.py --preset "$p" --device cuda --batch 64 --iters 20 \
-        --no-engines 2>&1 | tail -n 8
+for p in lite $([ "$PAPER" = 1 ] && echo paper); do
+    timeout 90 $PY $HERE/model_speed.py --preset "$p" --device "$DEVICE" --batch 64 \
+        --iters 20 --no-engines 2>&1 | tail -n 8
 done
 
 pipeline null-256px --preset lite --engine null --batch 64
 pipeline lite-b64 --preset lite --batch 64
 pipeline lite-b64-x$WORKERS --preset lite --batch 64 --workers "$WORKERS"
-pipeline paper-b32 --preset paper --batch 32
-pipeline paper-b32-x$WORKERS --preset paper --batch 32 --workers "$WORKERS"
+if [ "$PAPER" = 1 ]; then
+    pipeline paper-b32 --preset paper --batch 32
+    pipeline paper-b32-x$WORKERS --preset paper --batch 32 --workers "$WORKERS"
+fi
 
 echo
-echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 ||
+    echo "$DEVICE"))"
 cat "$TABLE"
