@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,8 @@ def main() -> None:
     ap.add_argument("--thumb-interval", type=float,
                     help="the worker's RLR_THUMB_INTERVAL_S (0: no console thumbnails)")
     args = ap.parse_args()
+    # A timeout's SIGTERM unwinds like Ctrl-C: the workers and the embedded Redis are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="rlr-bench-"))
     size = preset(args.preset).backbone.image_size
