@@ -5,16 +5,18 @@ On the CPU the images become one float tensor in one copy (`rlr.data.to_tensor`)
 On CUDA the bytes that cross to the device are the frames' uint8 pixels, not floats (a quarter
 of the traffic): they are gathered into a pinned host buffer, copied on a copy stream with
 `non_blocking=True`, and converted to float on the device. The compute stream waits for the
-copy only on the device, so the host thread is free as soon as the copy is queued, and a copy
-queued by one thread overlaps the model running for another. Each buffer is reused once its
-copy has finished (an event says when), so a steady line allocates nothing per batch.
+copy only on the device, so the host thread is free as soon as the copy is queued. Each buffer
+is reused once its copy has finished (an event says when), so a steady line allocates nothing
+per batch. In the worker the inference thread stages what the CPU decoded, just before the
+model runs; what overlaps the model's work for the previous batch is the decoding on the GPU
+(`decode_jpegs`, on the decode threads' own streams), which is how camera frames arrive.
 
 Batches can be padded up to a few fixed sizes (`buckets`): compiled models
 (`RLR_COMPILE`) and CUDA graphs then see a handful of shapes instead of one per batch size, and
 never recompile at run time. The padding rows are zeros; their outputs are dropped.
 
 `decode_jpegs` decodes a batch of JPEG frames on the device (nvJPEG through torchvision) when
-the model runs on CUDA, for frames too large to decode on the worker's CPU fast enough.
+the model runs on CUDA, so the worker's CPU time per frame no longer grows with the frame size.
 """
 
 from __future__ import annotations
