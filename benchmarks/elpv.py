@@ -6,7 +6,14 @@ is fitted into it),
 selects the checkpoint on the ELPV validation normals, then evaluates on the test split and
 prints per-class image AUROC / AP / F1-max, the p = 1/3 and 2/3 rows apart, and the times.
 
+Beside it, a memory-bank baseline of the PatchCore kind (`rlr.membank`) on the same backbone
+features, levels, image size and training normals, scored on the same test split. Both get
+per-class alarm thresholds from the validation normals at `--far` (rlr.calibrate, as
+`rlrctl calibrate`), and the table shows the false-alarm rate those thresholds give on the test
+normals and the detection rate on the p = 1 cells.
+
     python benchmarks/elpv.py [--minutes 20] [--image-size 256] [--device cpu] [--out DIR]
+                              [--coreset 0.01] [--far 0.01]
 
 ELPV (PyPI `elpv-dataset`) is CC BY-NC-SA: benchmark use only.
 """
@@ -21,10 +28,13 @@ from pathlib import Path
 
 import torch
 
+from rlr.calibrate import calibrate_model
 from rlr.config import BackboneConfig, preset
 from rlr.datasets import load_dataset
 from rlr.evaluate import evaluate
-from rlr.pipeline import train_on_dataset
+from rlr.features import channel_stats
+from rlr.membank import fit_memory_bank
+from rlr.pipeline import sample_features, train_on_dataset
 from rlr.report import console_table, write_report
 
 
@@ -41,6 +51,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=".cache/elpv-features",
                     help="backbone feature cache (reused between runs)")
     ap.add_argument("--out", default=None, help="also write a report folder here")
+    ap.add_argument("--coreset", type=float, default=0.01,
+                    help="memory-bank baseline: fraction of training patches kept")
+    ap.add_argument("--far", type=float, default=0.01, help="false-alarm target for thresholds")
     args = ap.parse_args()
 
     cfg = preset(args.preset)
@@ -71,21 +84,50 @@ def main() -> None:
     trained = train_on_dataset(cfg, ds, device=args.device, cache_dir=args.cache_dir,
                                progress=True)
     res = trained.result
-    rep = evaluate(trained.model, ds, batch_size=16, device=trained.model.reconstructor
-                   .levels[0].reference.device, progress=True)
+    model = trained.model
+    dev = model.reconstructor.levels[0].reference.device
+
+    t1 = time.perf_counter()
+    train_feats = sample_features(model, ds.train, args.cache_dir, dev, progress=True)
+    stats = channel_stats(train_feats) if cfg.feature_norm == "channel" else (None, None)
+    baseline = fit_memory_bank(model.backbone, train_feats, model.scorer, args.coreset,
+                               *stats, seed=args.seed).to(dev)
+    del train_feats
+    bank_seconds = time.perf_counter() - t1
+
+    cals = {name: calibrate_model(m, ds.validation, args.far, batch_size=16, device=dev)
+            for name, m in (("RLR", model), ("baseline", baseline))}
+    reps = {name: evaluate(m, ds, batch_size=16, device=dev, progress=True,
+                           thresholds=cals[name].thresholds)
+            for name, m in (("RLR", model), ("baseline", baseline))}
+    rep = reps["RLR"]
     total = time.perf_counter() - t0
 
     print()
-    print(console_table(rep))
+    print("splits: training = train normals; checkpoint = validation normals; thresholds = "
+          f"validation normals at {args.far:g} false alarms; every figure below = test split "
+          "(far = false-alarm rate on the test normals, detect = detection rate on p=1 cells)")
+    for name, r in reps.items():
+        label = (f"RLR ({args.preset})" if name == "RLR" else
+                 f"baseline: memory bank, {args.coreset:.0%} coreset "
+                 f"({baseline.bank.shape[0]} x {baseline.bank.shape[1]})")
+        print(f"\n{label}")
+        print(console_table(r))
+        for w in cals[name].warnings:
+            print(f"  calibration: {w}")
     print()
     print(f"training: {res.seconds / 60:.1f} min, {res.epochs_run} epochs "
           f"({res.images_per_second:.1f} img/s), best validation epoch {res.best_epoch}; "
-          f"backbone features {trained.data_summary['feature_seconds']:.0f} s; "
-          f"evaluation {rep.seconds:.0f} s ({rep.images_per_second:.1f} img/s); "
-          f"total {total / 60:.1f} min")
-    print(f"mean image AUROC over mono/poly: {rep.mean['image_auroc']:.4f}")
+          f"backbone features {trained.data_summary['feature_seconds']:.0f} s; memory bank "
+          f"{bank_seconds:.0f} s; evaluation RLR {rep.seconds:.0f} s "
+          f"({rep.images_per_second:.1f} img/s), baseline {reps['baseline'].seconds:.0f} s "
+          f"({reps['baseline'].images_per_second:.1f} img/s); total {total / 60:.1f} min")
+    for key in ("image_auroc", "image_ap", "image_f1_max"):
+        a, b = rep.mean[key], reps["baseline"].mean[key]
+        print(f"mean {key} over mono/poly: RLR {a:.4f}, baseline {b:.4f}, "
+              f"RLR - baseline {a - b:+.4f}")
     if args.out:
-        out = write_report(rep, args.out, trained.model, overlays_per_kind=3)
+        out = write_report(rep, args.out, model, overlays_per_kind=3)
         (Path(out) / "training.json").write_text(json.dumps(trained.training_summary(),
                                                             indent=2, default=float))
         print(f"report: {out}/report.md")

@@ -46,6 +46,29 @@ def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> Tra
                             validation=dataset.validation, kind=dataset.kind, **options)
 
 
+def sample_features(
+    model: RLRModel,
+    samples: Sequence[Sample],
+    cache_dir: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    name: str = "train",
+) -> list[torch.Tensor]:
+    """The model's backbone features of `samples`, per level [(N, C_i, H_i, W_i)], read from
+    `cache_dir` when the same backbone saw the same files before (training, baselines)."""
+    config = model.config
+    desc = {**config.to_dict()["backbone"], "source": model.backbone.weight_source}
+    paths = [s.path for s in samples]
+    feats, _ = cached_features(
+        cache_dir, desc, paths,
+        lambda: extract_features(model.backbone, paths, load_image, config.backbone.image_size,
+                                 batch_size=config.train.batch_size,
+                                 device=resolve_device(device), progress=progress,
+                                 desc=f"{name} features"),
+    )
+    return feats
+
+
 def train_on_samples(
     config: RLRConfig,
     samples: Sequence[Sample],
@@ -67,18 +90,9 @@ def train_on_samples(
     else:
         train_s, val_s = list(samples), list(validation)
     model = create_model(config)
-    size = config.backbone.image_size
-    desc = {**config.to_dict()["backbone"], "source": model.backbone.weight_source}
 
     def features_of(subset: list[Sample], name: str) -> list[torch.Tensor]:
-        paths = [s.path for s in subset]
-        feats, _ = cached_features(
-            cache_dir, desc, paths,
-            lambda: extract_features(model.backbone, paths, load_image, size,
-                                     batch_size=config.train.batch_size, device=dev,
-                                     progress=progress, desc=f"{name} features"),
-        )
-        return feats
+        return sample_features(model, subset, cache_dir, dev, progress=progress, name=name)
 
     t0 = time.perf_counter()
     train_feats = features_of(train_s, "train")
