@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from daemon import logs
+from daemon.serve.camera_health import THUMB
 from daemon.serve.engine import Engine
 from daemon.serve.feed import decode_jpegs
 from daemon.settings import Settings
@@ -36,7 +37,6 @@ from daemon.wire.schema import Frame
 from rlr.errors import DataError
 
 log = logs.get("rlr.worker")
-THUMB = 64  # the side camera health measures (daemon.serve.camera_health.THUMB)
 
 
 class Threads:
@@ -123,4 +123,3 @@ class Threads:
     def shutdown(self) -> None:
         self._decode.shutdown(wait=False, cancel_futures=True)
         self.infer.shutdown(wait=False, cancel_futures=True)
-

@@ -72,6 +72,18 @@ def test_every_frame_gets_exactly_one_result(redis_url, line, rclient, served_mo
     assert _check(redis_url, "--worker", "w-basic") == 1
 
 
+def _each_frame_once(rclient, line: str, ids: list[str]) -> Counter:
+    """Asserts every frame got exactly one result and none was dead-lettered (after a pause in
+    which a duplicate would show up); the results per worker."""
+    time.sleep(1.0)
+    res = results(rclient, line)
+    counts = Counter(r.frame_id for r in res)
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1, "a frame got two results"
+    assert not dead_letters(rclient, line)
+    return Counter(r.worker for r in res)
+
+
 def test_sigkill_mid_run_loses_no_frame_and_duplicates_none(redis_url, line, rclient,
                                                             served_model, frame_jpegs,
                                                             tmp_path):
@@ -87,13 +99,7 @@ def test_sigkill_mid_run_loses_no_frame_and_duplicates_none(redis_url, line, rcl
         a.p.wait(10)
         wait_for(lambda: len(results(rclient, line)) >= len(ids), 240, "all results", (b,))
         wait_for(lambda: pending(rclient, line) == 0, 30, "no pending frames", (b,))
-        time.sleep(1.0)
-        res = results(rclient, line)
-        counts = Counter(r.frame_id for r in res)
-        assert set(counts) == set(ids)
-        assert max(counts.values()) == 1, "a frame got two results"
-        assert not dead_letters(rclient, line)
-        by_worker = Counter(r.worker for r in res)
+        by_worker = _each_frame_once(rclient, line, ids)
         assert by_worker["w-a"] > 0 and by_worker["w-b"] > 0
         claimed = [e for e in b.events() if e.get("event") == "frames_claimed"]
         assert claimed, "the survivor never took over the dead worker's pending frames"
@@ -121,13 +127,7 @@ def test_several_processes_on_one_device_share_a_line_at_full_rate_through_a_sig
         wait_for(lambda: len(results(rclient, line)) >= len(ids), 300, "all results",
                  tuple(procs[1:]))
         wait_for(lambda: pending(rclient, line) == 0, 30, "no pending frames", tuple(procs[1:]))
-        time.sleep(1.0)
-        res = results(rclient, line)
-        counts = Counter(r.frame_id for r in res)
-        assert set(counts) == set(ids)
-        assert max(counts.values()) == 1, "a frame got two results"
-        assert not dead_letters(rclient, line)
-        by_worker = Counter(r.worker for r in res)
+        by_worker = _each_frame_once(rclient, line, ids)
         assert all(by_worker[n] > 0 for n in names), by_worker
     finally:
         procs[0].stop(signal.SIGKILL)
