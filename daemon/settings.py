@@ -61,8 +61,9 @@ class Settings(BaseSettings):
         "at model load and keeps the fastest (never slower than torch)")
     compile: Literal["off", "default", "max-autotune"] = Field("off", description="torch."
         "compile the model (RLR_ENGINE=torch), once per fixed batch size at start")
-    engine_cache: Path | None = Field(None, description="folder of exported engines, by "
-                                      "artifact sha256 (default ~/.cache/rlr/engines)")
+    engine_cache: Path | None = Field(None, description="exported engines (~/.cache/rlr/engines)")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads of the model in this worker "
+                         "process; 0: the engine's default (every core); N processes: cores/N")
 
     # --- stream caps (MAXLEN ~)
     frames_maxlen: int = Field(10_000, ge=10, description="cap of rlr:frames:{line}")
@@ -104,8 +105,7 @@ class Settings(BaseSettings):
     task_max_failures: int = Field(5, ge=1, description="a task of a daemon that fails this "
                                    "often within RLR_TASK_FAILURE_WINDOW_S makes the process "
                                    "exit non-zero (its service manager restarts it)")
-    task_failure_window_s: float = Field(300.0, gt=0, description="window of "
-                                         "RLR_TASK_MAX_FAILURES")
+    task_failure_window_s: float = Field(300.0, gt=0, description="of RLR_TASK_MAX_FAILURES")
     prune_consumers_s: float = Field(3600.0, gt=0, description="consumers of a group idle this "
                                      "long with nothing pending (dead workers) are removed")
     log_format: Literal["json", "console"] = Field("json", description="structlog renderer")

@@ -109,15 +109,18 @@ class OnnxRuntime:
 class OpenVinoRuntime:
     name = "openvino"
 
-    def __init__(self, path: Path, image_size: int, precision: str = "fp32") -> None:
+    def __init__(self, path: Path, image_size: int, precision: str = "fp32",
+                 threads: int = 0) -> None:
         ov = _require("openvino")
         hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU",
                                                                    "OPTIMIZATION_CAPABILITIES"):
             raise ConfigError("this CPU has no bf16 support (OpenVINO reports none); use fp32")
-        self.compiled = core.compile_model(str(path), "CPU", {
-            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision, self.image_size = precision, image_size
 
@@ -130,11 +133,19 @@ class OpenVinoRuntime:
 
 def build_runtime(name: str, model: RLRModel, manifest: dict[str, Any], device: torch.device,
                   precision: str, cache_dir: Path, max_batch: int = 32,
-                  compile: str = "off") -> Runtime:
+                  compile: str = "off", threads: int = 0) -> Runtime:
     """The runtime `name` for a loaded artifact; exports (once, cached) what it needs.
-    `compile` (torch only): torch.compile mode, off / default / max-autotune."""
+    `compile` (torch only): torch.compile mode, off / default / max-autotune.
+    `threads` > 0: CPU threads the model computes with (torch: for the whole process)."""
     if name not in RUNTIMES:
         raise ConfigError(f"engine {name!r} unknown; use one of {', '.join(RUNTIMES)}")
+    if threads < 0:
+        raise ConfigError(f"threads {threads}: use 0 (the engine's default) or more")
+    if threads:
+        # A worker process per core or two, each with its own threads, beats one process
+        # whose threads wait on each other at every operator while the event loop, Redis and
+        # the cameras take turns on the same cores.
+        torch.set_num_threads(threads)
     if name == "torch":
         return TorchRuntime(model, device, precision, compile)
     if compile != "off":
@@ -148,9 +159,9 @@ def build_runtime(name: str, model: RLRModel, manifest: dict[str, Any], device: 
     graph = cached_export(model, manifest, fmt, "fp32" if fmt == "onnx" else precision,
                           cache_dir)
     if name == "onnxruntime":
-        return OnnxRuntime(graph, model.image_size, device)
+        return OnnxRuntime(graph, model.image_size, device, threads or None)
     if name == "openvino":
-        return OpenVinoRuntime(graph, model.image_size, precision)
+        return OpenVinoRuntime(graph, model.image_size, precision, threads)
     from rlr.trt import TensorRTRuntime
 
     return TensorRTRuntime.from_onnx(graph, model.image_size, device, precision, max_batch)
@@ -182,20 +193,22 @@ def measure(runtime: Runtime, batch: int, seconds: float = 1.0) -> float:
 
 def pick_fastest(model: RLRModel, manifest: dict[str, Any], device: torch.device,
                  batch: int, cache_dir: Path, seconds: float = 1.0,
-                 log=None) -> tuple[Runtime, dict[str, float]]:
+                 log=None, threads: int = 0) -> tuple[Runtime, dict[str, float]]:
     """`auto`: every runtime available here (fp32) measured on this machine, the fastest one.
 
     A runtime recorded by `rlrctl engines bench` for this model is taken without measuring.
     Torch is always a candidate, so the choice is never slower than torch."""
     record = bench_record(manifest, cache_dir)
     if record and record.get("batch") == batch and record.get("best") in available(device):
-        return build_runtime(record["best"], model, manifest, device, "fp32", cache_dir), \
+        return build_runtime(record["best"], model, manifest, device, "fp32", cache_dir,
+                             threads=threads), \
             record["fps"]
     fps: dict[str, float] = {}
     best: tuple[float, Runtime] | None = None
     for name in available(device):
         try:
-            rt = build_runtime(name, model, manifest, device, "fp32", cache_dir)
+            rt = build_runtime(name, model, manifest, device, "fp32", cache_dir,
+                               threads=threads)
             fps[name] = measure(rt, batch, seconds)
         except Exception as exc:  # a runtime that cannot run this model is not a candidate
             if log is not None:

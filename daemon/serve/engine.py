@@ -52,10 +52,11 @@ class EngineChoice:
     cache_dir: Path | None = None
     batch: int = 8  # what `auto` measures with; the largest batch the feed pads to
     compile: str = "off"  # torch.compile mode of the torch runtime: off, default, max-autotune
+    threads: int = 0  # CPU threads of the model in this process; 0: the engine's default
 
     @classmethod
     def from_settings(cls, s) -> EngineChoice:
-        return cls(s.engine, s.precision, s.engine_cache, s.batch_size, s.compile)
+        return cls(s.engine, s.precision, s.engine_cache, s.batch_size, s.compile, s.threads)
 
     @property
     def cache(self) -> Path:
@@ -81,12 +82,12 @@ class Engine:
         try:
             if choice.name == "auto":
                 self.runtime, self.measured = pick_fastest(
-                    model, manifest, device, choice.batch, choice.cache)
+                    model, manifest, device, choice.batch, choice.cache, threads=choice.threads)
             else:
                 self.runtime = build_runtime(choice.name, model, manifest, device,
                                              choice.precision_on(device), choice.cache,
                                              max_batch=max(choice.batch, 1),
-                                             compile=choice.compile)
+                                             compile=choice.compile, threads=choice.threads)
         except ConfigError as exc:
             raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc

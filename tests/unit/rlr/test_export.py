@@ -141,3 +141,28 @@ def test_measure_counts_frames(served_model, tmp_path):
     art = load_artifact(served_model)
     rt = build_runtime("torch", art.model, art.manifest, CPU, "fp32", tmp_path)
     assert measure(rt, 2, seconds=0.05) > 0
+
+
+def test_threads_bound_each_runtime_and_keep_its_scores(tmp_path):
+    # RLR_THREADS: a worker process per core on a CPU host computes with one thread each.
+    model = _random_model("tiny")
+    manifest = {"sha256": "threads-" + "0" * 40}
+    x = torch.rand(2, 3, 64, 64)
+    ref = model.predict(x)
+    before = torch.get_num_threads()
+    try:
+        rt = build_runtime("torch", model, manifest, CPU, "fp32", tmp_path, threads=1)
+        assert torch.get_num_threads() == 1
+        _close(rt.predict(x), ref)
+        if "onnxruntime" in RUNTIMES:
+            rt = build_runtime("onnxruntime", model, manifest, CPU, "fp32", tmp_path, threads=1)
+            assert rt.session.get_session_options().intra_op_num_threads == 1
+            _close(rt.predict(x), ref)
+        if "openvino" in RUNTIMES:
+            rt = build_runtime("openvino", model, manifest, CPU, "fp32", tmp_path, threads=1)
+            assert int(rt.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+            _close(rt.predict(x), ref)
+        with pytest.raises(ConfigError, match="threads -1"):
+            build_runtime("torch", model, manifest, CPU, "fp32", tmp_path, threads=-1)
+    finally:
+        torch.set_num_threads(before)

@@ -213,3 +213,21 @@ def test_mixed_device_and_host_images_stage_as_one_batch():
     staged = Feed(torch.device("cpu"), 4, bucketed=True).stage(mixed)
     assert staged.shape == (4, 3, 64, 64)
     assert torch.equal(staged[:3], to_tensor(frames)) and not staged[3].any()
+
+
+def test_rlr_threads_reaches_the_engine(artifact, clean_env_threads):
+    # A CPU host runs a worker process per core or two, each computing with RLR_THREADS.
+    s = Settings(threads=1)
+    assert EngineChoice.from_settings(s).threads == 1
+    with pytest.raises(ValueError, match="threads"):
+        Settings(threads=-1)
+    model, manifest = load_artifact(artifact)
+    Engine(model, manifest, torch.device("cpu"), EngineChoice.from_settings(s))
+    assert torch.get_num_threads() == 1
+
+
+@pytest.fixture
+def clean_env_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
