@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from rlr.calibrate import calibrate_model
-from rlr.config import BackboneConfig, preset
+from rlr.config import SCORE_NORMALIZE, BackboneConfig, preset
 from rlr.datasets import load_dataset
 from rlr.evaluate import evaluate
 from rlr.features import channel_stats
@@ -54,9 +54,15 @@ def main() -> None:
     ap.add_argument("--coreset", type=float, default=0.01,
                     help="memory-bank baseline: fraction of training patches kept")
     ap.add_argument("--far", type=float, default=0.01, help="false-alarm target for thresholds")
+    ap.add_argument("--normalize", choices=SCORE_NORMALIZE, default=None,
+                    help="RLR level fusion: position = each level's scores standardised per "
+                         "position on the validation normals; none = raw average (default: "
+                         "the preset's)")
     args = ap.parse_args()
 
     cfg = preset(args.preset)
+    if args.normalize:
+        cfg = cfg.replace(score=dataclasses.replace(cfg.score, normalize=args.normalize))
     if args.image_size:
         cfg = cfg.replace(backbone=BackboneConfig(**{**cfg.backbone.__dict__,
                                                       "image_size": args.image_size}))
@@ -77,6 +83,7 @@ def main() -> None:
     print(f"preset {args.preset}: {cfg.backbone.name} {cfg.backbone.out_indices} "
           f"@ {cfg.backbone.image_size} px, levels "
           + ", ".join(f"d{lv.d_model}x{lv.n_layers}" for lv in cfg.levels)
+          + f", score fusion {cfg.score.normalize}"
           + f", lr {cfg.train.lr}, batch {cfg.train.batch_size}, budget {args.minutes:g} min, "
           f"{torch.get_num_threads()} threads")
 
@@ -104,9 +111,12 @@ def main() -> None:
     total = time.perf_counter() - t0
 
     print()
-    print("splits: training = train normals; checkpoint = validation normals; thresholds = "
-          f"validation normals at {args.far:g} false alarms; every figure below = test split "
-          "(far = false-alarm rate on the test normals, detect = detection rate on p=1 cells)")
+    fusion = ("per-position score statistics = validation normals; "
+              if cfg.score.normalize == "position" else "")
+    print("splits: training = train normals; checkpoint = validation normals; "
+          f"{fusion}thresholds = validation normals at {args.far:g} false alarms; every figure "
+          "below = test split (far = false-alarm rate on the test normals, detect = detection "
+          "rate on p=1 cells)")
     for name, r in reps.items():
         label = (f"RLR ({args.preset})" if name == "RLR" else
                  f"baseline: memory bank, {args.coreset:.0%} coreset "

@@ -18,6 +18,7 @@ DATASET_KINDS = ("mvtec", "visa", "elpv", "folder")  # what `rlr.datasets.load_d
 FEATURE_NORMS = ("none", "channel")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+SCORE_NORMALIZE = ("none", "position")
 
 # Windows used by the paper, by grid side.
 PAPER_WINDOWS = {16: 5, 32: 7, 64: 11}
@@ -115,10 +116,18 @@ class TrainConfig:
 class ScoreConfig:
     sigma: float = 4.0  # Gaussian smoothing of the pixel map, in input pixels; 0 disables
     topk: int = 0  # 0: image score = max of the map; k > 0: mean of the k highest pixels
+    # "position": before the levels are averaged, each level's score at each position is
+    # standardised by its mean and spread over the validation normals (fitted after training),
+    # so positions that are hard to reconstruct on every normal image (edges, busbars, a
+    # product's outline) stop dominating the map. "none": the levels are averaged raw.
+    normalize: str = "none"
 
     def __post_init__(self) -> None:
         if self.sigma < 0 or self.topk < 0:
             raise ConfigError("sigma and topk must be non-negative")
+        if self.normalize not in SCORE_NORMALIZE:
+            raise ConfigError(f"score normalize {self.normalize!r} unknown; use one of "
+                              f"{SCORE_NORMALIZE}")
 
 
 @dataclass(frozen=True)

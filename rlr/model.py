@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from rlr.config import LevelConfig, RLRConfig, default_window, max_window
 from rlr.errors import ConfigError
 from rlr.layers import RefKV, RLRLayer, sincos_pos_embed, window_index, window_mask
-from rlr.scoring import Scorer
+from rlr.scoring import Scorer, position_scores
 
 
 class Prediction(NamedTuple):
@@ -160,7 +160,8 @@ class RLRModel(nn.Module):
         self.reconstructor = RLRReconstructor(
             backbone.channels, backbone.grid_sizes, config.levels
         )
-        self.scorer = Scorer(config.backbone.image_size, config.score.sigma, config.score.topk)
+        self.scorer = Scorer(config.backbone.image_size, config.score.sigma, config.score.topk,
+                             config.score.normalize, backbone.grid_sizes)
         self.dense = False  # True runs the reference dense-mask path (tests, benchmarks)
 
     @property
@@ -183,6 +184,25 @@ class RLRModel(nn.Module):
 
     def forward(self, images: Tensor) -> Prediction:
         return self.predict_features(self.features(images))
+
+    @torch.no_grad()
+    def level_scores(self, feats: list[Tensor], batch_size: int = 64) -> list[Tensor]:
+        """Per level, the raw position scores [(N, h, w)] of backbone features [(N, C, h, w)]."""
+        self.eval()
+        dev = self.reconstructor.levels[0].reference.device
+        out: list[list[Tensor]] = [[] for _ in feats]
+        for start in range(0, feats[0].shape[0], batch_size):
+            chunk = [f[start : start + batch_size].to(dev).float() for f in feats]
+            for i, o in enumerate(self.reconstructor(chunk, dense=self.dense)):
+                out[i].append(position_scores(o.target, o.recon).cpu())
+        return [torch.cat(o) for o in out]
+
+    def fit_score_normalization(self, feats: list[Tensor]) -> None:
+        """`config.score.normalize="position"`: fit the scorer's per-position statistics on
+        normal images' backbone features (the validation normals: the training normals are
+        reconstructed better than any unseen image). A no-op otherwise."""
+        if self.scorer.levels:
+            self.scorer.fit_position_stats(self.level_scores(feats))
 
     @torch.inference_mode()
     def predict(self, images: Tensor, bf16: bool | None = None) -> Prediction:

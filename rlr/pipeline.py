@@ -18,6 +18,7 @@ from rlr.config import RLRConfig
 from rlr.data import Sample, load_image, split_validation
 from rlr.datasets import Dataset, check_dataset
 from rlr.device import resolve_device
+from rlr.errors import ConfigError
 from rlr.features import cached_features, channel_stats, extract_features
 from rlr.model import RLRModel, create_model
 from rlr.train import TrainResult, fit
@@ -89,6 +90,10 @@ def train_on_samples(
                                           config.train.seed)
     else:
         train_s, val_s = list(samples), list(validation)
+    if config.score.normalize != "none" and len(val_s) < 2:
+        raise ConfigError(f"score normalize={config.score.normalize!r} is fitted on the "
+                          f"validation normals and there are {len(val_s)}; give more images "
+                          "or a larger val_fraction, or set normalize 'none'")
     model = create_model(config)
 
     def features_of(subset: list[Sample], name: str) -> list[torch.Tensor]:
@@ -104,6 +109,8 @@ def train_on_samples(
     result = fit(model, train_feats, val_feats, config.train, device=dev,
                  checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=on_epoch)
     model.to(dev).eval()
+    if val_feats is not None and config.score.normalize != "none":
+        model.fit_score_normalization(val_feats)
 
     class_names = sorted({s.class_name for s in [*train_s, *val_s]})
     counts = {c: {"train": sum(s.class_name == c for s in train_s),

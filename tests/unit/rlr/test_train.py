@@ -136,3 +136,50 @@ def test_time_budget_stops_training_and_finishes_the_schedule():
     longest_epoch = max(b - a for a, b in itertools.pairwise(ends))
     assert res.seconds < 1.5 + longest_epoch + 1.0  # it stops within one epoch of the budget
     assert res.history[-1]["lr"] < 0.3 * cfg.train.lr  # cosine decayed by time, not by steps
+
+
+def test_position_normalisation_is_fitted_on_the_validation_normals_and_ships(
+        synthetic_root, tmp_path):
+    from rlr.artifact import load_artifact, save_artifact
+    from rlr.config import ScoreConfig, preset
+    from rlr.data import list_images, load_image, to_tensor
+    from rlr.datasets import load_dataset
+    from rlr.errors import ConfigError
+    from rlr.pipeline import train_on_dataset, train_on_samples
+    from rlr.runtimes import available, build_runtime
+
+    cfg = preset("tiny")
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=2),
+                      score=ScoreConfig(sigma=1.0, normalize="position"))
+    ds = load_dataset("folder", synthetic_root)
+    trained = train_on_dataset(cfg, ds, progress=False)
+    model = trained.model
+    stats = model.scorer.position_stats()
+    assert [m.shape for m, _ in stats] == [torch.Size(g) for g in model.backbone.grid_sizes]
+    assert all(m.abs().sum() > 0 and not torch.allclose(s, torch.ones_like(s))
+               for m, s in stats)
+    # The validation normals' own scores come out standardised: mean ~0 at every position.
+    with torch.no_grad():
+        val_feats = model.features(to_tensor([load_image(s.path, 64) for s in _val(ds, cfg)]))
+    levels = model.level_scores(val_feats)
+    for (m, _), lv in zip(stats, levels, strict=True):
+        assert torch.allclose(lv.mean(0), m, atol=1e-4)
+    x = to_tensor([load_image(p, 64) for p in list_images([synthetic_root / "tile" / "test"])][:4])
+    ref = model.predict(x)
+    path = tmp_path / "norm.rlr"
+    save_artifact(path, model, trained.class_names)
+    loaded = load_artifact(path).model
+    assert torch.allclose(loaded.predict(x).score, ref.score)
+    if "onnxruntime" in available(torch.device("cpu")):
+        rt = build_runtime("onnxruntime", loaded, load_artifact(path).manifest,
+                           torch.device("cpu"), "fp32", tmp_path / "engines")
+        assert torch.allclose(rt.predict(x).score, ref.score, rtol=1e-4)
+    with pytest.raises(ConfigError, match="fitted on the validation normals and there are 1"):
+        train_on_samples(cfg, list(ds.train)[:3], validation=list(ds.train)[3:4],
+                         progress=False)
+
+
+def _val(ds, cfg):
+    from rlr.data import split_validation
+
+    return split_validation(list(ds.train), cfg.train.val_fraction, cfg.train.seed)[1]
