@@ -234,6 +234,8 @@ PRESETS: dict[str, RLRConfig] = {
         levels=(LevelConfig(256, 2, 8), LevelConfig(256, 2, 8)),
         feature_norm="channel",
         train=TrainConfig(epochs=60, batch_size=16, lr=1e-3, optimizer="adamw", schedule="cosine"),
+        # ELPV, 20-minute budget: mean image AUROC 0.923 raw, 0.929 with it (poly 0.911 -> 0.922)
+        score=ScoreConfig(normalize="position"),
     ),
     "tiny": RLRConfig(
         backbone=BackboneConfig("tf_efficientnet_lite0", (1, 2), 64, weights="packaged"),
