@@ -109,8 +109,8 @@ def train_on_samples(
     result = fit(model, train_feats, val_feats, config.train, device=dev,
                  checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=on_epoch)
     model.to(dev).eval()
-    if val_feats is not None and config.score.normalize != "none":
-        model.fit_score_normalization(val_feats)
+    if val_feats is not None:
+        model.fit_score_normalization(val_feats)  # a no-op unless config.score.normalize
 
     class_names = sorted({s.class_name for s in [*train_s, *val_s]})
     counts = {c: {"train": sum(s.class_name == c for s in train_s),
