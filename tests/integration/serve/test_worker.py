@@ -166,8 +166,8 @@ def test_poison_frames_are_dead_lettered_while_good_frames_flow(redis_url, line,
         rclient.xadd(stream, encode_frame("cam-p", "p-raw", now, b"\x00" * 10, "raw",
                                           shape=(4, 4, 3), dtype="uint8"))
         # a frame that already failed twice elsewhere (a worker died on it each time)
-        rclient.xadd(stream, encode_frame("cam-p", "p-retry", now, jpeg, "jpeg"))
-        ghost_id = _deliver_to_ghost(rclient, stream, "p-retry")
+        ghost_id = _deliver_to_ghost(rclient, stream,
+                                     encode_frame("cam-p", "p-retry", now, jpeg, "jpeg"))
         good += push_images(rclient, line, "cam-g", _frames(frame_jpegs, 10))
         want = {*poison, "too_many_deliveries"}
         wait_for(lambda: {d.reason for d in dead_letters(rclient, line)} >= want, 60,
@@ -188,10 +188,14 @@ def test_poison_frames_are_dead_lettered_while_good_frames_flow(redis_url, line,
         assert w.stop() == 0
 
 
-def _deliver_to_ghost(client: redis.Redis, stream: str, frame_id: str) -> str:
-    """Hand the entry to a consumer that never acks, marked as delivered twice long ago."""
-    reply = client.xreadgroup("rlr-workers", "ghost", {stream: ">"}, count=1000)
-    entry = next(eid for eid, f in reply[0][1] if f.get(b"frame_id") == frame_id.encode())
+def _deliver_to_ghost(client: redis.Redis, stream: str, fields: dict) -> str:
+    """Add the frame and hand it to a consumer that never acks, marked as delivered twice long
+    ago. Added and read in one transaction, so the running worker cannot read it first."""
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(stream, fields)
+    pipe.xreadgroup("rlr-workers", "ghost", {stream: ">"}, count=1000)
+    entry, reply = pipe.execute()
+    assert any(eid == entry for eid, _ in reply[0][1])
     client.xclaim(stream, "rlr-workers", "ghost", 0, [entry], idle=600_000, retrycount=2)
     others = [eid for eid, f in reply[0][1] if eid != entry]
     if others:  # give back what the ghost read by accident, so it is processed normally
