@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from rlr.calibrate import calibrate_model
+from rlr.calibrate import UNSEEN_LEVEL, calibrate_model, normals_needed
 from rlr.config import SCORE_NORMALIZE, BackboneConfig, preset
 from rlr.datasets import load_dataset
 from rlr.evaluate import evaluate
@@ -123,8 +123,14 @@ def main() -> None:
                  f"({baseline.bank.shape[0]} x {baseline.bank.shape[1]})")
         print(f"\n{label}")
         print(console_table(r))
-        for w in cals[name].warnings:
-            print(f"  calibration: {w}")
+        cal = cals[name]
+        for cls, row in r.per_class.items():
+            mean, lo, hi = cal.unseen_far[cls]
+            alarms = round(row["false_alarm_rate"] * row["n_normal"])
+            print(f"  {cls}: threshold from {cal.counts[cls]} validation normals; expected on "
+                  f"unseen normals {lo:.2%} to {hi:.2%} ({UNSEEN_LEVEL:.0%} interval, mean "
+                  f"{mean:.2%}); measured on the test normals {alarms}/{row['n_normal']} = "
+                  f"{row['false_alarm_rate']:.2%}")
     print()
     print(f"training: {res.seconds / 60:.1f} min, {res.epochs_run} epochs "
           f"({res.images_per_second:.1f} img/s), best validation epoch {res.best_epoch}; "
@@ -132,6 +138,10 @@ def main() -> None:
           f"{bank_seconds:.0f} s; evaluation RLR {rep.seconds:.0f} s "
           f"({rep.images_per_second:.1f} img/s), baseline {reps['baseline'].seconds:.0f} s "
           f"({reps['baseline'].images_per_second:.1f} img/s); total {total / 60:.1f} min")
+    print(f"a threshold at {args.far:g} from n normals: its rate on unseen normals is "
+          f"Beta-distributed whatever the scores (rlr.calibrate.unseen_far); about "
+          f"{normals_needed(args.far)} normals per class pin it within a factor of two "
+          f"({UNSEEN_LEVEL:.0%} of the time)")
     for key in ("image_auroc", "image_ap", "image_f1_max"):
         a, b = rep.mean[key], reps["baseline"].mean[key]
         print(f"mean {key} over mono/poly: RLR {a:.4f}, baseline {b:.4f}, "

@@ -4,6 +4,13 @@ Each class gets the score that a fraction `far` of its normal validation images 
 "default" slot (used when a frame's class is unknown) is computed the same way over all
 classes pooled. With n normal images, rates below 1/n cannot be measured: the threshold is
 then the highest normal score, and a warning says so.
+
+What rate such a threshold gives on normals it has not seen does not depend on the scores'
+distribution, only on how many normals it came from: a threshold at the (n - j)-th lowest of n
+normal scores lets through a fraction of unseen normals distributed as Beta(j + 1, n - j), with
+mean (j + 1) / (n + 1) (`unseen_far`). With 100 normals and a 1 % target that fraction lies
+between 0.4 % and 4.7 % nine times in ten; `normals_needed` says how many pin it within a factor
+of two of the target, and calibration warns when there are fewer.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SLOT = "default"  # thresholds slot for frames whose class is not known
 DECILES = tuple(i / 10 for i in range(1, 10))
+UNSEEN_LEVEL = 0.9  # the interval `unseen_far` reports holds the unseen rate this often
 
 
 @dataclass
@@ -38,11 +46,16 @@ class Calibration:
     # class (and "default") -> the deciles of its normal scores: what a camera's live score
     # distribution is compared with to notice drift (daemon: camera health)
     quantiles: dict[str, list[float]] = field(default_factory=dict)
+    # class (and "default") -> [mean, low, high]: the false-alarm rate the threshold gives on
+    # unseen normals, its mean and central UNSEEN_LEVEL interval (`unseen_far`)
+    unseen_far: dict[str, list[float]] = field(default_factory=dict)
 
     def manifest_fields(self) -> dict:
         return {"thresholds": dict(self.thresholds),
                 "metrics": {"calibration": {"far": self.far, "counts": self.counts,
                                             "observed_far": self.observed_far,
+                                            "unseen_far": self.unseen_far,
+                                            "unseen_level": UNSEEN_LEVEL,
                                             "quantiles": self.quantiles}}}
 
 
@@ -55,13 +68,46 @@ def threshold_for(scores: Sequence[float] | np.ndarray, far: float) -> float:
     return float(s[s.size - 1 - allowed])
 
 
+def unseen_far(n: int, far: float, level: float = UNSEEN_LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the false-alarm rate on unseen normals of a threshold that
+    `threshold_for` set from `n` normal scores at `far`, and its central `level` interval.
+
+    Exact for any continuous score distribution, as long as the unseen normals are like the
+    calibration ones (same camera, same product, same model)."""
+    from scipy.stats import beta
+
+    if n < 1:
+        raise ConfigError("no normal scores to calibrate on; give at least one normal image")
+    j = math.floor(far * n + 1e-9)  # calibration normals above the threshold
+    a, b = j + 1, n - j
+    lo, hi = beta.ppf([(1 - level) / 2, (1 + level) / 2], a, b)
+    return a / (n + 1), float(lo), float(hi)
+
+
+def normals_needed(far: float, factor: float = 2.0, level: float = UNSEEN_LEVEL) -> int:
+    """The fewest normal images from which a threshold at `far` gives, with probability
+    `level`, a rate on unseen normals within [far / factor, far * factor] (for that many
+    images and every larger count: the probability jumps with the count's rounding)."""
+    from scipy.stats import beta
+
+    if not 0.0 < far < 1.0 or factor <= 1.0:
+        raise ConfigError(f"false-alarm rate {far} must be in (0, 1) and factor {factor} > 1")
+    n = np.arange(1, math.ceil(40 / far) + 1)
+    j = np.floor(far * n + 1e-9)
+    a, b = j + 1, n - j
+    ok = beta.cdf(far * factor, a, b) - beta.cdf(far / factor, a, b) >= level
+    misses = np.flatnonzero(~ok)
+    return int(n[misses[-1] + 1]) if misses.size and misses[-1] + 1 < n.size else int(
+        n[0] if not misses.size else n[-1])
+
+
 def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -> Calibration:
     """Per-class thresholds plus the pooled "default" one from normal scores."""
     if not 0.0 <= far < 1.0:
         raise ConfigError(f"false-alarm rate {far} must be in [0, 1), e.g. 0.005 for 0.5%")
     if not normal_scores:
         raise ConfigError("no classes to calibrate; give normal images of at least one class")
-    thresholds, counts, observed, warnings, quantiles = {}, {}, {}, [], {}
+    thresholds, counts, observed, warnings, quantiles, unseen = {}, {}, {}, [], {}, {}
     pooled = {DEFAULT_SLOT: np.concatenate([np.asarray(v, float) for v in normal_scores.values()])}
     for name, scores in {**normal_scores, **pooled}.items():
         s = np.asarray(scores, dtype=np.float64)
@@ -69,13 +115,23 @@ def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -
         thresholds[name], counts[name] = t, int(s.size)
         observed[name] = float((s > t).mean())
         quantiles[name] = [float(q) for q in np.quantile(s, DECILES)]
+        mean, lo, hi = unseen_far(s.size, far)
+        unseen[name] = [mean, lo, hi]
+        spread = (f"on unseen normals it will raise alarms on {lo:.2%} to {hi:.2%} of them "
+                  f"({UNSEEN_LEVEL:.0%} interval; {mean:.2%} on average)")
         if far > 0 and s.size < 1 / far:
             warnings.append(
                 f"{name}: only {s.size} normal images, so a false-alarm rate of {far:g} cannot be "
                 f"measured (the finest is {1 / s.size:.3g}); the threshold is the highest normal "
-                "score. Calibrate on more normal images for a tighter estimate."
+                f"score, and {spread}. About {normals_needed(far)} normal images pin the rate "
+                f"within a factor of two of {far:g}."
             )
-    return Calibration(far, thresholds, counts, observed, warnings, quantiles)
+        elif far > 0 and (lo < far / 2 or hi > far * 2):
+            warnings.append(
+                f"{name}: {s.size} normal images; {spread}. About {normals_needed(far)} normal "
+                f"images pin the rate within a factor of two of {far:g}."
+            )
+    return Calibration(far, thresholds, counts, observed, warnings, quantiles, unseen)
 
 
 def normalized_score(score: float | np.ndarray, threshold: float) -> float | np.ndarray:

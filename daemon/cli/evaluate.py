@@ -83,7 +83,7 @@ def calibrate(model_path, data_root, kind, classes, far, out, batch_size, device
     import shutil
 
     from rlr.artifact import load_artifact, update_manifest
-    from rlr.calibrate import calibrate_model, validation_normals
+    from rlr.calibrate import UNSEEN_LEVEL, calibrate_model, validation_normals
     from rlr.device import resolve_device
 
     art = load_artifact(model_path)
@@ -101,7 +101,10 @@ def calibrate(model_path, data_root, kind, classes, far, out, batch_size, device
     prev = art.manifest.get("metrics") or {}
     update_manifest(target, thresholds=cal.thresholds,
                     metrics={**prev, **cal.manifest_fields()["metrics"]})
-    click.echo(f"{'class':<16}{'normals':>9}{'threshold':>12}{'alarms':>9}")
+    click.echo(f"{'class':<16}{'normals':>9}{'threshold':>12}{'alarms':>9}"
+               f"  on unseen normals ({UNSEEN_LEVEL:.0%} interval)")
     for name, t in cal.thresholds.items():
-        click.echo(f"{name:<16}{cal.counts[name]:>9}{t:>12.4f}{cal.observed_far[name]:>9.2%}")
+        _, lo, hi = cal.unseen_far[name]
+        click.echo(f"{name:<16}{cal.counts[name]:>9}{t:>12.4f}{cal.observed_far[name]:>9.2%}"
+                   f"  {lo:.2%} to {hi:.2%}")
     click.echo(f"thresholds for a false-alarm rate of {far:g} written to {target}")

@@ -7,8 +7,10 @@ from rlr.calibrate import (
     DEFAULT_SLOT,
     calibrate_scores,
     normalized_score,
+    normals_needed,
     threshold_for,
     threshold_of,
+    unseen_far,
 )
 from rlr.errors import ConfigError
 
@@ -39,7 +41,7 @@ def test_per_class_and_pooled_default_thresholds():
     pooled = np.concatenate(list(scores.values()))
     assert cal.thresholds[DEFAULT_SLOT] == threshold_for(pooled, 0.01)
     assert all(v <= 0.01 for v in cal.observed_far.values())
-    assert not cal.warnings
+    assert not [w for w in cal.warnings if "cannot be measured" in w]  # 400 measure 1 %
 
 
 def test_too_few_normals_warns_with_the_finest_measurable_rate():
@@ -65,3 +67,45 @@ def test_bad_rates_and_empty_inputs_are_refused():
         threshold_for([], 0.01)
     with pytest.raises(ConfigError, match="positive"):
         normalized_score(1.0, 0.0)
+
+
+@pytest.mark.parametrize(("n", "far"), [(50, 0.01), (300, 0.01), (40, 0.1)])
+def test_unseen_far_matches_thresholds_drawn_from_many_calibration_sets(n, far):
+    # The rate a threshold gives on unseen normals, over 4,000 calibration sets of n normal
+    # scores: its mean and the share inside the 90 % interval are what unseen_far says.
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    rates = np.array([norm.sf(threshold_for(rng.normal(size=n), far)) for _ in range(4000)])
+    mean, lo, hi = unseen_far(n, far)
+    assert abs(rates.mean() - mean) < 0.1 * mean
+    assert 0.87 < ((rates >= lo) & (rates <= hi)).mean() < 0.93
+    assert lo < far * 1.5 and hi > far
+
+
+def test_normals_needed_is_where_the_unseen_rate_stays_within_a_factor_of_two():
+    from scipy.stats import beta
+
+    def inside(n, far):
+        j = int(np.floor(far * n + 1e-9))
+        return beta.cdf(2 * far, j + 1, n - j) - beta.cdf(far / 2, j + 1, n - j)
+
+    n = normals_needed(0.01)
+    assert 200 < n < 2000
+    assert all(inside(m, 0.01) >= 0.9 for m in range(n, n + 400))
+    assert inside(n - 1, 0.01) < 0.9
+    assert normals_needed(0.05) < n
+    with pytest.raises(ConfigError, match="false-alarm rate"):
+        normals_needed(0.0)
+
+
+def test_calibration_reports_the_unseen_rate_and_warns_when_it_is_loose():
+    rng = np.random.default_rng(2)
+    cal = calibrate_scores({"poly": rng.normal(size=87), "big": rng.normal(size=5000)}, 0.01)
+    mean, lo, hi = cal.unseen_far["poly"]
+    assert (mean, lo, hi) == pytest.approx(unseen_far(87, 0.01))
+    assert lo < 0.005 and hi > 0.02  # 87 normals cannot pin 1 %
+    poly = [w for w in cal.warnings if w.startswith("poly:")]
+    assert poly and f"{lo:.2%} to {hi:.2%}" in poly[0] and str(normals_needed(0.01)) in poly[0]
+    assert not [w for w in cal.warnings if w.startswith("big:")]  # 5,000 normals pin it
+    assert cal.manifest_fields()["metrics"]["calibration"]["unseen_far"]["big"][1] > 0.005
