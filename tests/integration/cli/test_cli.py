@@ -173,6 +173,12 @@ def test_calibrate_writes_thresholds_that_score_uses(tiny_artifact, synthetic_ro
     assert set(th) == {"default", "fabric", "tile", "washer"}
     assert th["default"] >= max(th["fabric"], th["tile"], th["washer"])
     assert manifest["metrics"]["calibration"]["far"] == 0
+    # what the thresholds will do on unseen normals: printed per class and stored
+    n = manifest["metrics"]["calibration"]["counts"]["tile"]
+    mean, lo, hi = manifest["metrics"]["calibration"]["unseen_far"]["tile"]
+    assert mean == pytest.approx(1 / (n + 1)) and 0 < lo < mean < hi < 1
+    tile_row = next(ln for ln in res.output.splitlines() if ln.startswith("tile"))
+    assert tile_row.endswith(f"{lo:.2%} to {hi:.2%}") and "on unseen normals" in res.output
     # normals held out of training stay below their threshold; drawn defects mostly above
     res = CliRunner().invoke(main, ["score", "--model", str(calibrated), "--json",
                                     str(synthetic_root / "tile" / "test")])
