@@ -97,8 +97,9 @@ def normals_needed(far: float, factor: float = 2.0, level: float = UNSEEN_LEVEL)
     a, b = j + 1, n - j
     ok = beta.cdf(far * factor, a, b) - beta.cdf(far / factor, a, b) >= level
     misses = np.flatnonzero(~ok)
-    return int(n[misses[-1] + 1]) if misses.size and misses[-1] + 1 < n.size else int(
-        n[0] if not misses.size else n[-1])
+    if not misses.size:
+        return int(n[0])
+    return int(n[min(misses[-1] + 1, n.size - 1)])  # the count after the last miss
 
 
 def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -> Calibration:
@@ -108,6 +109,7 @@ def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -
     if not normal_scores:
         raise ConfigError("no classes to calibrate; give normal images of at least one class")
     thresholds, counts, observed, warnings, quantiles, unseen = {}, {}, {}, [], {}, {}
+    needed: int | None = None
     pooled = {DEFAULT_SLOT: np.concatenate([np.asarray(v, float) for v in normal_scores.values()])}
     for name, scores in {**normal_scores, **pooled}.items():
         s = np.asarray(scores, dtype=np.float64)
@@ -117,20 +119,21 @@ def calibrate_scores(normal_scores: Mapping[str, Sequence[float]], far: float) -
         quantiles[name] = [float(q) for q in np.quantile(s, DECILES)]
         mean, lo, hi = unseen_far(s.size, far)
         unseen[name] = [mean, lo, hi]
+        if far == 0 or far / 2 <= lo <= hi <= far * 2:
+            continue
+        if needed is None:  # the same for every class: computed once, when first wanted
+            needed = normals_needed(far)
         spread = (f"on unseen normals it will raise alarms on {lo:.2%} to {hi:.2%} of them "
-                  f"({UNSEEN_LEVEL:.0%} interval; {mean:.2%} on average)")
-        if far > 0 and s.size < 1 / far:
+                  f"({UNSEEN_LEVEL:.0%} interval; {mean:.2%} on average). About {needed} normal "
+                  f"images pin the rate within a factor of two of {far:g}.")
+        if s.size < 1 / far:
             warnings.append(
                 f"{name}: only {s.size} normal images, so a false-alarm rate of {far:g} cannot be "
                 f"measured (the finest is {1 / s.size:.3g}); the threshold is the highest normal "
-                f"score, and {spread}. About {normals_needed(far)} normal images pin the rate "
-                f"within a factor of two of {far:g}."
+                f"score, and {spread}"
             )
-        elif far > 0 and (lo < far / 2 or hi > far * 2):
-            warnings.append(
-                f"{name}: {s.size} normal images; {spread}. About {normals_needed(far)} normal "
-                f"images pin the rate within a factor of two of {far:g}."
-            )
+        else:
+            warnings.append(f"{name}: {s.size} normal images; {spread}")
     return Calibration(far, thresholds, counts, observed, warnings, quantiles, unseen)
 
 
