@@ -374,7 +374,7 @@ def _check_names(names, where: str, file: bool = False) -> None:
     for var in sorted(names):
         if var.upper().startswith("RLR_") and var.upper() not in known:
             close = difflib.get_close_matches(var.upper(), sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else "; see README: Configuration"
+            hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md"
             raise SettingsError(f"unknown setting {var} in {where}{hint}")
         if file and f"RLR_{var.upper()}" in known and var.upper() != "CONFIG":
             raise SettingsError(f"{var} in {where} is missing its prefix: write RLR_{var.upper()}")
@@ -402,7 +402,7 @@ def _describe(exc: ValidationError, config_file: str | os.PathLike[str] | None) 
             shown = ""
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "not a known setting; check the spelling (README: Configuration)"
+            msg = "not a known setting; check the spelling (docs/configuration.md)"
         problems.append(f"{name}{shown}: {msg}")
     where = f" (environment and {config_file})" if config_file else ""
     if len(problems) == 1:
