@@ -106,7 +106,7 @@ class NullPrediction:
         self.score, self.anomaly_map = score, anomaly_map
 
 
-class NullRuntime:
+class NullEngine:
     """Scores and maps of the right shapes, at once (measurement only)."""
 
     name, precision = "null", "fp32"
@@ -120,9 +120,9 @@ class NullRuntime:
 
 
 def use_null_engine() -> None:
-    from daemon.serve import engine
+    from daemon.serve import served_model
 
-    engine.build_runtime = lambda name, model, *a, **k: NullRuntime(model.image_size)
+    served_model.create_engine = lambda name, model, *a, **k: NullEngine(model.image_size)
 
 
 def report(clock: StageClock, path: Path) -> None:
