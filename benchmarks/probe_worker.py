@@ -10,7 +10,7 @@ with two things added in this process only.
   the publishing around it. Nested sections charge only their own time, so the stages add up
   to the process's CPU time (the remainder, `other`, is the interpreter and threads outside
   these sections).
-- **Null engine** (`BENCH_PROBE_NULL=1`): the model's runtime returns scores and maps of the
+- **Null engine** (`BENCH_PROBE_NULL=1`): the model's engine returns scores and maps of the
   right shapes at once, so what is left is the daemon's own cost per frame: its ceiling.
 
 Every half second the totals go to `BENCH_PROBE_FILE` as JSON (`cpu_s`, `stages`), which the

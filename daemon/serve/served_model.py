@@ -72,6 +72,9 @@ class EngineChoice:
 
 
 class ServedModel:
+    """One model version as a worker serves it: its manifest and thresholds, on a device,
+    scored by an engine (`RLR_ENGINE`)."""
+
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
                  choice: EngineChoice | None = None, version: str | None = None) -> None:
         choice = choice or EngineChoice()

@@ -50,6 +50,7 @@ def test_engines_lists_the_registry():
     res = CliRunner().invoke(main, ["engines"])
     assert res.exit_code == 0, res.output
     rows = {ln.split()[0]: ln for ln in res.output.splitlines()[1:]}
-    assert list(rows) == ["torch", "onnxruntime", "openvino", "tensorrt"]
+    assert next(iter(rows)) == "torch"
+    assert {"torch", "onnxruntime", "openvino", "tensorrt"} <= set(rows)
     assert "pip install 'rlr[onnx]'" in rows["onnxruntime"] and " yes " in rows["openvino"]
     assert "torchscript" in rows["torch"] and "a CUDA device" in rows["tensorrt"]
