@@ -71,11 +71,11 @@ def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
 def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: float,
                    device: str, engine: str = "torch", cache: Path | None = None) -> float:
     from rlr.artifact import load_artifact
-    from rlr.runtimes import build_runtime
+    from rlr.engines import create_engine
 
     model, manifest = load_artifact(path, device=device)
-    if engine != "torch":  # the same runtime the worker builds (from the same cache)
-        model = build_runtime(engine, model, manifest, torch.device(device), "fp32",
+    if engine != "torch":  # the same engine the worker builds (from the same cache)
+        model = create_engine(engine, model, manifest, torch.device(device), "fp32",
                               cache or path.parent / "engines")
     x = to_tensor((images * batch)[:batch]).to(device)
     model.predict(x)  # warm-up

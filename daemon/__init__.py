@@ -5,7 +5,7 @@ The parts, in the order they build on each other:
     wire/     the line's wire format and Redis plumbing (schemas, image codec, keys, clients,
               the one consumer-group helper, heartbeats)
     models/   model versions in Redis, per-line rollouts, line status
-    serve/    the worker: run loop, batching policy, engine, verdicts, publishing, hot reload
+    serve/    the worker: run loop, batching policy, served model, verdicts, publishing, reload
     jobs/     training jobs: queue, spec, runner, trainer
     line/     what runs beside the workers: producers, alert bridges, capture, embedded Redis,
               the demo

@@ -29,11 +29,11 @@ from daemon.serve.alerts import AlertRule
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
-from daemon.serve.engine import Engine
 from daemon.serve.health import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
+from daemon.serve.served_model import ServedModel
 from daemon.serve.serving import ServingSet
 from daemon.serve.verdicts import infer_batch
 from daemon.settings import Settings
@@ -55,11 +55,11 @@ class _Item(NamedTuple):
 class Worker:
     """One consumer of the line(s)' group. `streams` is both FrameSource and ResultSink."""
 
-    def __init__(self, settings: Settings, engine: Engine | None, streams: Any,
+    def __init__(self, settings: Settings, served: ServedModel | None, streams: Any,
                  metrics: WorkerMetrics | None = None, watch_rollouts: Any = None) -> None:
         self.s = settings
         self.policy = BatchPolicy.from_settings(settings)
-        self.serving = ServingSet(engine)  # swapped whole between batches on a rollout
+        self.serving = ServingSet(served)  # swapped whole between batches on a rollout
         self._watch_rollouts = watch_rollouts  # builds a ModelWatcher (None: RLR_MODEL only)
         self.watcher = None
         self.io = streams

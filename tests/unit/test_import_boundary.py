@@ -194,6 +194,53 @@ def test_importing_every_rlr_module_loads_no_daemon_dependency():
     assert out.stdout.strip() == ""
 
 
+def plugin_folders() -> list[Path]:
+    """Folders of plug-ins: a package with a `base.py` (rlr/engines/, daemon/line/bridges/...)."""
+    return sorted(p.parent for pkg in PACKAGES for p in (ROOT / pkg).rglob("base.py")
+                  if (p.parent / "__init__.py").exists())
+
+
+def plugin_rule_breaks(folder: Path, graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """A plug-in imports its base (and what the base itself imports from the folder), never
+    another plug-in. The shared modules are `base` and the siblings it imports, transitively;
+    every other module of the folder is a plug-in."""
+    package = module_name(folder / "__init__.py")
+    siblings = {f"{package}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    shared, todo = set(), [f"{package}.base"]
+    while todo:
+        module = todo.pop()
+        if module not in shared:
+            shared.add(module)
+            todo += [t for t in graph.get(module, ()) if t in siblings]
+    return [f"{m} imports {t}, another plug-in" for m in sorted(siblings - shared)
+            for t in sorted(graph.get(m, ())) if t in siblings - shared - {m}]
+
+
+def test_the_plugin_rule_finds_a_plugin_importing_another(tmp_path):
+    folder = tmp_path / "pkg" / "plugins"
+    folder.mkdir(parents=True)
+    for name in ("__init__", "base", "shared", "a", "b"):
+        (folder / f"{name}.py").write_text("")
+    graph = {"pkg.plugins.base": {"pkg.plugins.shared"}, "pkg.plugins.shared": set(),
+             "pkg.plugins.a": {"pkg.plugins.base", "pkg.plugins.shared"},
+             "pkg.plugins.b": {"pkg.plugins.base", "pkg.plugins.a"}}
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert plugin_rule_breaks(folder, graph) == [
+            "pkg.plugins.b imports pkg.plugins.a, another plug-in"]
+    finally:
+        ROOT = saved
+
+
+def test_a_plugin_imports_its_base_never_another_plugin():
+    folders = plugin_folders()
+    assert ROOT / "rlr" / "engines" in folders
+    graph = module_graph()
+    problems = [p for folder in folders for p in plugin_rule_breaks(folder, graph)]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_part_says_what_it_does_and_may_import():
     for part in (ROOT / "daemon").iterdir():
         if part.is_dir() and (part / "__init__.py").exists():

@@ -11,14 +11,14 @@ import simplejpeg
 import torch
 
 from daemon.errors import SettingsError
-from daemon.serve.engine import Engine, EngineChoice
 from daemon.serve.feed import Feed, bucket_for, buckets, decode_jpegs
+from daemon.serve.served_model import EngineChoice, ServedModel
 from daemon.settings import Settings
 from daemon.wire.codec import encode_image
 from rlr.artifact import load_artifact
 from rlr.data import to_tensor
+from rlr.engines import create_engine
 from rlr.errors import ConfigError, DataError
-from rlr.runtimes import build_runtime
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -50,9 +50,9 @@ def test_staging_on_the_cpu_is_to_tensor_and_pads_with_zero_rows():
 
 def test_a_bucketed_engine_scores_like_an_unbucketed_one(artifact):
     model, manifest = load_artifact(artifact)
-    plain = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    plain = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
     model, manifest = load_artifact(artifact)
-    bucketed = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    bucketed = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
     bucketed.feed = Feed(torch.device("cpu"), 8, bucketed=True)
     batch = images(3, seed=1)
     a, b = plain.infer(batch), bucketed.infer(batch)
@@ -68,22 +68,22 @@ def test_compile_is_a_setting_of_the_torch_engine_only(artifact, tmp_path):
         Settings(compile="default", engine="openvino")
     model, manifest = load_artifact(artifact)
     with pytest.raises(ConfigError, match="compile mode 'fast'"):
-        build_runtime("torch", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+        create_engine("torch", model, manifest, torch.device("cpu"), "fp32", tmp_path,
                       compile="fast")
     with pytest.raises(ConfigError, match="torch engine only"):
-        build_runtime("onnxruntime", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+        create_engine("onnxruntime", model, manifest, torch.device("cpu"), "fp32", tmp_path,
                       compile="default")
     with pytest.raises(SettingsError, match="RLR_ENGINE=onnxruntime"):
-        Engine(model, manifest, torch.device("cpu"),
-               EngineChoice("onnxruntime", cache_dir=tmp_path, compile="default"))
+        ServedModel(model, manifest, torch.device("cpu"),
+                    EngineChoice("onnxruntime", cache_dir=tmp_path, compile="default"))
 
 
-def _compiled_like_eager(artifact, device: torch.device, batch: int) -> Engine:
+def _compiled_like_eager(artifact, device: torch.device, batch: int) -> ServedModel:
     model, manifest = load_artifact(artifact)
-    eager = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32"))
+    eager = ServedModel(model, manifest, device, EngineChoice(batch=batch, precision="fp32"))
     model, manifest = load_artifact(artifact)
-    compiled = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32",
-                                                            compile="default"))
+    compiled = ServedModel(model, manifest, device, EngineChoice(batch=batch, precision="fp32",
+                                                                 compile="default"))
     compiled.warm_up()  # compiles each batch size here, not mid-line
     frames = images(batch, seed=2)
     a, b = eager.infer(frames), compiled.infer(frames)
@@ -144,9 +144,10 @@ def test_a_compiled_cuda_engine_warms_every_bucket_and_scores_like_eager(artifac
 @cuda
 def test_a_cuda_engine_scores_like_the_cpu_one(artifact):
     model, manifest = load_artifact(artifact)
-    cpu = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    cpu = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
     model, manifest = load_artifact(artifact)
-    gpu = Engine(model, manifest, torch.device("cuda"), EngineChoice(batch=8, precision="fp32"))
+    gpu = ServedModel(model, manifest, torch.device("cuda"),
+                      EngineChoice(batch=8, precision="fp32"))
     batch = images(5, seed=6)
     a, b = cpu.infer(batch), gpu.infer(batch)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
@@ -222,7 +223,7 @@ def test_rlr_threads_reaches_the_engine(artifact, clean_env_threads):
     with pytest.raises(ValueError, match="threads"):
         Settings(threads=-1)
     model, manifest = load_artifact(artifact)
-    Engine(model, manifest, torch.device("cpu"), EngineChoice.from_settings(s))
+    ServedModel(model, manifest, torch.device("cpu"), EngineChoice.from_settings(s))
     assert torch.get_num_threads() == 1
 
 

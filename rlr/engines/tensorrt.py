@@ -1,4 +1,5 @@
-"""TensorRT runtime: an engine built on the GPU from the exported ONNX graph, cached beside it.
+"""The tensorrt engine: a TensorRT plan built on the GPU from the exported ONNX graph, cached
+beside it. Needs a CUDA device and `pip install 'rlr[tensorrt]'`.
 
 A TensorRT plan is specific to the GPU and TensorRT version it was built with, so the cache
 file names both. The batch dimension is dynamic from 1 to `max_batch` (tuned for `max_batch`).
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rlr.engines.base import Build, EngineKind
+from rlr.engines.graph import ONNX
 from rlr.errors import ConfigError
 from rlr.model import Prediction
 
@@ -27,7 +30,7 @@ def plan_path(onnx_path: Path, device: torch.device, precision: str, max_batch: 
 
 
 def build_plan(onnx_path: Path, image_size: int, precision: str, max_batch: int) -> bytes:
-    """Parse the ONNX graph and build a serialized engine (minutes for big models)."""
+    """Parse the ONNX graph and build a serialized plan (minutes for big models)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -51,7 +54,7 @@ def build_plan(onnx_path: Path, image_size: int, precision: str, max_batch: int)
     return bytes(plan)
 
 
-class TensorRTRuntime:
+class TensorRTEngine:
     name = "tensorrt"
 
     def __init__(self, plan: bytes, image_size: int, device: torch.device,
@@ -60,16 +63,17 @@ class TensorRTRuntime:
 
         self.device, self.precision = device, precision
         self.image_size, self.max_batch = image_size, max_batch
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
-        if self.engine is None:
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.cuda_engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+        if self.cuda_engine is None:
             raise ConfigError("TensorRT could not load the cached engine; delete the engine "
                               "cache folder (RLR_ENGINE_CACHE) to rebuild it")
-        self.context = self.engine.create_execution_context()
+        self.context = self.cuda_engine.create_execution_context()
         self.stream = torch.cuda.Stream(device)
 
     @classmethod
     def from_onnx(cls, onnx_path: Path, image_size: int, device: torch.device,
-                  precision: str = "fp32", max_batch: int = 32) -> TensorRTRuntime:
+                  precision: str = "fp32", max_batch: int = 32) -> TensorRTEngine:
         import tensorrt as trt
 
         if device.type != "cuda":
@@ -102,3 +106,14 @@ class TensorRTRuntime:
             raise RuntimeError("TensorRT execution failed")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return Prediction(score, amap)
+
+
+def _build(b: Build) -> TensorRTEngine:
+    return TensorRTEngine.from_onnx(b.graph(ONNX), b.model.image_size, b.device, b.precision,
+                                    b.max_batch)
+
+
+ENGINE = EngineKind(
+    "tensorrt", _build, requires="tensorrt", extra="tensorrt", needs_cuda=True, rank=30,
+    precisions=("fp32", "fp16", "bf16"),
+    summary="a TensorRT plan built from the ONNX graph on this GPU (CUDA only)")

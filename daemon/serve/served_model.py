@@ -1,6 +1,8 @@
-"""The model a worker serves: load an artifact, run batched inference, look up thresholds.
+"""The model a worker serves: one loaded model version (model, manifest, device, thresholds)
+and the engine that scores its batches.
 
-The worker asks an engine for scores and maps; it does not know which runtime computes them."""
+The worker asks the served model for scores and maps; it does not know which engine (rlr.engines)
+computes them."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from daemon.serve.feed import Feed, fit
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
 from rlr.device import resolve_device
+from rlr.engines import create_engine, pick_fastest
 from rlr.errors import ConfigError
 from rlr.model import RLRModel
-from rlr.runtimes import build_runtime, pick_fastest
 
 
 class Scores(NamedTuple):
@@ -69,7 +71,10 @@ class EngineChoice:
             else "fp32"
 
 
-class Engine:
+class ServedModel:
+    """One model version as a worker serves it: its manifest and thresholds, on a device,
+    scored by an engine (`RLR_ENGINE`)."""
+
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
                  choice: EngineChoice | None = None, version: str | None = None) -> None:
         choice = choice or EngineChoice()
@@ -78,32 +83,32 @@ class Engine:
         self.device = device
         self.thresholds: dict = dict(manifest.get("thresholds") or {})
         self.version = version or f"sha256:{manifest['sha256'][:12]}"
-        self.measured: dict[str, float] = {}  # frames/s per runtime, when `auto` measured
+        self.measured: dict[str, float] = {}  # frames/s per engine, when `auto` measured
         try:
             if choice.name == "auto":
-                self.runtime, self.measured = pick_fastest(
+                self.engine, self.measured = pick_fastest(
                     model, manifest, device, choice.batch, choice.cache, threads=choice.threads)
             else:
-                self.runtime = build_runtime(choice.name, model, manifest, device,
-                                             choice.precision_on(device), choice.cache,
-                                             max_batch=max(choice.batch, 1),
-                                             compile=choice.compile, threads=choice.threads)
+                self.engine = create_engine(choice.name, model, manifest, device,
+                                            choice.precision_on(device), choice.cache,
+                                            max_batch=max(choice.batch, 1),
+                                            compile=choice.compile, threads=choice.threads)
         except ConfigError as exc:
             raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc
-        # Only the torch runtime needs the module afterwards; an exported engine's copy of
+        # Only the torch engine needs the module afterwards; an exported engine's copy of
         # the weights is freed with it.
-        self.model: RLRModel | None = getattr(self.runtime, "model", None)
+        self.model: RLRModel | None = getattr(self.engine, "model", None)
         # A compiled model sees a few fixed batch sizes, so it never recompiles mid-line.
         self.feed = Feed(device, max(choice.batch, 1), bucketed=choice.compile != "off")
 
     @property
     def engine_name(self) -> str:
-        return f"{self.runtime.name}/{self.runtime.precision}"
+        return f"{self.engine.name}/{self.engine.precision}"
 
     @classmethod
     def from_file(cls, path: str | Path | None, device: str = "auto",
-                  choice: EngineChoice | None = None) -> Engine:
+                  choice: EngineChoice | None = None) -> ServedModel:
         if path is None:
             raise SettingsError("no model: set RLR_MODEL (or --model) to a .rlr artifact "
                                 "from `rlrctl train`")
@@ -113,7 +118,7 @@ class Engine:
 
     @property
     def image_size(self) -> int:
-        return self.runtime.image_size
+        return self.engine.image_size
 
     @property
     def calibrated(self) -> bool:
@@ -132,7 +137,7 @@ class Engine:
         images = [fit(img, s) for img in images]
         n = len(images)
         with torch.inference_mode():
-            pred = self.runtime.predict(self.feed.stage(images))
+            pred = self.engine.predict(self.feed.stage(images))
             scores = pred.score[:n].float().cpu().numpy()
             maps = pred.anomaly_map[:n].float().cpu().numpy()
         return Scores(scores, maps, (time.perf_counter() - start) * 1000)
