@@ -53,10 +53,19 @@ def command_for(spec: BridgeSpec) -> click.Command:
     return click.command(spec.name, help=spec.help)(callback)
 
 
-@click.group()
+class _Bridges(click.Group):
+    """The registered bridges as subcommands; running one imports that bridge's module only."""
+
+    def list_commands(self, ctx: click.Context | None) -> list[str]:
+        return list(registry.bridges())
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        try:
+            return command_for(registry.get(name))
+        except KeyError:
+            return None
+
+
+@click.group(cls=_Bridges)
 def bridge() -> None:
     """Deliver alerts to PLC/SCADA integrations until SIGTERM / Ctrl-C."""
-
-
-for _spec in registry.bridges().values():
-    bridge.add_command(command_for(_spec))
