@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout per webhook call")
     bridge_max_attempts: int = Field(8, ge=1, description="tries before an alert is dead-lettered")
 
-    # --- PLC and SCADA bridges (daemon/line/modbus.py, daemon/line/opcua.py)
+    # --- PLC and SCADA bridges (daemon/line/bridges/)
     plc_cameras: str = Field("", description="comma-separated cameras the Modbus map and OPC UA "
                              "tree are built for (empty: the cameras seen in recent results)")
     modbus_host: str = Field("127.0.0.1", description="address the Modbus TCP server binds")

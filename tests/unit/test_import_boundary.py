@@ -246,3 +246,27 @@ def test_every_part_says_what_it_does_and_may_import():
         if part.is_dir() and (part / "__init__.py").exists():
             doc = ast.get_docstring(ast.parse((part / "__init__.py").read_text())) or ""
             assert "May import" in doc, f"daemon/{part.name}/__init__.py lacks its import rule"
+
+
+# ----------------------------------------------------------------------------- bridges
+
+BRIDGES = ROOT / "daemon" / "line" / "bridges"
+# the folder's modules that are not bridges: what the bridges share
+BRIDGES_SHARED = {"__init__", "base", "registry", "alertfeed", "linestate"}
+
+
+def test_a_bridge_imports_its_base_never_another_bridge():
+    plugins = {f"daemon.line.bridges.{p.stem}" for p in BRIDGES.glob("*.py")
+               if p.stem not in BRIDGES_SHARED}
+    assert {"daemon.line.bridges.mqtt", "daemon.line.bridges.modbus"} <= plugins
+    problems = []
+    for path in sorted(BRIDGES.glob("*.py")):
+        me = module_name(path)
+        for target in sorted(imported_names(path) & plugins - {me}):
+            kind = "shared module" if path.stem in BRIDGES_SHARED else "bridge"
+            problems.append(f"{me} ({kind}) imports the bridge {target}")
+    others = [module_name(p) for p in source_files()
+              if not p.is_relative_to(BRIDGES) and module_name(p).split(".")[1:2] != ["cli"]
+              and imported_names(p) & plugins]
+    problems += [f"{m} imports a bridge: only daemon.cli and the registry may" for m in others]
+    assert not problems, "\n".join(problems)

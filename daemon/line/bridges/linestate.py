@@ -1,4 +1,4 @@
-"""The line state a PLC or SCADA bridge serves (`daemon.line.modbus`, `opcua`, `sparkplug`):
+"""The line state the PLC and SCADA bridges serve (`modbus`, `opcua`, `sparkplug`):
 per camera the last result, counters, the alerts not yet acknowledged and the camera's raised
 health conditions, fed from `rlr:results:{line}`, `rlr:alerts:{line}` and `rlr:health:{line}`.
 
@@ -17,21 +17,19 @@ once counted (`hold_alerts=False`).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from daemon import logs
+from daemon.errors import SettingsError
+from daemon.line.bridges.base import group_name
 from daemon.settings import Settings
 from daemon.wire import keys
-from daemon.wire.backoff import Backoff
-from daemon.wire.clients import away, is_cluster
+from daemon.wire.clients import connect_ready, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_async
 from daemon.wire.schema import SCHEMA_VERSION, Alert, HealthEvent, Result
 from daemon.wire.text import entry_field, text
@@ -99,7 +97,7 @@ class LineFeed:
         # group once published, like a result.
         self.hold_alerts = hold_alerts
         self.lines, self.listener = list(lines), listener
-        self.group = f"rlr-bridge-{kind}"
+        self.group = group_name(kind)
         streams = {}
         for name in self.lines:
             streams.update({keys.results(name): _R + name, keys.alerts(name): _A + name,
@@ -108,6 +106,11 @@ class LineFeed:
         # older than PULSE_MAX_AGE_S only set the state.
         self.reader = ConsumerGroup(self.group, settings.consumer_name, streams,
                                     cluster=is_cluster(client))
+        # The results group starts at the end: a first start does not replay a stream of up
+        # to RLR_RESULTS_MAXLEN results; `start()` reads the latest ones instead.
+        self.results_start = ConsumerGroup(
+            self.group, settings.consumer_name, {keys.results(n): _R + n for n in self.lines},
+            start_id="$", cluster=is_cluster(client))
         self.cameras: dict[tuple[str, str], CameraState] = {}
         # A fixed list of (line, camera) (the Modbus map): other cameras are skipped.
         self.fixed = bool(cameras)
@@ -122,16 +125,8 @@ class LineFeed:
     async def start(self) -> None:
         """Create the groups, load the latest results and camera health, re-latch alerts
         still pending."""
-        for name in self.lines:
-            # The results group starts at the end: a first start does not replay a stream of
-            # up to RLR_RESULTS_MAXLEN results; the latest ones are read below instead.
-            try:
-                await self.client.xgroup_create(keys.results(name), self.group, id="$",
-                                                mkstream=True)
-                log.info("group_created", key=keys.results(name), group=self.group)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        for key in await run_async(self.client, self.results_start.ensure()):
+            log.info("group_created", key=key, group=self.group)
         for key in await run_async(self.client, self.reader.ensure()):
             log.info("group_created", key=key, group=self.group)
         if not self._seeded:
@@ -265,31 +260,6 @@ class LineFeed:
         return ids
 
 
-async def run_feed(feed: LineFeed, stopping: Callable[[], bool], block_ms: int,
-                   on_state: Callable[[bool], None] = lambda ok: None) -> None:
-    """Feed until `stopping()`; Redis outages are waited out with backoff (`on_state` is told
-    whether the streams are being read)."""
-    backoff = Backoff(0.2, 5.0)
-    started = False
-    while not stopping():
-        try:
-            if not started:
-                await feed.start()
-                started = True
-                on_state(True)
-            await feed.step(block_ms)
-            backoff.reset()
-        except Exception as exc:
-            if not away(exc):
-                raise
-            delay = backoff.next()
-            log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
-            started = False  # a restarted Redis may have lost the groups
-            on_state(False)
-            await asyncio.sleep(delay)
-
-
-
 def discover_cameras(client, lines: Sequence[str], recent: int = 500) -> list[tuple[str, str]]:
     """(line, camera) pairs seen in the last `recent` results or in the camera health hash,
     sorted (a synchronous client): the map when no camera list is given."""
@@ -301,3 +271,22 @@ def discover_cameras(client, lines: Sequence[str], recent: int = 500) -> list[tu
                 found.add((name, cam))
         found |= {(name, text(c)) for c in client.hkeys(keys.camera_health(name))}
     return sorted(found)
+
+
+def mapped_cameras(settings: Settings, cameras: Sequence[str],
+                   required: bool = True) -> list[tuple[str, str]]:
+    """The (line, camera) pairs a bridge maps: `cameras` (the --camera options), else
+    RLR_PLC_CAMERAS, on every line; else the cameras Redis has seen (`required`: none
+    found is an error, for a map that must not move)."""
+    names = list(cameras) or parse_cameras(settings.plc_cameras)
+    if names:
+        return [(line, cam) for line in settings.lines for cam in names]
+    client = connect_ready(settings)
+    try:
+        found = discover_cameras(client, settings.lines)
+    finally:
+        client.close()
+    if not found and required:
+        raise SettingsError(f"no cameras known on line(s) {','.join(settings.lines)}: pass "
+                            "--camera NAME (repeatable) or set RLR_PLC_CAMERAS=cam1,cam2")
+    return found

@@ -1,4 +1,4 @@
-"""Modbus TCP server for PLCs (`rlrctl bridge modbus`): the line state of `daemon.line.plcstate`
+"""Modbus TCP server for PLCs (`rlrctl bridge modbus`): the line state of `linestate`
 as coils and registers at fixed addresses, generated from the line's cameras (`register_map`,
 printed by `rlrctl bridge modbus --print-map`).
 
@@ -20,7 +20,17 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
 from daemon import logs
-from daemon.line.plcstate import CameraState, LineFeed, Listener
+from daemon.line.bridges.base import (
+    CAMERA,
+    LINE,
+    BridgeSpec,
+    Option,
+    afeed_forever,
+    run_until_signal,
+)
+from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
+from daemon.settings import Settings
+from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -233,8 +243,6 @@ class ModbusTable(ModbusServerContext, Listener):
 async def serve(feed_factory, table: ModbusTable, host: str, port: int,
                 stop: asyncio.Event, block_ms: int) -> None:
     """Serve `table` on host:port and keep it fed until `stop` is set."""
-    from daemon.line.plcstate import run_feed
-
     feed: LineFeed = feed_factory(table)
     table.feed = feed
     server = ModbusTcpServer(table, address=(host, port))
@@ -248,8 +256,46 @@ async def serve(feed_factory, table: ModbusTable, host: str, port: int,
 
     beats = asyncio.create_task(heartbeat())
     try:
-        await run_feed(feed, stop.is_set, block_ms, on_state=table.set_redis_ok)
+        await afeed_forever(feed, stop.is_set, block_ms, on_state=table.set_redis_ok)
     finally:
         beats.cancel()
         await server.shutdown()
         log.info("modbus_stopped")
+
+
+def run(settings: Settings, cameras: Sequence[str] = (), print_map: bool = False) -> None:
+    """Serve the line state on Modbus TCP until SIGTERM / Ctrl-C (or print the map)."""
+    entries = mapped_cameras(settings, cameras)
+    if print_map:
+        print(format_map(register_map(entries)))
+        return
+    logs.configure(settings.log_format, settings.log_level, bridge="modbus")
+    connect_ready(settings).close()  # fail now, in one line, when Redis does not answer
+
+    async def main(stop: asyncio.Event) -> None:
+        client = connect_async(settings)
+        table = ModbusTable(entries, settings.modbus_pulse_ms)
+        try:
+            await serve(lambda listener: LineFeed(client, settings, "modbus", settings.lines,
+                                                  listener, entries),
+                        table, settings.modbus_host, settings.modbus_port, stop,
+                        settings.block_ms)
+        finally:
+            await client.aclose()
+
+    run_until_signal(main, "modbus")
+
+
+BRIDGE = BridgeSpec(
+    name="modbus",
+    help="Serve the line state as a Modbus TCP server (reject coils, latches, scores).",
+    run=run,
+    options=(
+        LINE, CAMERA,
+        Option("--host", "host", "Address to bind (default RLR_MODBUS_HOST).",
+               setting="modbus_host"),
+        Option("--port", "port", "Port (default RLR_MODBUS_PORT).", setting="modbus_port",
+               kind="port"),
+        Option("--print-map", "print_map", "Print the register map and exit.", kind="flag"),
+    ),
+)

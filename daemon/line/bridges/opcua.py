@@ -1,4 +1,4 @@
-"""OPC UA server for SCADA (`rlrctl bridge opcua`): the line state of `daemon.line.plcstate` as a
+"""OPC UA server for SCADA (`rlrctl bridge opcua`): the line state of `linestate` as a
 node tree, one object per line and camera (`Objects/RLR/<line>/<camera>/<variable>`, string
 node ids `ns=<urn:rlr>;s=<line>.<camera>.<variable>`), and an `RlrAlertEventType` event for
 every alert, emitted by the Server object.
@@ -29,8 +29,17 @@ from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User,
 
 from daemon import logs
 from daemon.errors import SettingsError
-from daemon.line.plcstate import CameraState, LineFeed, Listener, run_feed
+from daemon.line.bridges.base import (
+    CAMERA,
+    LINE,
+    BridgeSpec,
+    Option,
+    afeed_forever,
+    run_until_signal,
+)
+from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
 from daemon.settings import Settings
+from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -242,5 +251,34 @@ async def serve(settings: Settings, client, lines: Sequence[str],
     state.feed = feed
     async with server:
         log.info("opcua_listening", endpoint=settings.opcua_endpoint, cameras=len(cameras))
-        await run_feed(feed, stop.is_set, settings.block_ms)
+        await afeed_forever(feed, stop.is_set, settings.block_ms)
     log.info("opcua_stopped")
+
+
+def run(settings: Settings, cameras: Sequence[str] = ()) -> None:
+    """Serve the line state over OPC UA until SIGTERM / Ctrl-C."""
+    logs.configure(settings.log_format, settings.log_level, bridge="opcua")
+    connect_ready(settings).close()  # fail now, in one line, when Redis does not answer
+    # cameras appear in the tree as results arrive; these are there from the start
+    known = mapped_cameras(settings, cameras, required=False)
+
+    async def main(stop: asyncio.Event) -> None:
+        client = connect_async(settings)
+        try:
+            await serve(settings, client, settings.lines, known, stop)
+        finally:
+            await client.aclose()
+
+    run_until_signal(main, "opcua")
+
+
+BRIDGE = BridgeSpec(
+    name="opcua",
+    help="Serve the line state as an OPC UA server (node tree, alert events, acknowledge).",
+    run=run,
+    options=(
+        LINE, CAMERA,
+        Option("--endpoint", "endpoint", "opc.tcp:// URL to bind (default RLR_OPCUA_ENDPOINT).",
+               setting="opcua_endpoint"),
+    ),
+)

@@ -1,41 +1,25 @@
-"""Where alert bridges deliver: an MQTT broker or an HTTP webhook. A sink returns once the
-receiver confirmed an alert and raises `DeliveryError` otherwise (`permanent` when retrying
-cannot help); the bridge loop (`daemon.line.bridge`) does the retries and dead letters."""
+"""`rlrctl bridge mqtt`: every alert as JSON to `RLR_MQTT_TOPIC` on an MQTT broker, camera
+health events to `RLR_MQTT_HEALTH_TOPIC` (`--format sparkplug` runs the `sparkplug` bridge
+instead). `MqttSink` returns once the broker confirmed a message at `RLR_MQTT_QOS`; the alert
+feed (`alertfeed`) does the retries and dead letters."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
-import urllib.error
-import urllib.request
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
+from daemon.line.bridges.alertfeed import AlertFeed
+from daemon.line.bridges.base import BridgeSpec, Option, serve_until_signal
 from daemon.settings import Settings
+from daemon.wire.clients import connect_ready
 from daemon.wire.schema import Alert, HealthEvent
 
 log = logs.get(__name__)
-_EXCERPT = 300
-
-
-class Sink(Protocol):
-    kind: str
-
-    def deliver(self, alert: Alert) -> None:
-        """Return once the receiver confirmed the alert; raise `DeliveryError` otherwise."""
-
-    def deliver_health(self, event: HealthEvent) -> None:
-        """The same for a camera health event (raised or cleared)."""
-
-    def close(self) -> None: ...
-
-
-# ----------------------------------------------------------------------------- MQTT
 
 
 def check_topic_template(template: str) -> None:
@@ -130,54 +114,29 @@ class MqttSink:
         log.warning("mqtt_disconnected", broker=self.where, reason=str(reason_code))
 
 
-# ----------------------------------------------------------------------------- webhook
+def run(settings: Settings, fmt: str = "json") -> None:
+    """Deliver alerts to the broker until SIGTERM / Ctrl-C."""
+    logs.configure(settings.log_format, settings.log_level, bridge="mqtt")
+    client = connect_ready(settings)
+    sink = MqttSink(settings)
+    if not sink.start(wait_s=5.0):
+        log.warning("mqtt_not_connected_yet", broker=sink.where,
+                    hint="alerts wait and retry until the broker answers")
+    serve_until_signal(AlertFeed(client, settings, sink), client.close)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # urllib turns a redirected POST into a GET without the body: a 200 there is no delivery.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-class WebhookSink:
-    """POSTs `Alert.to_json()` with an `Idempotency-Key: <alert_id>` header."""
-
-    kind = "webhook"
-    RETRY_STATUS = frozenset({408, 429})  # plus every 5xx
-
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self.url, self.timeout_s = url, timeout_s
-        self._opener = urllib.request.build_opener(_NoRedirect)
-
-    def deliver(self, alert: Alert) -> None:
-        self._post(alert.to_json(), alert.alert_id)
-
-    def deliver_health(self, event: HealthEvent) -> None:
-        """The event's JSON (`"type": "camera_health"`) to the same URL."""
-        self._post(event.to_json(), f"health-{event.line}-{event.camera}-{event.kind}-"
-                                    f"{event.state}-{event.ts!r}")
-
-    def _post(self, payload: dict, idempotency_key: str) -> None:
-        request = urllib.request.Request(
-            self.url, data=json.dumps(payload).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
-                     "User-Agent": "rlr-bridge"})
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read(_EXCERPT).decode(errors="replace")
-            detail = f"HTTP {status} from {self.url}: {' '.join(body.split()) or '(no body)'}"
-            if status >= 500 or status in self.RETRY_STATUS:
-                raise DeliveryError(f"http_{status}", detail) from None
-            if 300 <= status < 400:
-                detail += (f" (redirect to {exc.headers.get('Location')}; point RLR_WEBHOOK_URL "
-                           "at the final URL)")
-            raise DeliveryError("rejected", detail, permanent=True) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # refused,
-            # DNS, timeout, connection dropped mid-response: all worth another try
-            reason = getattr(exc, "reason", exc)
-            raise DeliveryError("network", f"{self.url}: {reason}") from None
-
-    def close(self) -> None:
-        pass
+BRIDGE = BridgeSpec(
+    name="mqtt",
+    help="""Publish every alert as JSON to RLR_MQTT_TOPIC on the MQTT broker (or, with --format
+    sparkplug, the line state as Sparkplug B).""",
+    run=run,
+    options=(
+        Option("--line", "lines", "Line to follow (repeatable; default RLR_LINES).",
+               setting="lines", multiple=True),
+        Option("--mqtt-url", "mqtt_url", "mqtt://host:port or mqtts://host:port (default "
+               "RLR_MQTT_URL).", setting="mqtt_url"),
+        Option("--format", "fmt", "json: every alert to RLR_MQTT_TOPIC; sparkplug: the line "
+               "state as a Sparkplug B edge node, one device per camera.", kind="choice",
+               choices=("json", "sparkplug"), default="json", runs={"sparkplug": "sparkplug"}),
+    ),
+)

@@ -1,6 +1,6 @@
 """Sparkplug B on MQTT (`rlrctl bridge mqtt --format sparkplug`): the bridge is one edge node
 (`RLR_SPARKPLUG_GROUP` / `RLR_SPARKPLUG_NODE`), each camera one device, fed by the line state of
-`daemon.line.plcstate` (consumer group `rlr-bridge-sparkplug`).
+`linestate` (consumer group `rlr-bridge-sparkplug`). Also run by `rlrctl bridge sparkplug`.
 
 Topics `spBv1.0/<group>/<type>/<node>[/<device>]`: NBIRTH on every (re)connect, then a DBIRTH
 with every metric of each camera, DDATA with the metrics that changed, NDEATH as the MQTT will
@@ -24,8 +24,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from daemon import logs
 from daemon.errors import SettingsError
-from daemon.line.plcstate import CameraState, LineFeed, Listener, run_feed
+from daemon.line.bridges.base import LINE, BridgeSpec, Option, afeed_forever, run_until_signal
+from daemon.line.bridges.linestate import CameraState, LineFeed, Listener
 from daemon.settings import Settings
+from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -257,8 +259,36 @@ async def serve(settings: Settings, client, lines: Sequence[str], stop: asyncio.
 
     task = asyncio.create_task(births())
     try:
-        await run_feed(feed, stop.is_set, settings.block_ms)
+        await afeed_forever(feed, stop.is_set, settings.block_ms)
     finally:
         task.cancel()
         edge.close()
         log.info("sparkplug_stopped", node=edge.node)
+
+
+def run(settings: Settings) -> None:
+    """Run the Sparkplug B edge node until SIGTERM / Ctrl-C."""
+    logs.configure(settings.log_format, settings.log_level, bridge="sparkplug")
+    check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
+    connect_ready(settings).close()
+
+    async def main(stop: asyncio.Event) -> None:
+        client = connect_async(settings)
+        try:
+            await serve(settings, client, settings.lines, stop)
+        finally:
+            await client.aclose()
+
+    run_until_signal(main, "sparkplug")
+
+
+BRIDGE = BridgeSpec(
+    name="sparkplug",
+    help="Publish the line state as a Sparkplug B edge node (= bridge mqtt --format sparkplug).",
+    run=run,
+    options=(
+        LINE,
+        Option("--mqtt-url", "mqtt_url", "mqtt://host:port or mqtts://host:port (default "
+               "RLR_MQTT_URL).", setting="mqtt_url"),
+    ),
+)

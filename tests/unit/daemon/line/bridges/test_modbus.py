@@ -1,14 +1,11 @@
-"""The PLC bridges' pure parts: the Modbus register map and table, Sparkplug payloads."""
+"""The Modbus bridge's pure parts: the register map and the table."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from daemon.errors import SettingsError
-from daemon.line import modbus, sparkplug
-from daemon.line.plcstate import CameraState, parse_cameras
+from daemon.line.bridges import modbus
+from daemon.line.bridges.linestate import CameraState
 
 
 def test_register_map_blocks_do_not_overlap_and_are_documented():
@@ -69,26 +66,3 @@ def test_health_bits_and_healthy_coil():
     t.health(CameraState("l1", "a", health=("blur", "dark", "something_new")))
     assert t.registers[16 + 9] == (1 << 3) | (1 << 1) | (1 << 15)
     assert t.coils[3] is False and t.coils[8 + 3] is True
-
-
-def test_parse_cameras():
-    assert parse_cameras(" a, b,,c ") == ["a", "b", "c"] and parse_cameras(None) == []
-
-
-def test_sparkplug_payload_round_trips_with_seq_and_types():
-    raw = sparkplug.encode([("x", sparkplug.DOUBLE, 0.5), ("n", sparkplug.UINT64, 2**40),
-                            ("ok", sparkplug.BOOLEAN, True), ("s", sparkplug.STRING, "é")],
-                           seq=255, ts_ms=123)
-    p = sparkplug.Payload.FromString(raw)
-    assert p.seq == 255 and p.timestamp == 123
-    assert [(m.name, m.datatype) for m in p.metrics] == [("x", 10), ("n", 8), ("ok", 11),
-                                                         ("s", 12)]
-    assert p.metrics[0].double_value == 0.5 and p.metrics[1].long_value == 2**40
-    assert p.metrics[2].boolean_value and p.metrics[3].string_value == "é"
-    assert not sparkplug.Payload.FromString(sparkplug.encode([], None)).HasField("seq")
-
-
-@pytest.mark.parametrize("bad", ["", "a/b", "a+", "#"])
-def test_sparkplug_ids_are_checked(bad):
-    with pytest.raises(SettingsError):
-        sparkplug.check_id(bad, "RLR_SPARKPLUG_GROUP")

@@ -1,5 +1,5 @@
-"""Alert bridges: deliver `rlr:alerts:{line}` entries to PLC/SCADA integrations through a sink
-(`daemon.line.sinks`: MQTT, webhook).
+"""The alert bridges' feed (`mqtt`, `webhook`): deliver `rlr:alerts:{line}` entries and camera
+health events (`rlr:health:{line}`) one at a time to a `Sink`, the plug-in's receiver.
 
 Each bridge kind reads through its own consumer group (`rlr-bridge-mqtt`, `rlr-bridge-webhook`),
 so every kind sees every alert, and several bridges of one kind share the work. Delivery is
@@ -13,12 +13,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import redis
 
 from daemon import logs
 from daemon.errors import DeliveryError
-from daemon.line.sinks import Sink
+from daemon.line.bridges.base import dead_letter, feed_forever, group_name
 from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire import keys
@@ -30,7 +31,6 @@ from daemon.wire.text import entry_field
 
 log = logs.get(__name__)
 
-GROUPS = {"mqtt": "rlr-bridge-mqtt", "webhook": "rlr-bridge-webhook"}
 # A group created for the first time starts at the beginning of the (capped) stream, not at "$":
 # alerts raised before the first bridge of a kind came up (a rollout where workers start first,
 # or a group Redis lost and we recreate) would otherwise never be delivered, and nobody would
@@ -41,14 +41,30 @@ _HEALTH = "health:"  # the group's name for a line's health stream: "health:<lin
 _EXCERPT = 300
 
 
-class Bridge:
+class Sink(Protocol):
+    """Where an alert bridge delivers: returns once the receiver confirmed, raises
+    `DeliveryError` otherwise (`permanent` when retrying cannot help); the feed does the
+    retries and dead letters."""
+
+    kind: str
+
+    def deliver(self, alert: Alert) -> None:
+        """Return once the receiver confirmed the alert; raise `DeliveryError` otherwise."""
+
+    def deliver_health(self, event: HealthEvent) -> None:
+        """The same for a camera health event (raised or cleared)."""
+
+    def close(self) -> None: ...
+
+
+class AlertFeed:
     """Reads the alert streams of `lines` in the sink's consumer group and delivers each alert."""
 
     def __init__(self, client: redis.Redis, settings: Settings, sink: Sink,
                  lines: Sequence[str] | None = None, *, start_id: str = GROUP_START_ID,
                  retry_first_s: float = 0.2, retry_cap_s: float = 5.0) -> None:
         self.client, self.settings, self.sink = client, settings, sink
-        self.group = GROUPS.get(sink.kind, f"rlr-bridge-{sink.kind}")
+        self.group = group_name(sink.kind)
         self.consumer = settings.consumer_name
         self.lines = {keys.alerts(name): name for name in (lines or settings.lines)}
         # Camera health events travel the same way, on their own stream (and topic).
@@ -93,18 +109,7 @@ class Bridge:
             raise supervisor.fatal
 
     def _deliver_until_stopped(self) -> None:
-        backoff = Backoff(0.2, 5.0)
-        while not self.stopping:
-            try:
-                self.step()
-                backoff.reset()
-            except Exception as exc:
-                if not away(exc):
-                    raise
-                delay = backoff.next()
-                log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
-                self._groups_ready = False  # a restarted Redis may have lost the groups
-                self._stop.wait(delay)
+        feed_forever(self, self._stop, self.settings.block_ms)
 
     def run_until_idle(self, timeout_s: float = 10.0, block_ms: int = 100) -> int:
         """Handle alerts until a read finds none or `timeout_s` passes; the number handled."""
@@ -136,6 +141,10 @@ class Bridge:
             self._own_backlog = False
             batch = run_sync(self.client, self.reader.read(1, block_ms or self.settings.block_ms))
         return handled + self._handle_all(batch)
+
+    def start(self) -> None:
+        """(Re)create the groups: at start, and after Redis was away."""
+        self.ensure_groups()
 
     def ensure_groups(self) -> None:
         for key in run_sync(self.client, self.reader.ensure()):
@@ -223,13 +232,9 @@ class Bridge:
     def _dead_letter(self, d: Delivery, reason: str, detail: str, attempts: int) -> None:
         letter = DeadLetter(d.entry_id, reason, detail[:1000], self.consumer, time.time(),
                             attempts, kind="alert", original=dict(d.fields))
-        # One transaction (both keys share the {line} slot): never acked without the letter.
-        pipe = self.client.pipeline(transaction=True)
         line = d.line.removeprefix(_HEALTH)
-        pipe.xadd(keys.dlq(line), letter.to_fields(), maxlen=self.settings.dlq_maxlen,
-                  approximate=True)
-        pipe.xack(self.reader.keys[d.line], self.group, d.entry_id)
-        pipe.execute()
+        dead_letter(self.client, self.settings, self.reader.keys[d.line], self.group, d, line,
+                    letter)
         self.dead_lettered += 1
         log.error("alert_dead_lettered", line=line, entry=d.entry_id, reason=reason,
                   detail=detail[:_EXCERPT], attempts=attempts, sink=self.sink.kind)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pymodbus.client import ModbusTcpClient
 
 from daemon.cli import main
-from daemon.line.modbus import CAMERA_BLOCK, COIL_BLOCK
+from daemon.line.bridges.modbus import CAMERA_BLOCK, COIL_BLOCK
 from daemon.line.producer import push_images
 from daemon.wire import keys
 from daemon.wire.schema import Alert, HealthEvent
