@@ -200,27 +200,39 @@ def plugin_folders() -> list[Path]:
                   if (p.parent / "__init__.py").exists())
 
 
+# the module-level name a registry reads from each plug-in of its folder
+PLUGIN_MARKERS = {"ENGINE", "BRIDGE", "SOURCE", "RULE"}
+
+
+def is_plugin(path: Path) -> bool:
+    """A plug-in declares what it registers at module level (`ENGINE = EngineKind(...)`,
+    `BRIDGE = BridgeSpec(...)`, ...); every other module of a plug-in folder is shared."""
+    tree = ast.parse(path.read_text(), str(path))
+    return any(isinstance(node, (ast.Assign, ast.AnnAssign))
+               and any(isinstance(t, ast.Name) and t.id in PLUGIN_MARKERS
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+               for node in tree.body)
+
+
 def plugin_rule_breaks(folder: Path, graph: Mapping[str, Iterable[str]]) -> list[str]:
-    """A plug-in imports its base (and what the base itself imports from the folder), never
-    another plug-in. The shared modules are `base` and the siblings it imports, transitively;
-    every other module of the folder is a plug-in."""
+    """A plug-in imports its base and the folder's shared modules, never another plug-in; a
+    shared module imports no plug-in."""
     package = module_name(folder / "__init__.py")
+    plugins = {f"{package}.{p.stem}" for p in folder.glob("*.py") if is_plugin(p)}
     siblings = {f"{package}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
-    shared, todo = set(), [f"{package}.base"]
-    while todo:
-        module = todo.pop()
-        if module not in shared:
-            shared.add(module)
-            todo += [t for t in graph.get(module, ()) if t in siblings]
-    return [f"{m} imports {t}, another plug-in" for m in sorted(siblings - shared)
-            for t in sorted(graph.get(m, ())) if t in siblings - shared - {m}]
+    return [f"{m} imports {t}, another plug-in" if m in plugins
+            else f"{m} (shared) imports the plug-in {t}"
+            for m in sorted(siblings) for t in sorted(graph.get(m, ()))
+            if t in plugins - {m}]
 
 
 def test_the_plugin_rule_finds_a_plugin_importing_another(tmp_path):
     folder = tmp_path / "pkg" / "plugins"
     folder.mkdir(parents=True)
-    for name in ("__init__", "base", "shared", "a", "b"):
+    for name in ("__init__", "base", "shared"):
         (folder / f"{name}.py").write_text("")
+    for name in ("a", "b"):
+        (folder / f"{name}.py").write_text("ENGINE = object()\n")
     graph = {"pkg.plugins.base": {"pkg.plugins.shared"}, "pkg.plugins.shared": set(),
              "pkg.plugins.a": {"pkg.plugins.base", "pkg.plugins.shared"},
              "pkg.plugins.b": {"pkg.plugins.base", "pkg.plugins.a"}}
@@ -229,6 +241,9 @@ def test_the_plugin_rule_finds_a_plugin_importing_another(tmp_path):
     try:
         assert plugin_rule_breaks(folder, graph) == [
             "pkg.plugins.b imports pkg.plugins.a, another plug-in"]
+        graph["pkg.plugins.shared"] = {"pkg.plugins.b"}
+        assert "pkg.plugins.shared (shared) imports the plug-in pkg.plugins.b" in (
+            plugin_rule_breaks(folder, graph))
     finally:
         ROOT = saved
 
@@ -251,19 +266,14 @@ def test_every_part_says_what_it_does_and_may_import():
 # ----------------------------------------------------------------------------- bridges
 
 BRIDGES = ROOT / "daemon" / "line" / "bridges"
-# the folder's modules that are not bridges: what the bridges share
-BRIDGES_SHARED = {"__init__", "base", "registry", "alertfeed", "linestate"}
-
-
 def test_a_bridge_imports_its_base_never_another_bridge():
-    plugins = {f"daemon.line.bridges.{p.stem}" for p in BRIDGES.glob("*.py")
-               if p.stem not in BRIDGES_SHARED}
+    plugins = {f"daemon.line.bridges.{p.stem}" for p in BRIDGES.glob("*.py") if is_plugin(p)}
     assert {"daemon.line.bridges.mqtt", "daemon.line.bridges.modbus"} <= plugins
     problems = []
     for path in sorted(BRIDGES.glob("*.py")):
         me = module_name(path)
         for target in sorted(imported_names(path) & plugins - {me}):
-            kind = "shared module" if path.stem in BRIDGES_SHARED else "bridge"
+            kind = "bridge" if me in plugins else "shared module"
             problems.append(f"{me} ({kind}) imports the bridge {target}")
     others = [module_name(p) for p in source_files()
               if not p.is_relative_to(BRIDGES) and module_name(p).split(".")[1:2] != ["cli"]
