@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from daemon import logs
-from daemon.serve.camera_health import THUMB
+from daemon.serve.camera_measures import THUMB
 from daemon.serve.engine import Engine
 from daemon.serve.feed import decode_jpegs
 from daemon.settings import Settings

@@ -18,8 +18,8 @@ from typing import TypeVar
 import redis.asyncio
 
 from daemon.errors import SourceUnavailable
-from daemon.serve.alerts import RecentFrame
 from daemon.serve.ports import Published
+from daemon.serve.rules.window import RecentFrame
 from daemon.settings import Settings
 from daemon.wire import keys
 from daemon.wire.clients import away, is_cluster
@@ -199,9 +199,8 @@ class RedisStreams:
             keys_ += [keys.seen(line, res.camera, res.frame_id),
                       keys.alert_window(line, res.camera)]
             flat = res.to_flat()
-            head = json.dumps([res.frame_id, round(res.score, 6), int(res.is_anomaly)])[:-1]
-            args += [d.entry_id, head + ',"', f'",{res.capture_ts!r}]',
-                     int(res.is_anomaly), len(flat), *flat]
+            head, tail = RecentFrame.of(res, "").around_result_id()
+            args += [d.entry_id, head, tail, int(res.is_anomaly), len(flat), *flat]
         return self._publish(keys=keys_, args=args, client=client)
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:

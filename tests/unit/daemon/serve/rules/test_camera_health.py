@@ -10,12 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.serve.camera_health import (
-    CameraWatch,
-    HealthPolicy,
-    measure,
-    population_stability,
-)
+from daemon.serve.camera_measures import measure
+from daemon.serve.rules.camera_health import CameraWatch, HealthPolicy, population_stability
 
 POLICY = HealthPolicy()  # the defaults: window 10, raise at 8 bad, clear at <= 2 bad
 BASE = POLICY.baseline_frames

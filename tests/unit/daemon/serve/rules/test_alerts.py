@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.serve.alerts import AlertRule, RecentFrame
+from daemon.serve.rules.alerts import AlertRule
+from daemon.serve.rules.window import RecentFrame
 
 
 def _window(flags: str) -> list[RecentFrame]:
