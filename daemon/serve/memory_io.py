@@ -134,7 +134,7 @@ class MemoryStreams:
             self.thumbs[(line, camera)] = (frame_id, ts, data)
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
-        key = (alert.line, alert.camera)
+        key = (alert.line, alert.camera)  # the cooldown claimed as the Redis port's script does
         if time.monotonic() < self._cooldown.get(key, 0.0):
             return None
         self._cooldown[key] = time.monotonic() + cooldown_s
