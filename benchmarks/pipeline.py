@@ -211,7 +211,8 @@ def health_cost(args, client: redis.Redis, url: str, model: Path, images: list[n
                 frames: list[bytes], work: Path) -> None:
     """Frames/s with and without camera health, alternating rounds; and the checks' own CPU
     time per frame (thumbnail measures, then the per-camera judgement)."""
-    from daemon.serve.camera_health import CameraWatch, HealthPolicy, measure
+    from daemon.serve.camera_measures import measure
+    from daemon.serve.rules.camera_health import CameraWatch, HealthPolicy
     from daemon.settings import Settings
 
     watch = CameraWatch("bench", HealthPolicy.from_settings(Settings()),

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from daemon import logs
-from daemon.serve.camera_health import KINDS, CameraWatch, Change, HealthPolicy, Measures, measure
+from daemon.serve.camera_measures import Measures, measure
+from daemon.serve.rules.camera_health import KINDS, CameraWatch, Change, HealthPolicy
 from daemon.settings import Settings
 
 log = logs.get("rlr.worker")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from daemon import logs
-from daemon.serve.camera_health import THUMB
+from daemon.serve.camera_measures import THUMB
 from daemon.serve.feed import decode_jpegs
 from daemon.serve.served_model import ServedModel
 from daemon.settings import Settings

@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 
 from daemon import logs
 from daemon.errors import FrameError, SourceUnavailable, TaskFailed
-from daemon.serve.alerts import AlertRule
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
@@ -33,6 +32,8 @@ from daemon.serve.health import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
+from daemon.serve.rules.alerts import AlertRule
+from daemon.serve.rules.registry import build_rules
 from daemon.serve.served_model import ServedModel
 from daemon.serve.serving import ServingSet
 from daemon.serve.verdicts import infer_batch
@@ -85,9 +86,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
         self._errors: list[str] = []
-        self.publisher = Publisher(streams, settings, self.rule, self.metrics, self.stats,
-                                   self.backlogs, self.outages.retry, self._cpu_pool,
-                                   self._release, self._failed, self.supervisor, self.cameras)
+        self.publisher = Publisher(streams, settings,
+                                   build_rules(self.id, self.rule, self.cameras), self.metrics,
+                                   self.stats, self.backlogs, self.outages.retry,
+                                   self._cpu_pool, self._release, self._failed, self.supervisor)
 
     @property
     def status(self) -> str:

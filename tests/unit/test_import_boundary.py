@@ -169,6 +169,21 @@ def test_the_worker_loop_talks_to_redis_only_through_its_ports():
     assert "TRANSIENT" not in source and "redis.exceptions" not in source
 
 
+def test_a_rule_imports_the_rules_base_never_another_rule_nor_the_publisher():
+    rules = ROOT / "daemon" / "serve" / "rules"
+    shared = {"daemon.serve.rules", "daemon.serve.rules.base", "daemon.serve.rules.window",
+              "daemon.serve.rules.registry"}
+    plugins = {module_name(p) for p in rules.glob("*.py")} - shared
+    forbidden = {"daemon.serve.publish", "daemon.serve.worker", "daemon.serve.redis_io",
+                 "daemon.serve.memory_io"}
+    problems, graph = [], module_graph()
+    for path in rules.glob("*.py"):
+        me = module_name(path)
+        bad = graph[me] & (forbidden | (plugins - {me} if me in plugins else set()))
+        problems += [f"{me} imports {t}" for t in sorted(bad)]
+    assert problems == []
+
+
 def test_no_daemon_file_is_over_about_400_lines():
     long = {module_name(p): n for p in (ROOT / "daemon").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from daemon.serve.alerts import AlertRule, RecentFrame
+from daemon.serve.ports import Published
+from daemon.serve.rules.alerts import AlertRule, KOfN
+from daemon.serve.rules.base import Fresh
+from daemon.serve.rules.window import RecentFrame
+from daemon.wire.schema import Result
 
 
 def _window(flags: str) -> list[RecentFrame]:
@@ -59,3 +65,37 @@ def test_build_fills_the_alert_from_the_evidence():
         ("sha256:abc", 0.5, "washer")
     other = rule.build("line1", "cam-1", _window("ANA"), 123.0, "v", None, None)
     assert other.alert_id != alert.alert_id
+
+
+def _fresh(frame_id: str, anomalous: bool, window: str, camera: str = "cam-1") -> Fresh:
+    res = Result(frame_id, camera, 0.9 if anomalous else 0.1, anomalous, 0.5, "sha256:abc",
+                 100.0, 1.0, 1.0, 1.0, "w1", "washer")
+    return Fresh("line1", res, Published(True, "9-0", _window(window)))
+
+
+class _Shared:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    async def camera_health(self, line: str, camera: str) -> tuple[str, ...]:
+        self.asked.append((line, camera))
+        return ("dark",)
+
+
+def test_the_rule_alerts_on_each_new_anomalous_result_whose_window_fires():
+    shared = _Shared()
+    rule = KOfN(AlertRule(k=2, n=3, cooldown_s=7))
+    out = asyncio.run(rule.judge([_fresh("f0", True, "AA"), _fresh("g0", True, "ANN"),
+                                  _fresh("h0", False, "AA"), _fresh("k0", True, "ANA", "cam-2")],
+                                 shared))
+    assert [(a.camera, a.frame_ids, a.camera_health, cooldown) for a, cooldown in out.alerts] \
+        == [("cam-1", ["f1", "f0"], ("dark",), 7), ("cam-2", ["f2", "f0"], ("dark",), 7)]
+    assert shared.asked == [("line1", "cam-1"), ("line1", "cam-2")]  # only for an alert
+    assert out.health == () and rule.history == 3
+
+
+def test_without_camera_health_the_rule_reads_nothing_shared():
+    shared = _Shared()
+    out = asyncio.run(KOfN(AlertRule(k=1, n=1), camera_health=False).judge(
+        [_fresh("f0", True, "A")], shared))
+    assert [a.camera_health for a, _ in out.alerts] == [()] and shared.asked == []

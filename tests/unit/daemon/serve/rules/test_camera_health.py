@@ -10,12 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.serve.camera_health import (
-    CameraWatch,
-    HealthPolicy,
-    measure,
-    population_stability,
-)
+from daemon.serve.camera_measures import measure
+from daemon.serve.rules.camera_health import CameraWatch, HealthPolicy, population_stability
 
 POLICY = HealthPolicy()  # the defaults: window 10, raise at 8 bad, clear at <= 2 bad
 BASE = POLICY.baseline_frames
@@ -162,3 +158,36 @@ def test_a_camera_faster_than_the_measuring_rate_is_measured_at_that_rate():
     assert capped.measure("line", "cam1", img) is not None  # each camera has its own rate
     every = CameraMonitor(Settings(health_max_fps=0))
     assert all(every.measure("line", "cam0", img) is not None for _ in range(50))
+
+
+def test_the_rule_turns_each_raise_and_clear_into_a_health_event_of_its_frame():
+    import asyncio
+
+    from daemon.serve.ports import Published
+    from daemon.serve.rules.base import Fresh
+    from daemon.serve.rules.camera_health import CameraHealth, Change
+    from daemon.wire.schema import Result
+
+    class Monitor:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def observe(self, line, camera, m, score, anomalous, product_class, ts, manifest,
+                    version):
+            self.calls.append((line, camera, m, anomalous, manifest, version))
+            if m is None:
+                return []
+            return [Change(camera, "dark", "raised", ts, {"mean": 3.0}),
+                    Change(camera, "blur", "cleared", ts, {"since": 50.0})]
+
+    def fresh(frame_id: str, measures) -> Fresh:
+        res = Result(frame_id, "cam-a", 0.2, False, 0.5, "v1", 100.0, 1, 1, 1, "w1")
+        return Fresh("line1", res, Published(True, "1-0", []), measures, {"metrics": {}})
+
+    monitor = Monitor()
+    out = asyncio.run(CameraHealth(monitor, "w1").judge(
+        [fresh("f1", "measured"), fresh("f2", None)], shared=None))
+    assert [(e.line, e.camera, e.kind, e.state, e.since, e.evidence["frame_id"], e.worker)
+            for e in out.health] == [("line1", "cam-a", "dark", "raised", 100.0, "f1", "w1"),
+                                     ("line1", "cam-a", "blur", "cleared", 50.0, "f1", "w1")]
+    assert [c[2] for c in monitor.calls] == ["measured", None] and out.alerts == ()

@@ -1,9 +1,7 @@
 """Camera health: tell a camera gone wrong from a product gone wrong, from the frames themselves.
 
-Per frame, on the decoded image and beside decoding (`measure`, a few hundred microseconds):
-luminance and clipped pixels, sharpness (variance of the Laplacian), a perceptual hash and an
-8x8 signature, and the shift of the framing against the camera's reference (phase correlation
-on a 64x64 thumbnail). Per camera (`CameraWatch`, on the worker's event loop): each condition
+Per frame, on the decode threads, the image measures (`daemon.serve.camera_measures`). Per
+camera (`CameraWatch`, on the worker's event loop): each condition
 is judged over the camera's last `window` frames and raised when `raise_k` of them are bad,
 cleared when at most `clear_k` are (hysteresis: a flickering condition raises once and clears
 once). Sharpness and framing are relative to the camera's own baseline, built from its first
@@ -11,7 +9,8 @@ healthy frames. Scores are watched too: the distribution over a sliding window a
 calibration normals' quantiles stored in the model (PSI), and the rate of anomalous verdicts.
 
 Kinds: `frozen`, `dark`, `bright`, `blur`, `shift`, `score_drift`, `alarm_rate`.
-Pure: numpy and OpenCV only; the worker publishes the changes (`rlr:health:{line}`).
+`CameraHealth` is the rule the publisher runs: the changes as health events, published through
+the result sink (`rlr:health:{line}`), which announces each raise or clear once per line.
 """
 
 from __future__ import annotations
@@ -20,17 +19,17 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 
-THUMB = 64
+from daemon.serve.camera_measures import Measures, shift_against
+from daemon.serve.rules.base import Emits, Fresh, Shared
+from daemon.wire.schema import HealthEvent
+
 IMAGE_KINDS = ("frozen", "dark", "bright", "blur", "shift")
 SCORE_KINDS = ("score_drift", "alarm_rate")
 KINDS = IMAGE_KINDS + SCORE_KINDS
-_HANNING = cv2.createHanningWindow((THUMB, THUMB), cv2.CV_32F)
-_LEVELS = np.arange(256, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -61,41 +60,6 @@ class HealthPolicy:
                    s.health_blur_ratio, s.health_shift_px, s.health_shift_response,
                    s.health_baseline_frames, s.health_drift_window, s.health_drift_psi,
                    s.health_drift_clear_psi, s.health_alarm_rate)
-
-
-class Measures(NamedTuple):
-    mean: float  # mean gray level
-    low: float  # fraction of pixels at 0-4
-    high: float  # fraction of pixels at 251-255
-    sharpness: float  # variance of the Laplacian of the thumbnail over its own variance
-    signature: np.ndarray  # (8, 8) float32 mean gray levels
-    dhash: int  # 64-bit difference hash
-    thumb: np.ndarray  # (64, 64) float32
-    shift: tuple[float, float, float] | None  # (dx, dy, response) against the reference
-
-
-def measure(image: np.ndarray, reference: np.ndarray | None = None) -> Measures:
-    """The health measures of one decoded (H, W, 3) uint8 RGB frame. Everything is computed
-    on a 64x64 thumbnail: what these checks look for shows at that size, and it keeps the
-    cost per frame to a couple of hundred microseconds."""
-    small = image if image.shape[:2] == (THUMB, THUMB) else \
-        cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    thumb8 = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    thumb = thumb8.astype(np.float32)
-    hist = np.bincount(thumb8.ravel(), minlength=256) / thumb8.size
-    hashed = cv2.resize(thumb8, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-    dhash = int(np.packbits((hashed[:, 1:] > hashed[:, :-1]).ravel()).view(">u8")[0])
-    _, std = cv2.meanStdDev(cv2.Laplacian(thumb, cv2.CV_32F))
-    _, spread = cv2.meanStdDev(thumb)
-    shift = None
-    if reference is not None:
-        (dx, dy), response = cv2.phaseCorrelate(reference, thumb, _HANNING)
-        shift = (float(dx), float(dy), float(response))
-    return Measures(float(hist @ _LEVELS), float(hist[:5].sum()), float(hist[251:].sum()),
-                    # detail relative to contrast: a darker or flatter scene is not "blurred"
-                    float(std[0, 0]) ** 2 / (float(spread[0, 0]) ** 2 + 1.0),
-                    cv2.resize(thumb, (8, 8), interpolation=cv2.INTER_AREA), dhash, thumb,
-                    shift)
 
 
 class Change(NamedTuple):
@@ -163,13 +127,12 @@ class CameraWatch:
             out["blur"] = (ratio < p.blur_ratio, {"sharpness_ratio": round(ratio, 3)})
         if m.shift is None and self.reference is not None:
             # measured before the reference was learned (decoded ahead): do it now
-            (sx, sy), resp = cv2.phaseCorrelate(self.reference, m.thumb, _HANNING)
-            m = m._replace(shift=(float(sx), float(sy), float(resp)))
+            m = m._replace(shift=shift_against(self.reference, m.thumb))
         if m.shift is not None:
             dx, dy, response = m.shift
             moved = response >= p.shift_response and math.hypot(dx, dy) > p.shift_px
             out["shift"] = (moved, {"dx_px": round(dx, 1), "dy_px": round(dy, 1),
-                                    "response": round(response, 3), "of_px": THUMB})
+                                    "response": round(response, 3), "of_px": m.thumb.shape[0]})
         return out
 
     def _learn(self, m: Measures) -> None:
@@ -243,3 +206,28 @@ def population_stability(bins: Sequence[int], n_bins: int) -> float:
     actual = np.maximum(counts / max(len(bins), 1), 1e-4)
     expected = 1.0 / n_bins
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+class CameraHealth:
+    """The camera-health rule: each new result's measures judged by its camera's watch, the
+    raises and clears as health events. The watches are the worker's `CameraMonitor`'s (its
+    decode threads read their reference framing); a raise already announced by another worker
+    of the line is not announced again (the sink keeps the line's state)."""
+
+    name = "camera_health"
+    history = 0
+
+    def __init__(self, monitor: Any, worker_id: str) -> None:
+        self.monitor, self.worker_id = monitor, worker_id
+
+    async def judge(self, batch: Sequence[Fresh], shared: Shared) -> Emits:
+        events = []
+        for f in batch:
+            res = f.result
+            events += [HealthEvent(f.line, c.camera, c.kind, c.state, c.ts,
+                                   c.evidence.get("since", c.ts),
+                                   {**c.evidence, "frame_id": res.frame_id}, self.worker_id)
+                       for c in self.monitor.observe(
+                           f.line, res.camera, f.measures, res.score, res.is_anomaly,
+                           res.product_class, res.capture_ts, f.manifest, res.model_version)]
+        return Emits(health=tuple(events))

@@ -1,35 +1,18 @@
 """Per-camera alert rules: raise an alert when k of the camera's last n frames are anomalous,
 then stay quiet for a cool-down. The window and the cool-down live in the result sink (Redis
-for real lines), so every worker of a line sees the same camera history."""
+for real lines), so every worker of a line sees the same camera history
+(`daemon.serve.rules.window`); `KOfN` is the rule the publisher runs."""
 
 from __future__ import annotations
 
-import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
+from daemon.serve.rules.base import Emits, Fresh, Shared
+from daemon.serve.rules.window import RecentFrame
 from daemon.wire.schema import Alert
-
-
-class RecentFrame(NamedTuple):
-    """One frame's outcome as the camera's alert window remembers it."""
-
-    frame_id: str
-    score: float
-    is_anomaly: bool
-    result_id: str  # entry id in rlr:results:{line}
-    ts: float  # capture time
-
-    def to_json(self) -> str:
-        return json.dumps([self.frame_id, round(self.score, 6), int(self.is_anomaly),
-                           self.result_id, self.ts], separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> RecentFrame:
-        f, s, a, r, t = json.loads(text)
-        return cls(f, float(s), bool(a), r, float(t))
 
 
 @dataclass(frozen=True)
@@ -63,3 +46,27 @@ class AlertRule:
                      scores=[v.score for v in hits], result_ids=[v.result_id for v in hits],
                      model_version=model_version, threshold=threshold,
                      product_class=product_class, camera_health=tuple(camera_health))
+
+
+class KOfN:
+    """The k-of-n alert rule: an alert per new anomalous result whose camera window fires,
+    naming the camera's raised health conditions (read after this batch's health events)."""
+
+    name = "k_of_n"
+
+    def __init__(self, rule: AlertRule, camera_health: bool = True) -> None:
+        self.rule, self.camera_health = rule, camera_health
+        self.history = rule.n
+
+    async def judge(self, batch: Sequence[Fresh], shared: Shared) -> Emits:
+        alerts = []
+        for f in batch:
+            res, window = f.result, f.published.window
+            if not (res.is_anomaly and self.rule.triggered(window)):
+                continue
+            unhealthy = await shared.camera_health(f.line, res.camera) \
+                if self.camera_health else ()
+            alerts.append((self.rule.build(f.line, res.camera, window, time.time(),
+                                           res.model_version, res.threshold,
+                                           res.product_class, unhealthy), self.rule.cooldown_s))
+        return Emits(alerts=tuple(alerts))
