@@ -15,7 +15,7 @@ import click
 from daemon import logs
 from daemon.cli.options import connect, lines_value, redis_options, settings_from
 from daemon.errors import SettingsError
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.wire import keys
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
@@ -48,7 +48,8 @@ def alerts(lines, since, as_json, count, redis_url, config_file) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _tail(client, settings: Settings, since: str, as_json: bool, count: int | None) -> None:
+def _tail(client, settings: AlertBridgeSettings, since: str, as_json: bool,
+          count: int | None) -> None:
     from daemon.wire.backoff import Backoff
     from daemon.wire.clients import away, is_cluster
     from daemon.wire.groups import last_id, read_streams, run_sync
@@ -147,7 +148,7 @@ def webhook(lines, webhook_url, redis_url, config_file) -> None:
     _serve(client, settings, WebhookSink(settings.webhook_url, settings.webhook_timeout_s))
 
 
-def _serve(client, settings: Settings, sink) -> None:
+def _serve(client, settings: AlertBridgeSettings, sink) -> None:
     from daemon.line.bridge import Bridge
 
     runner = Bridge(client, settings, sink)

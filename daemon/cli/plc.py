@@ -10,7 +10,7 @@ import click
 from daemon import logs
 from daemon.cli.options import connect, lines_value, redis_options, settings_from
 from daemon.errors import SettingsError
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 
 _line = click.option("--line", "lines", multiple=True,
                      help="Line to serve (repeatable; default RLR_LINES).")
@@ -19,7 +19,7 @@ _camera = click.option("--camera", "cameras", multiple=True,
                        "cameras seen in recent results).")
 
 
-def _entries(settings: Settings, cameras: tuple[str, ...]) -> list[tuple[str, str]]:
+def _entries(settings: PlcBridgeSettings, cameras: tuple[str, ...]) -> list[tuple[str, str]]:
     from daemon.line.plcstate import discover_cameras, parse_cameras
 
     names = list(cameras) or parse_cameras(settings.plc_cameras)
@@ -141,7 +141,7 @@ def sparkplug_command(lines, mqtt_url, redis_url, config_file) -> None:
                             mqtt_url=mqtt_url))
 
 
-def sparkplug(settings: Settings) -> None:
+def sparkplug(settings: PlcBridgeSettings) -> None:
     """`rlrctl bridge mqtt --format sparkplug`: run the Sparkplug B edge node."""
     from daemon.line import sparkplug as spb
 

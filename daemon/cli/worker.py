@@ -29,7 +29,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     Runs until SIGTERM / SIGINT: the first finishes, publishes and acknowledges the frames
     already read; a second one exits at once (unfinished frames go to another worker).
     """
-    from daemon.serve.engine import Engine, EngineChoice
+    from daemon.serve.engine import Engine
     from daemon.serve.prometheus import WorkerMetrics
     from daemon.serve.redis_io import RedisStreams
     from daemon.serve.serving import ModelWatcher
@@ -49,8 +49,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
         log.info("metrics_serving", port=settings.metrics_port)
     engine = None
     if settings.model is not None:
-        engine = Engine.from_file(settings.model, settings.device,
-                                  EngineChoice.from_settings(settings))
+        engine = Engine.from_file(settings.model, settings.device, settings)
         engine.warm_up()
         log.info("model_loaded", path=str(settings.model), version=engine.version,
                  device=str(engine.device), engine=engine.engine_name,
@@ -60,8 +59,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
                         "normal and no alert fires; run `rlrctl calibrate` on the artifact")
     def watcher(initial, publish):
         return ModelWatcher(connect_sync(settings), settings.lines, initial, publish,
-                            settings.device, EngineChoice.from_settings(settings),
-                            settings.rollout_poll_s)
+                            settings.device, settings, settings.rollout_poll_s)
 
     async def main() -> Worker:
         streams = RedisStreams(connect_async(settings), settings, settings.consumer_name)

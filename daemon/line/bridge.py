@@ -18,8 +18,8 @@ import redis
 
 from daemon import logs
 from daemon.errors import DeliveryError
+from daemon.line.settings import AlertBridgeSettings
 from daemon.line.sinks import Sink
-from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
@@ -44,7 +44,7 @@ _EXCERPT = 300
 class Bridge:
     """Reads the alert streams of `lines` in the sink's consumer group and delivers each alert."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, sink: Sink,
+    def __init__(self, client: redis.Redis, settings: AlertBridgeSettings, sink: Sink,
                  lines: Sequence[str] | None = None, *, start_id: str = GROUP_START_ID,
                  retry_first_s: float = 0.2, retry_cap_s: float = 5.0) -> None:
         self.client, self.settings, self.sink = client, settings, sink

@@ -30,7 +30,7 @@ from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User,
 from daemon import logs
 from daemon.errors import SettingsError
 from daemon.line.plcstate import CameraState, LineFeed, Listener, run_feed
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -85,7 +85,7 @@ class _Rules(PermissionRuleset):
 
 
 class _Users:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: PlcBridgeSettings) -> None:
         self.anonymous = is_loopback(settings.opcua_endpoint)
         self.username = settings.opcua_username
         self.password = settings.opcua_password.get_secret_value() \
@@ -196,7 +196,7 @@ def _certificate_uri(cert) -> str | None:
     return uris[0] if uris else None
 
 
-async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
+async def build_server(settings: PlcBridgeSettings) -> tuple[Server, OpcUaState]:
     """A configured (not yet started) server with its event type and root folder."""
     loopback = is_loopback(settings.opcua_endpoint)
     if not loopback and settings.opcua_username is None:
@@ -232,7 +232,7 @@ async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
     return server, OpcUaState(server, idx, root, event_gen)
 
 
-async def serve(settings: Settings, client, lines: Sequence[str],
+async def serve(settings: PlcBridgeSettings, client, lines: Sequence[str],
                 cameras: Sequence[tuple[str, str]], stop: asyncio.Event) -> None:
     """Serve the line state over OPC UA until `stop` is set."""
     server, state = await build_server(settings)

@@ -28,12 +28,12 @@ from typing import Any
 import redis
 
 from daemon import logs
-from daemon.settings import Settings
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_async
 from daemon.wire.schema import SCHEMA_VERSION, Alert, HealthEvent, Result
+from daemon.wire.settings import GroupSettings
 from daemon.wire.text import entry_field, text
 
 log = logs.get(__name__)
@@ -91,7 +91,7 @@ def parse_cameras(value: str | None) -> list[str]:
 class LineFeed:
     """Keeps `cameras[(line, camera)]` current from the streams (asyncio Redis client)."""
 
-    def __init__(self, client, settings: Settings, kind: str, lines: Sequence[str],
+    def __init__(self, client, settings: GroupSettings, kind: str, lines: Sequence[str],
                  listener: Listener, cameras: Sequence[tuple[str, str]] = (), *,
                  hold_alerts: bool = True) -> None:
         self.client, self.settings, self.kind = client, settings, kind

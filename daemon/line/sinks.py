@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 
 from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.wire.schema import Alert, HealthEvent
 
 log = logs.get(__name__)
@@ -60,7 +60,7 @@ class MqttSink:
 
     kind = "mqtt"
 
-    def __init__(self, settings: Settings, client_id: str | None = None,
+    def __init__(self, settings: AlertBridgeSettings, client_id: str | None = None,
                  timeout_s: float = 5.0) -> None:
         check_topic_template(settings.mqtt_topic)
         check_topic_template(settings.mqtt_health_topic)

@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from daemon import logs
 from daemon.errors import SettingsError
 from daemon.line.plcstate import CameraState, LineFeed, Listener, run_feed
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -119,7 +119,7 @@ def check_id(value: str, what: str) -> str:
 class SparkplugEdge(Listener):
     """One edge node on the broker; publishes from the event loop only (seq order)."""
 
-    def __init__(self, settings: Settings, lines: Sequence[str]) -> None:
+    def __init__(self, settings: PlcBridgeSettings, lines: Sequence[str]) -> None:
         self.group = check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
         self.node = check_id(settings.sparkplug_node or
                              (lines[0] if len(lines) == 1 else "rlr"), "RLR_SPARKPLUG_NODE")
@@ -243,7 +243,8 @@ class SparkplugEdge(Listener):
         self.client.loop_stop()
 
 
-async def serve(settings: Settings, client, lines: Sequence[str], stop: asyncio.Event) -> None:
+async def serve(settings: PlcBridgeSettings, client, lines: Sequence[str],
+                stop: asyncio.Event) -> None:
     """Publish the line state as Sparkplug B until `stop` is set."""
     edge = SparkplugEdge(settings, lines)
     feed = LineFeed(client, settings, "sparkplug", lines, edge, hold_alerts=False)

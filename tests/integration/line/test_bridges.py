@@ -16,11 +16,11 @@ import redis
 from click.testing import CliRunner
 
 from daemon.cli import main
+from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError
 from daemon.line.bridge import Bridge
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.sinks import WebhookSink
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import Alert, DeadLetter, HealthEvent

@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
+from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError, SettingsError
 from daemon.line.bridge import parse_alert
 from daemon.line.sinks import MqttSink, WebhookSink, check_topic_template, mqtt_topic
-from daemon.settings import load_settings
 from daemon.wire.schema import Alert
 from tests.http_receiver import Receiver
 
