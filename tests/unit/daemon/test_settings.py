@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from daemon.errors import SettingsError
 from daemon.cli.settings import AllSettings, load_settings
+from daemon.errors import SettingsError
 from daemon.settings import describe_settings
 from daemon.wire.settings import DEFAULT_REDIS_URL
 
