@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo demo-offline test lint bench install clean
+.PHONY: demo demo-offline test lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# docs/configuration.md from the settings classes (a unit test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m daemon.cli.settings --markdown > docs/configuration.md
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py

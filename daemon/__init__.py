@@ -12,8 +12,12 @@ The parts, in the order they build on each other:
     console/  the line console: live web page, one reader per stream fanned out over SSE
     cli/      `rlrctl`, one module per command group
 
-and, at the top, `settings` (every `RLR_*` setting), `errors` (every error class), `logs`
-and `supervisor` (every long-running task of a process runs under it).
+and, at the top, `settings` (what every part's settings share: the `PartSettings` base, loading
+`RLR_*` variables, the settings file and CLI overrides, the checks), `errors` (every error
+class), `logs` and `supervisor` (every long-running task of a process runs under it).
+
+Each part declares its own settings in its `settings` module (one small class per concern);
+a process's settings inherit the parts it reads, and `cli/settings` composes all of them.
 
 Import rules (tests/unit/test_import_boundary.py enforces them): no import cycle anywhere;
 a part imports only the parts before it that its docstring names (`wire` none, `models` wire,

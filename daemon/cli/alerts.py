@@ -12,7 +12,7 @@ from datetime import datetime
 import click
 
 from daemon.cli.options import connect, lines_value, redis_options, settings_from
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.wire import keys
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
@@ -40,7 +40,8 @@ def alerts(lines, since, as_json, count, redis_url, config_file) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _tail(client, settings: Settings, since: str, as_json: bool, count: int | None) -> None:
+def _tail(client, settings: AlertBridgeSettings, since: str, as_json: bool,
+          count: int | None) -> None:
     from daemon.wire.backoff import Backoff
     from daemon.wire.clients import away, is_cluster
     from daemon.wire.groups import last_id, read_streams, run_sync

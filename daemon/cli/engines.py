@@ -48,12 +48,13 @@ def engine_options(f):
 
 def predictor_for(art, engine: str, precision: str, device):
     """The artifact's model, or an engine of it (exported once, cached)."""
-    from daemon.serve.served_model import EngineChoice
+    from daemon.serve.settings import EngineChoice
     from rlr.engines import create_engine
 
     if engine == "torch" and precision == "auto":
         return art.model
-    choice = EngineChoice(engine, precision)
+    # the options as given (fp16 included), other settings at their defaults
+    choice = EngineChoice.model_construct(engine=engine, precision=precision)
     prec = choice.precision_on(device)
     if engine != "torch":
         click.echo(f"engine {engine} ({prec}): exporting the model if not cached "
@@ -112,7 +113,7 @@ def engines_group(ctx: click.Context) -> None:
 def bench(model_path, batch, seconds, device, cache_dir) -> None:
     """Measure every engine installed here on MODEL.rlr (fp32) and record the fastest, which
     workers with RLR_ENGINE=auto then take without measuring."""
-    from daemon.serve.served_model import default_engine_cache
+    from daemon.serve.settings import default_engine_cache
     from rlr.artifact import load_artifact
     from rlr.device import resolve_device
     from rlr.engines import available, create_engine, measure, write_bench_record

@@ -31,7 +31,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     """
     from daemon.serve.prometheus import WorkerMetrics
     from daemon.serve.redis_io import RedisStreams
-    from daemon.serve.served_model import EngineChoice, ServedModel
+    from daemon.serve.served_model import ServedModel
     from daemon.serve.serving import ModelWatcher
     from daemon.serve.worker import Worker
     from daemon.wire.clients import connect as connect_sync
@@ -49,8 +49,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
         log.info("metrics_serving", port=settings.metrics_port)
     served = None
     if settings.model is not None:
-        served = ServedModel.from_file(settings.model, settings.device,
-                                       EngineChoice.from_settings(settings))
+        served = ServedModel.from_file(settings.model, settings.device, settings)
         served.warm_up()
         log.info("model_loaded", path=str(settings.model), version=served.version,
                  device=str(served.device), engine=served.engine_name,
@@ -60,8 +59,7 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
                         "normal and no alert fires; run `rlrctl calibrate` on the artifact")
     def watcher(initial, publish):
         return ModelWatcher(connect_sync(settings), settings.lines, initial, publish,
-                            settings.device, EngineChoice.from_settings(settings),
-                            settings.rollout_poll_s)
+                            settings.device, settings, settings.rollout_poll_s)
 
     async def main() -> Worker:
         streams = RedisStreams(connect_async(settings), settings, settings.consumer_name)

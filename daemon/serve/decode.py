@@ -31,7 +31,7 @@ from daemon import logs
 from daemon.serve.camera_measures import THUMB
 from daemon.serve.feed import decode_jpegs
 from daemon.serve.served_model import ServedModel
-from daemon.settings import Settings
+from daemon.serve.settings import DecodeSettings
 from daemon.wire.codec import decode_frame, jpeg_header_ok
 from daemon.wire.schema import Frame
 from rlr.errors import DataError
@@ -42,7 +42,7 @@ log = logs.get("rlr.worker")
 class Threads:
     """The worker's inference thread and its decode threads."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DecodeSettings) -> None:
         self.inline = settings.decode_inline
         self.on_gpu = settings.device_decode
         self.max_side = settings.max_image_side

@@ -25,8 +25,8 @@ from daemon.errors import FrameError
 from daemon.serve.ports import Published
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.rules.base import Fresh, Rule
+from daemon.serve.settings import WorkerSettings
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
-from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.codec import thumbnail
 from daemon.wire.groups import Delivery
@@ -67,7 +67,7 @@ class Publisher:
     frames, `dead_letter` bad ones. `release` tells the worker a frame is settled; `retry`
     runs a sink call through outages."""
 
-    def __init__(self, sink: Any, settings: Settings, rules: Sequence[Rule],
+    def __init__(self, sink: Any, settings: WorkerSettings, rules: Sequence[Rule],
                  metrics: WorkerMetrics, stats: WorkerStats, backlogs: Mapping[str, int],
                  retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
                  pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],

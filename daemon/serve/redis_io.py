@@ -20,7 +20,7 @@ import redis.asyncio
 from daemon.errors import SourceUnavailable
 from daemon.serve.ports import Published
 from daemon.serve.rules.window import RecentFrame
-from daemon.settings import Settings
+from daemon.serve.settings import WorkerSettings
 from daemon.wire import keys
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
@@ -105,7 +105,8 @@ return 1
 class RedisStreams:
     """FrameSource and ResultSink for one consumer of one group over several lines."""
 
-    def __init__(self, client: redis.asyncio.Redis, settings: Settings, consumer: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis, settings: WorkerSettings,
+                 consumer: str) -> None:
         self.r = client
         self.s = settings
         self.consumer = consumer

@@ -6,9 +6,7 @@ computes them."""
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +15,7 @@ import torch
 
 from daemon.errors import SettingsError
 from daemon.serve.feed import Feed, fit
+from daemon.serve.settings import EngineChoice
 from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
 from rlr.device import resolve_device
@@ -39,45 +38,13 @@ def pick_device(device: str) -> torch.device:
         raise SettingsError(f"RLR_DEVICE: {exc}") from exc
 
 
-def default_engine_cache() -> Path:
-    """Where exported engines are kept unless RLR_ENGINE_CACHE says: the user's cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rlr" / "engines"
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """Which runtime computes the scores (`RLR_ENGINE`), in what precision, cached where."""
-
-    name: str = "torch"  # auto, torch, onnxruntime, openvino, tensorrt
-    precision: str = "auto"  # auto, fp32, bf16
-    cache_dir: Path | None = None
-    batch: int = 8  # what `auto` measures with; the largest batch the feed pads to
-    compile: str = "off"  # torch.compile mode of the torch runtime: off, default, max-autotune
-    threads: int = 0  # CPU threads of the model in this process; 0: the engine's default
-
-    @classmethod
-    def from_settings(cls, s) -> EngineChoice:
-        return cls(s.engine, s.precision, s.engine_cache, s.batch_size, s.compile, s.threads)
-
-    @property
-    def cache(self) -> Path:
-        return self.cache_dir or default_engine_cache()
-
-    def precision_on(self, device: torch.device) -> str:
-        if self.precision != "auto":
-            return self.precision
-        return "bf16" if device.type == "cuda" and self.name in ("torch", "tensorrt") \
-            else "fp32"
-
-
 class ServedModel:
     """One model version as a worker serves it: its manifest and thresholds, on a device,
     scored by an engine (`RLR_ENGINE`)."""
 
     def __init__(self, model: RLRModel, manifest: dict, device: torch.device,
                  choice: EngineChoice | None = None, version: str | None = None) -> None:
-        choice = choice or EngineChoice()
+        choice = choice or EngineChoice.model_construct()  # the defaults, not the environment
         model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
@@ -85,22 +52,23 @@ class ServedModel:
         self.version = version or f"sha256:{manifest['sha256'][:12]}"
         self.measured: dict[str, float] = {}  # frames/s per engine, when `auto` measured
         try:
-            if choice.name == "auto":
+            if choice.engine == "auto":
                 self.engine, self.measured = pick_fastest(
-                    model, manifest, device, choice.batch, choice.cache, threads=choice.threads)
+                    model, manifest, device, choice.batch_size, choice.cache,
+                    threads=choice.threads)
             else:
-                self.engine = create_engine(choice.name, model, manifest, device,
+                self.engine = create_engine(choice.engine, model, manifest, device,
                                             choice.precision_on(device), choice.cache,
-                                            max_batch=max(choice.batch, 1),
+                                            max_batch=max(choice.batch_size, 1),
                                             compile=choice.compile, threads=choice.threads)
         except ConfigError as exc:
-            raise SettingsError(f"RLR_ENGINE={choice.name}, RLR_PRECISION={choice.precision}: "
+            raise SettingsError(f"RLR_ENGINE={choice.engine}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc
         # Only the torch engine needs the module afterwards; an exported engine's copy of
         # the weights is freed with it.
         self.model: RLRModel | None = getattr(self.engine, "model", None)
         # A compiled model sees a few fixed batch sizes, so it never recompiles mid-line.
-        self.feed = Feed(device, max(choice.batch, 1), bucketed=choice.compile != "off")
+        self.feed = Feed(device, max(choice.batch_size, 1), bucketed=choice.compile != "off")
 
     @property
     def engine_name(self) -> str:

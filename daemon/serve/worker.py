@@ -36,8 +36,8 @@ from daemon.serve.rules.alerts import AlertRule
 from daemon.serve.rules.registry import build_rules
 from daemon.serve.served_model import ServedModel
 from daemon.serve.serving import ServingSet
+from daemon.serve.settings import WorkerSettings
 from daemon.serve.verdicts import infer_batch
-from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.backoff import Backoff
 from daemon.wire.groups import Delivery
@@ -56,17 +56,17 @@ class _Item(NamedTuple):
 class Worker:
     """One consumer of the line(s)' group. `streams` is both FrameSource and ResultSink."""
 
-    def __init__(self, settings: Settings, served: ServedModel | None, streams: Any,
+    def __init__(self, settings: WorkerSettings, served: ServedModel | None, streams: Any,
                  metrics: WorkerMetrics | None = None, watch_rollouts: Any = None) -> None:
         self.s = settings
-        self.policy = BatchPolicy.from_settings(settings)
+        self.policy = BatchPolicy(settings)
         self.serving = ServingSet(served)  # swapped whole between batches on a rollout
         self._watch_rollouts = watch_rollouts  # builds a ModelWatcher (None: RLR_MODEL only)
         self.watcher = None
         self.io = streams
         self.metrics = metrics or WorkerMetrics()
         self.id = settings.consumer_name
-        self.rule = AlertRule(settings.alert_k, settings.alert_n, settings.alert_cooldown_s)
+        self.rule = AlertRule(settings)
         self.stats = WorkerStats()
         self.phase = "starting"  # starting, running, draining, stopped; see `status`
         self.fatal: TaskFailed | None = None

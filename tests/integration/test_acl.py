@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from daemon.cli import main
+from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError
 from daemon.jobs import queue as jobs
 from daemon.line import embedded
@@ -39,7 +40,6 @@ from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import Alert

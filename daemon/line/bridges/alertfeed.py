@@ -20,7 +20,7 @@ import redis
 from daemon import logs
 from daemon.errors import DeliveryError
 from daemon.line.bridges.base import dead_letter, feed_forever, group_name
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.supervisor import Supervisor
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
@@ -60,7 +60,7 @@ class Sink(Protocol):
 class AlertFeed:
     """Reads the alert streams of `lines` in the sink's consumer group and delivers each alert."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, sink: Sink,
+    def __init__(self, client: redis.Redis, settings: AlertBridgeSettings, sink: Sink,
                  lines: Sequence[str] | None = None, *, start_id: str = GROUP_START_ID,
                  retry_first_s: float = 0.2, retry_cap_s: float = 5.0) -> None:
         self.client, self.settings, self.sink = client, settings, sink

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from daemon import logs
-from daemon.settings import Settings
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter
+from daemon.wire.settings import StreamCapSettings
 
 log = logs.get(__name__)
 
@@ -161,7 +161,7 @@ async def afeed_forever(feed: Feed, stopping: Callable[[], bool], block_ms: int,
             error = exc
 
 
-def dead_letter(client, settings: Settings, stream_key: str, group: str, d: Delivery,
+def dead_letter(client, settings: StreamCapSettings, stream_key: str, group: str, d: Delivery,
                 line: str, letter: DeadLetter) -> None:
     """Write `letter` to `rlr:dlq:{line}` and ack the entry, in one transaction (both keys
     share the {line} slot): an entry is never acked without its letter."""

@@ -27,11 +27,12 @@ from typing import Any
 from daemon import logs
 from daemon.errors import SettingsError
 from daemon.line.bridges.base import group_name
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire import keys
 from daemon.wire.clients import connect_ready, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_async
 from daemon.wire.schema import SCHEMA_VERSION, Alert, HealthEvent, Result
+from daemon.wire.settings import GroupSettings
 from daemon.wire.text import entry_field, text
 
 log = logs.get(__name__)
@@ -89,7 +90,7 @@ def parse_cameras(value: str | None) -> list[str]:
 class LineFeed:
     """Keeps `cameras[(line, camera)]` current from the streams (asyncio Redis client)."""
 
-    def __init__(self, client, settings: Settings, kind: str, lines: Sequence[str],
+    def __init__(self, client, settings: GroupSettings, kind: str, lines: Sequence[str],
                  listener: Listener, cameras: Sequence[tuple[str, str]] = (), *,
                  hold_alerts: bool = True) -> None:
         self.client, self.settings, self.kind = client, settings, kind
@@ -273,7 +274,7 @@ def discover_cameras(client, lines: Sequence[str], recent: int = 500) -> list[tu
     return sorted(found)
 
 
-def mapped_cameras(settings: Settings, cameras: Sequence[str],
+def mapped_cameras(settings: PlcBridgeSettings, cameras: Sequence[str],
                    required: bool = True) -> list[tuple[str, str]]:
     """The (line, camera) pairs a bridge maps: `cameras` (the --camera options), else
     RLR_PLC_CAMERAS, on every line; else the cameras Redis has seen (`required`: none

@@ -29,7 +29,7 @@ from daemon.line.bridges.base import (
     run_until_signal,
 )
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
@@ -263,7 +263,7 @@ async def serve(feed_factory, table: ModbusTable, host: str, port: int,
         log.info("modbus_stopped")
 
 
-def run(settings: Settings, cameras: Sequence[str] = (), print_map: bool = False) -> None:
+def run(settings: PlcBridgeSettings, cameras: Sequence[str] = (), print_map: bool = False) -> None:
     """Serve the line state on Modbus TCP until SIGTERM / Ctrl-C (or print the map)."""
     entries = mapped_cameras(settings, cameras)
     if print_map:

@@ -15,7 +15,7 @@ from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.bridges.base import BridgeSpec, Option, serve_until_signal
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.wire.clients import connect_ready
 from daemon.wire.schema import Alert, HealthEvent
 
@@ -44,7 +44,7 @@ class MqttSink:
 
     kind = "mqtt"
 
-    def __init__(self, settings: Settings, client_id: str | None = None,
+    def __init__(self, settings: AlertBridgeSettings, client_id: str | None = None,
                  timeout_s: float = 5.0) -> None:
         check_topic_template(settings.mqtt_topic)
         check_topic_template(settings.mqtt_health_topic)
@@ -114,7 +114,7 @@ class MqttSink:
         log.warning("mqtt_disconnected", broker=self.where, reason=str(reason_code))
 
 
-def run(settings: Settings, fmt: str = "json") -> None:
+def run(settings: AlertBridgeSettings, fmt: str = "json") -> None:
     """Deliver alerts to the broker until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_format, settings.log_level, bridge="mqtt")
     client = connect_ready(settings)

@@ -38,7 +38,7 @@ from daemon.line.bridges.base import (
     run_until_signal,
 )
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
@@ -94,7 +94,7 @@ class _Rules(PermissionRuleset):
 
 
 class _Users:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: PlcBridgeSettings) -> None:
         self.anonymous = is_loopback(settings.opcua_endpoint)
         self.username = settings.opcua_username
         self.password = settings.opcua_password.get_secret_value() \
@@ -205,7 +205,7 @@ def _certificate_uri(cert) -> str | None:
     return uris[0] if uris else None
 
 
-async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
+async def build_server(settings: PlcBridgeSettings) -> tuple[Server, OpcUaState]:
     """A configured (not yet started) server with its event type and root folder."""
     loopback = is_loopback(settings.opcua_endpoint)
     if not loopback and settings.opcua_username is None:
@@ -241,7 +241,7 @@ async def build_server(settings: Settings) -> tuple[Server, OpcUaState]:
     return server, OpcUaState(server, idx, root, event_gen)
 
 
-async def serve(settings: Settings, client, lines: Sequence[str],
+async def serve(settings: PlcBridgeSettings, client, lines: Sequence[str],
                 cameras: Sequence[tuple[str, str]], stop: asyncio.Event) -> None:
     """Serve the line state over OPC UA until `stop` is set."""
     server, state = await build_server(settings)
@@ -255,7 +255,7 @@ async def serve(settings: Settings, client, lines: Sequence[str],
     log.info("opcua_stopped")
 
 
-def run(settings: Settings, cameras: Sequence[str] = ()) -> None:
+def run(settings: PlcBridgeSettings, cameras: Sequence[str] = ()) -> None:
     """Serve the line state over OPC UA until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_format, settings.log_level, bridge="opcua")
     connect_ready(settings).close()  # fail now, in one line, when Redis does not answer

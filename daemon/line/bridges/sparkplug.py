@@ -26,7 +26,7 @@ from daemon import logs
 from daemon.errors import SettingsError
 from daemon.line.bridges.base import LINE, BridgeSpec, Option, afeed_forever, run_until_signal
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener
-from daemon.settings import Settings
+from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
@@ -121,7 +121,7 @@ def check_id(value: str, what: str) -> str:
 class SparkplugEdge(Listener):
     """One edge node on the broker; publishes from the event loop only (seq order)."""
 
-    def __init__(self, settings: Settings, lines: Sequence[str]) -> None:
+    def __init__(self, settings: PlcBridgeSettings, lines: Sequence[str]) -> None:
         self.group = check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
         self.node = check_id(settings.sparkplug_node or
                              (lines[0] if len(lines) == 1 else "rlr"), "RLR_SPARKPLUG_NODE")
@@ -245,7 +245,8 @@ class SparkplugEdge(Listener):
         self.client.loop_stop()
 
 
-async def serve(settings: Settings, client, lines: Sequence[str], stop: asyncio.Event) -> None:
+async def serve(settings: PlcBridgeSettings, client, lines: Sequence[str],
+                stop: asyncio.Event) -> None:
     """Publish the line state as Sparkplug B until `stop` is set."""
     edge = SparkplugEdge(settings, lines)
     feed = LineFeed(client, settings, "sparkplug", lines, edge, hold_alerts=False)
@@ -266,7 +267,7 @@ async def serve(settings: Settings, client, lines: Sequence[str], stop: asyncio.
         log.info("sparkplug_stopped", node=edge.node)
 
 
-def run(settings: Settings) -> None:
+def run(settings: PlcBridgeSettings) -> None:
     """Run the Sparkplug B edge node until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_format, settings.log_level, bridge="sparkplug")
     check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")

@@ -14,7 +14,7 @@ from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.bridges.base import BridgeSpec, Option, serve_until_signal
-from daemon.settings import Settings
+from daemon.line.settings import AlertBridgeSettings
 from daemon.wire.clients import connect_ready
 from daemon.wire.schema import Alert, HealthEvent
 
@@ -71,7 +71,7 @@ class WebhookSink:
         pass
 
 
-def run(settings: Settings) -> None:
+def run(settings: AlertBridgeSettings) -> None:
     """Deliver alerts to the webhook until SIGTERM / Ctrl-C."""
     if settings.webhook_url is None:
         raise SettingsError("no webhook URL: set RLR_WEBHOOK_URL or pass --url "

@@ -12,18 +12,28 @@ from dataclasses import dataclass
 
 from daemon.serve.rules.base import Emits, Fresh, Shared
 from daemon.serve.rules.window import RecentFrame
+from daemon.serve.settings import AlertSettings
 from daemon.wire.schema import Alert
 
 
 @dataclass(frozen=True)
 class AlertRule:
-    k: int = 3
-    n: int = 5
-    cooldown_s: float = 30.0
+    """The k-of-n rule and cool-down of `settings` (RLR_ALERT_K, RLR_ALERT_N,
+    RLR_ALERT_COOLDOWN_S), applied to a camera's window."""
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"alert rule needs 1 <= k <= n, got k={self.k}, n={self.n}")
+    settings: AlertSettings
+
+    @property
+    def k(self) -> int:
+        return self.settings.alert_k
+
+    @property
+    def n(self) -> int:
+        return self.settings.alert_n
+
+    @property
+    def cooldown_s(self) -> float:
+        return self.settings.alert_cooldown_s
 
     @property
     def name(self) -> str:

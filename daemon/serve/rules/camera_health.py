@@ -19,7 +19,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -27,39 +27,14 @@ from daemon.serve.camera_measures import Measures, shift_against
 from daemon.serve.rules.base import Emits, Fresh, Shared
 from daemon.wire.schema import HealthEvent
 
+if TYPE_CHECKING:  # the thresholds: RLR_HEALTH_*
+    from daemon.serve.settings import CameraHealthSettings
+
 IMAGE_KINDS = ("frozen", "dark", "bright", "blur", "shift")
 SCORE_KINDS = ("score_drift", "alarm_rate")
 KINDS = IMAGE_KINDS + SCORE_KINDS
 
 
-@dataclass(frozen=True)
-class HealthPolicy:
-    """Thresholds (`RLR_HEALTH_*`). Levels are 8-bit gray levels; `shift_px` is in pixels of
-    the 64x64 thumbnail (6 = about 9 % of the frame)."""
-
-    window: int = 10
-    raise_k: int = 8
-    clear_k: int = 2
-    dark_level: float = 25.0
-    bright_level: float = 230.0
-    clipped_fraction: float = 0.5
-    frozen_mad: float = 0.3
-    blur_ratio: float = 0.2
-    shift_px: float = 6.0
-    shift_response: float = 0.2
-    baseline_frames: int = 30
-    drift_window: int = 200
-    drift_psi: float = 1.5
-    drift_clear_psi: float = 0.5
-    alarm_rate: float = 0.5
-
-    @classmethod
-    def from_settings(cls, s) -> HealthPolicy:
-        return cls(s.health_window, s.health_raise_k, s.health_clear_k, s.health_dark_level,
-                   s.health_bright_level, s.health_clipped_fraction, s.health_frozen_mad,
-                   s.health_blur_ratio, s.health_shift_px, s.health_shift_response,
-                   s.health_baseline_frames, s.health_drift_window, s.health_drift_psi,
-                   s.health_drift_clear_psi, s.health_alarm_rate)
 
 
 class Change(NamedTuple):
@@ -75,7 +50,7 @@ class CameraWatch:
     """One camera's health over the frames this worker scores."""
 
     camera: str
-    policy: HealthPolicy
+    policy: CameraHealthSettings
     quantiles: dict[str, list[float]] = field(default_factory=dict)  # class -> deciles
     far: float | None = None
     reference: np.ndarray | None = None  # (64, 64) float32, read by the decode threads
@@ -97,7 +72,8 @@ class CameraWatch:
         prev, self._prev = self._prev, m
         exposed = not (bad["dark"][0] or bad["bright"][0])
         diff = None if prev is None else float(np.abs(m.signature - prev.signature).mean())
-        frozen = exposed and diff is not None and m.dhash == prev.dhash and diff <= p.frozen_mad
+        frozen = exposed and diff is not None and m.dhash == prev.dhash \
+            and diff <= p.health_frozen_mad
         bad["frozen"] = (frozen, {"signature_diff": None if diff is None else round(diff, 3)})
         if not any(flag for flag, _ in bad.values()) and self.sharpness_base is None:
             self._learn(m)
@@ -105,10 +81,10 @@ class CameraWatch:
             bad.setdefault(kind, (False, self._last.get(kind, {})))
         changes = []
         for kind, (flag, evidence) in bad.items():
-            window = self._bad.setdefault(kind, deque(maxlen=p.window))
+            window = self._bad.setdefault(kind, deque(maxlen=p.health_window))
             window.append(flag)
             self._last[kind] = evidence
-            changes += self._judge(kind, sum(window), len(window) >= p.window, ts, evidence)
+            changes += self._judge(kind, sum(window), len(window) >= p.health_window, ts, evidence)
         changes += self._score_checks(score, anomalous, product_class, ts)
         return changes
 
@@ -116,21 +92,21 @@ class CameraWatch:
         """Exposure first: a black or white frame has no texture and no framing to judge, so
         blur, shift and repeats are judged (and counted good) only on exposed frames."""
         p = self.policy
-        out = {"dark": (m.mean < p.dark_level or m.low > p.clipped_fraction,
+        out = {"dark": (m.mean < p.health_dark_level or m.low > p.health_clipped_fraction,
                         {"mean": round(m.mean, 1), "clipped_low": round(m.low, 3)}),
-               "bright": (m.mean > p.bright_level or m.high > p.clipped_fraction,
+               "bright": (m.mean > p.health_bright_level or m.high > p.health_clipped_fraction,
                           {"mean": round(m.mean, 1), "clipped_high": round(m.high, 3)})}
         if out["dark"][0] or out["bright"][0]:
             return out
         if self.sharpness_base:
             ratio = m.sharpness / self.sharpness_base
-            out["blur"] = (ratio < p.blur_ratio, {"sharpness_ratio": round(ratio, 3)})
+            out["blur"] = (ratio < p.health_blur_ratio, {"sharpness_ratio": round(ratio, 3)})
         if m.shift is None and self.reference is not None:
             # measured before the reference was learned (decoded ahead): do it now
             m = m._replace(shift=shift_against(self.reference, m.thumb))
         if m.shift is not None:
             dx, dy, response = m.shift
-            moved = response >= p.shift_response and math.hypot(dx, dy) > p.shift_px
+            moved = response >= p.health_shift_response and math.hypot(dx, dy) > p.health_shift_px
             out["shift"] = (moved, {"dx_px": round(dx, 1), "dy_px": round(dy, 1),
                                     "response": round(response, 3), "of_px": m.thumb.shape[0]})
         return out
@@ -138,7 +114,7 @@ class CameraWatch:
     def _learn(self, m: Measures) -> None:
         """The camera's reference framing and sharpness, from its first healthy frames."""
         self._baseline.append(m)
-        if len(self._baseline) >= self.policy.baseline_frames:
+        if len(self._baseline) >= self.policy.health_baseline_frames:
             self.reference = np.mean([b.thumb for b in self._baseline], axis=0).astype(np.float32)
             self.sharpness_base = max(float(np.median([b.sharpness for b in self._baseline])),
                                       1e-6)
@@ -147,14 +123,15 @@ class CameraWatch:
     def _judge(self, kind: str, n_bad: int, full: bool, ts: float,
                evidence: dict) -> list[Change]:
         p = self.policy
-        if kind not in self.raised and n_bad >= p.raise_k:
+        if kind not in self.raised and n_bad >= p.health_raise_k:
             self.raised[kind] = ts
             return [Change(self.camera, kind, "raised", ts,
-                           {**evidence, "bad_frames": n_bad, "of": p.window})]
-        if kind in self.raised and full and n_bad <= p.clear_k:
+                           {**evidence, "bad_frames": n_bad, "of": p.health_window})]
+        if kind in self.raised and full and n_bad <= p.health_clear_k:
             since = self.raised.pop(kind)
             return [Change(self.camera, kind, "cleared", ts,
-                           {**evidence, "bad_frames": n_bad, "of": p.window, "since": since})]
+                           {**evidence, "bad_frames": n_bad, "of": p.health_window,
+                            "since": since})]
         return []
 
     def _score_checks(self, score: float, anomalous: bool, product_class: str | None,
@@ -165,24 +142,24 @@ class CameraWatch:
         deciles = self.quantiles.get(product_class or "") or self.quantiles.get("default")
         if deciles:
             self._scores.append(int(np.searchsorted(deciles, score, side="right")))
-            if len(self._scores) > p.drift_window:
+            if len(self._scores) > p.health_drift_window:
                 self._scores.popleft()
-            if len(self._scores) == p.drift_window and self._seen % 10 == 0:
+            if len(self._scores) == p.health_drift_window and self._seen % 10 == 0:
                 psi = population_stability(self._scores, len(deciles) + 1)
-                evidence = {"psi": round(psi, 3), "window": p.drift_window}
-                if psi > p.drift_psi:
+                evidence = {"psi": round(psi, 3), "window": p.health_drift_window}
+                if psi > p.health_drift_psi:
                     out += self._set("score_drift", True, ts, evidence)
-                elif psi < p.drift_clear_psi:
+                elif psi < p.health_drift_clear_psi:
                     out += self._set("score_drift", False, ts, evidence)
         if self.far is not None:
             self._alarms.append(bool(anomalous))
-            if len(self._alarms) > p.drift_window:
+            if len(self._alarms) > p.health_drift_window:
                 self._alarms.popleft()
-            if len(self._alarms) == p.drift_window and self._seen % 10 == 0:
+            if len(self._alarms) == p.health_drift_window and self._seen % 10 == 0:
                 rate = sum(self._alarms) / len(self._alarms)
-                limit = max(p.alarm_rate, 10 * self.far)
+                limit = max(p.health_alarm_rate, 10 * self.far)
                 evidence = {"rate": round(rate, 3), "limit": round(limit, 3),
-                            "window": p.drift_window}
+                            "window": p.health_drift_window}
                 if rate > limit:
                     out += self._set("alarm_rate", True, ts, evidence)
                 elif rate <= limit / 2:

@@ -11,12 +11,13 @@ import time
 import pytest
 import redis.asyncio
 
+from daemon.cli.settings import load_settings
 from daemon.serve.memory_io import MemoryStreams
 from daemon.serve.ports import Published
 from daemon.serve.redis_io import RedisStreams
 from daemon.serve.rules.alerts import AlertRule, KOfN
 from daemon.serve.rules.base import Fresh
-from daemon.settings import load_settings
+from daemon.serve.settings import AlertSettings
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import Alert, Result
 
@@ -98,7 +99,8 @@ def test_both_ports_keep_the_same_window(redis_url, line, sizes, workers):
 
 def test_both_ports_fire_the_same_alerts(redis_url, line):
     """The rule's decision over each port's windows gives the same alerts."""
-    rule = KOfN(AlertRule(k=2, n=N, cooldown_s=0), camera_health=False)
+    rule = KOfN(AlertRule(AlertSettings(alert_k=2, alert_n=N, alert_cooldown_s=0)),
+                camera_health=False)
 
     async def fired(port) -> list[list[str]]:
         out = []

@@ -11,9 +11,9 @@ import redis
 from click.testing import CliRunner
 
 from daemon.cli import main
+from daemon.cli.settings import load_settings
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import DeadLetter

@@ -8,9 +8,9 @@ import time
 from click.testing import CliRunner
 
 from daemon.cli import main
+from daemon.cli.settings import load_settings
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.bridges.webhook import WebhookSink
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.schema import DeadLetter
 from tests.http_receiver import Receiver

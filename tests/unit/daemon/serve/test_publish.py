@@ -15,6 +15,7 @@ from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
 from daemon.serve.rules.alerts import AlertRule, KOfN
 from daemon.serve.rules.base import Emits
+from daemon.serve.settings import AlertSettings
 from daemon.serve.verdicts import Verdict
 from daemon.supervisor import Supervisor
 from daemon.wire.groups import Delivery
@@ -89,7 +90,8 @@ def test_each_rule_judges_after_the_previous_ones_output_is_emitted():
 
 def test_alerts_go_out_once_per_cooldown_and_only_those_are_counted():
     sink = MemoryStreams()
-    publisher, stats, _ = _publisher(sink, [KOfN(AlertRule(k=1, n=2, cooldown_s=60))])
+    rule = AlertRule(AlertSettings(alert_k=1, alert_n=2, alert_cooldown_s=60))
+    publisher, stats, _ = _publisher(sink, [KOfN(rule)])
     _publish(publisher, _batch([("f1", True), ("f2", True)]), _batch([("f3", True)], 3))
     assert [a.frame_ids for _, a in sink.alerts["line1"]] == [["f1"]]
     assert stats.alerts == 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError, SettingsError
 from daemon.line.bridges.mqtt import MqttSink, check_topic_template, mqtt_topic
-from daemon.settings import load_settings
 from daemon.wire.schema import Alert
 
 

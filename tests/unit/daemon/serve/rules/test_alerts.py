@@ -10,6 +10,7 @@ from daemon.serve.ports import Published
 from daemon.serve.rules.alerts import AlertRule, KOfN
 from daemon.serve.rules.base import Fresh
 from daemon.serve.rules.window import RecentFrame
+from daemon.serve.settings import AlertSettings
 from daemon.wire.schema import Result
 
 
@@ -31,19 +32,19 @@ def _window(flags: str) -> list[RecentFrame]:
     ("", False),
 ])
 def test_k_of_the_last_n_fires(flags, fires):
-    assert AlertRule(k=2, n=3).triggered(_window(flags)) is fires
+    assert AlertRule(AlertSettings(alert_k=2, alert_n=3)).triggered(_window(flags)) is fires
 
 
 def test_evidence_is_the_anomalous_verdicts_oldest_first():
-    rule = AlertRule(k=2, n=3)
+    rule = AlertRule(AlertSettings(alert_k=2, alert_n=3))
     hits = rule.evidence(_window("ANAA"))  # f3 is outside the window
     assert [v.frame_id for v in hits] == ["f2", "f0"]
 
 
 @pytest.mark.parametrize("k, n", [(4, 3), (0, 3)])
 def test_an_impossible_rule_is_refused(k, n):
-    with pytest.raises(ValueError, match=f"k={k}, n={n}"):
-        AlertRule(k=k, n=n)
+    with pytest.raises(ValueError, match=r"(?i)alert_k"):
+        AlertSettings(alert_k=k, alert_n=n)
 
 
 def test_verdict_json_round_trip():
@@ -54,7 +55,7 @@ def test_verdict_json_round_trip():
 
 
 def test_build_fills_the_alert_from_the_evidence():
-    rule = AlertRule(k=2, n=3, cooldown_s=10)
+    rule = AlertRule(AlertSettings(alert_k=2, alert_n=3, alert_cooldown_s=10))
     alert = rule.build("line1", "cam-1", _window("ANA"), 123.0, "sha256:abc", 0.5, "washer")
     assert (alert.line, alert.camera, alert.raised_ts, alert.rule) == \
         ("line1", "cam-1", 123.0, "2/3")
@@ -84,7 +85,7 @@ class _Shared:
 
 def test_the_rule_alerts_on_each_new_anomalous_result_whose_window_fires():
     shared = _Shared()
-    rule = KOfN(AlertRule(k=2, n=3, cooldown_s=7))
+    rule = KOfN(AlertRule(AlertSettings(alert_k=2, alert_n=3, alert_cooldown_s=7)))
     out = asyncio.run(rule.judge([_fresh("f0", True, "AA"), _fresh("g0", True, "ANN"),
                                   _fresh("h0", False, "AA"), _fresh("k0", True, "ANA", "cam-2")],
                                  shared))
@@ -96,6 +97,7 @@ def test_the_rule_alerts_on_each_new_anomalous_result_whose_window_fires():
 
 def test_without_camera_health_the_rule_reads_nothing_shared():
     shared = _Shared()
-    out = asyncio.run(KOfN(AlertRule(k=1, n=1), camera_health=False).judge(
+    rule = KOfN(AlertRule(AlertSettings(alert_k=1, alert_n=1)), camera_health=False)
+    out = asyncio.run(rule.judge(
         [_fresh("f0", True, "A")], shared))
     assert [a.camera_health for a, _ in out.alerts] == [()] and shared.asked == []

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from daemon.serve.camera_measures import measure
-from daemon.serve.rules.camera_health import CameraWatch, HealthPolicy, population_stability
+from daemon.serve.rules.camera_health import CameraWatch, population_stability
+from daemon.serve.settings import CameraHealthSettings
 
-POLICY = HealthPolicy()  # the defaults: window 10, raise at 8 bad, clear at <= 2 bad
-BASE = POLICY.baseline_frames
+POLICY = CameraHealthSettings()  # the defaults: window 10, raise at 8 bad, clear at <= 2 bad
+BASE = POLICY.health_baseline_frames
 
 
 def _belt(size: int) -> np.ndarray:
@@ -69,10 +70,10 @@ def test_each_image_fault_is_raised_and_cleared_once_within_bounds(kind):
     after = run(watch, (scene(i, rng) for i in range(start + 30, start + 60)), start + 30)
     raised = [(i, c) for i, c in during if c.state == "raised"]
     assert [c.kind for _, c in raised] == [kind], during
-    assert raised[0][0] - start < POLICY.raise_k + 1  # within 8 frames of the fault
+    assert raised[0][0] - start < POLICY.health_raise_k + 1  # within 8 frames of the fault
     cleared = [(i, c) for i, c in after if c.state == "cleared"]
     assert [c.kind for _, c in cleared] == [kind], after
-    assert cleared[0][0] - (start + 30) < POLICY.window  # within 10 frames of the end
+    assert cleared[0][0] - (start + 30) < POLICY.health_window  # within 10 frames of the end
 
 
 def test_a_frozen_camera_is_raised_and_a_live_one_clears_it():
@@ -82,7 +83,7 @@ def test_a_frozen_camera_is_raised_and_a_live_one_clears_it():
     stuck = scene(40, rng)
     during = run(watch, (stuck for _ in range(20)), 40)
     assert [(c.kind, c.state) for _, c in during] == [("frozen", "raised")]
-    assert during[0][0] - 40 <= POLICY.raise_k + 1
+    assert during[0][0] - 40 <= POLICY.health_raise_k + 1
     after = run(watch, (scene(i, rng) for i in range(60, 80)), 60)
     assert [(c.kind, c.state) for _, c in after] == [("frozen", "cleared")]
 
@@ -105,7 +106,7 @@ def test_a_gradual_brightness_drift_is_raised_when_it_gets_too_dark():
     assert [(c.kind, c.state) for _, c in changes] == [("dark", "raised")]
     i, change = changes[0]
     mean_at = float(np.mean(frames[i]))
-    assert mean_at < POLICY.dark_level and change.evidence["mean"] < POLICY.dark_level
+    assert mean_at < POLICY.health_dark_level and change.evidence["mean"] < POLICY.health_dark_level
 
 
 def test_score_drift_against_the_calibration_deciles():
@@ -124,7 +125,7 @@ def test_score_drift_against_the_calibration_deciles():
     kinds = {(c.kind, c.state) for _, c in shifted}
     assert ("score_drift", "raised") in kinds and ("alarm_rate", "raised") in kinds
     first = min(n for n, c in shifted if c.kind == "score_drift")
-    assert first < POLICY.drift_window  # well within one window
+    assert first < POLICY.health_drift_window  # well within one window
 
 
 def test_population_stability_is_zero_for_the_expected_shares_and_grows_with_a_shift():
@@ -149,14 +150,13 @@ def test_measuring_a_frame_is_cheap():
 
 def test_a_camera_faster_than_the_measuring_rate_is_measured_at_that_rate():
     from daemon.serve.cameras import CameraMonitor
-    from daemon.settings import Settings
 
     img = scene(0, np.random.default_rng(7), 64)
-    capped = CameraMonitor(Settings(health_max_fps=5))
+    capped = CameraMonitor(CameraHealthSettings(health_max_fps=5))
     first = [capped.measure("line", "cam0", img) for _ in range(50)]  # a burst: one measured
     assert sum(m is not None for m in first) == 1
     assert capped.measure("line", "cam1", img) is not None  # each camera has its own rate
-    every = CameraMonitor(Settings(health_max_fps=0))
+    every = CameraMonitor(CameraHealthSettings(health_max_fps=0))
     assert all(every.measure("line", "cam0", img) is not None for _ in range(50))
 
 
