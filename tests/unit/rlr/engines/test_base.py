@@ -73,10 +73,11 @@ def test_a_dropped_in_engine_file_is_found_and_serves(dropped_in, tmp_path):
     pred = engine.predict(torch.rand(3, 3, 64, 64))
     assert pred.score.shape == (3,) and pred.anomaly_map.shape == (3, 64, 64)
 
-    from daemon.serve.served_model import EngineChoice, ServedModel
+    from daemon.serve.served_model import ServedModel
+    from daemon.serve.settings import EngineChoice
 
     served = ServedModel(model, {"sha256": "d" * 64, "thresholds": {}}, CPU,
-                         EngineChoice("dropped", cache_dir=tmp_path))
+                         EngineChoice(engine="dropped", engine_cache=tmp_path))
     scores = served.infer([np.zeros((64, 64, 3), np.uint8)] * 2)
     assert served.engine_name == "dropped/fp32" and scores.scores.tolist() == [0.0, 0.0]
 
