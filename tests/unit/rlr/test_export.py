@@ -44,6 +44,7 @@ def test_runtimes_under_test_are_installed():
     assert RUNTIMES == ["onnxruntime", "openvino"], available(CPU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "lite", "lite-coarse"])
 def test_every_runtime_matches_torch_for_each_preset(name, synthetic_root, tmp_path):
     model = _random_model(name)
@@ -71,6 +72,7 @@ def test_the_paper_dimensions_export_and_match(tmp_path):
     _close(rt.predict(x), model.predict(x))
 
 
+@pytest.mark.slow
 def test_elpv_cells_score_the_same_on_every_runtime(served_model, tmp_path):
     from rlr.datasets import load_dataset
 
@@ -143,6 +145,7 @@ def test_measure_counts_frames(served_model, tmp_path):
     assert measure(rt, 2, seconds=0.05) > 0
 
 
+@pytest.mark.slow
 def test_threads_bound_each_runtime_and_keep_its_scores(tmp_path):
     # RLR_THREADS: a worker process per core on a CPU host computes with one thread each.
     model = _random_model("tiny")
