@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo demo-offline test test-unit lint bench install clean
+.PHONY: demo demo-offline test test-unit lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests/unit
+
+# docs/configuration.md from the settings classes (a unit test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m daemon.cli.settings --markdown > docs/configuration.md
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from rlr.config import preset
+from rlr.engines import available, create_engine, measure
 from rlr.model import create_model
-from rlr.runtimes import available, build_runtime, measure
 
 
 def candidates() -> list[tuple[str, str]]:
@@ -51,17 +51,17 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(preset(name), load_backbone_weights=name != "paper").eval()
         manifest = {"sha256": f"bench-{name}-" + "0" * 40}
-        runtimes = {}
+        built = {}
         for engine, precision in engines:
             try:
-                runtimes[(engine, precision)] = build_runtime(
+                built[(engine, precision)] = create_engine(
                     engine, model, manifest, torch.device("cpu"), precision, cache)
             except Exception as exc:
                 print(f"{name:<12} {engine}/{precision}: cannot build ({exc})", flush=True)
         for batch in (int(b) for b in args.batches.split(",")):
-            fps: dict[tuple[str, str], list[float]] = {k: [] for k in runtimes}
+            fps: dict[tuple[str, str], list[float]] = {k: [] for k in built}
             for _ in range(args.rounds):
-                for key, rt in runtimes.items():
+                for key, rt in built.items():
                     fps[key].append(measure(rt, batch, args.seconds))
             base = float(np.median(fps[("torch", "fp32")]))
             for (engine, precision), values in fps.items():

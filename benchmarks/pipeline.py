@@ -41,7 +41,7 @@ import torch
 
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import push_images
-from daemon.settings import Settings
+from daemon.serve.settings import BatchSettings
 from daemon.wire import keys
 from daemon.wire.codec import encode_image
 from daemon.wire.schema import Result, encode_frame
@@ -71,11 +71,11 @@ def make_model(name: str, workdir: Path, images: list[np.ndarray]) -> Path:
 def model_only_fps(path: Path, images: list[np.ndarray], batch: int, seconds: float,
                    device: str, engine: str = "torch", cache: Path | None = None) -> float:
     from rlr.artifact import load_artifact
-    from rlr.runtimes import build_runtime
+    from rlr.engines import create_engine
 
     model, manifest = load_artifact(path, device=device)
-    if engine != "torch":  # the same runtime the worker builds (from the same cache)
-        model = build_runtime(engine, model, manifest, torch.device(device), "fp32",
+    if engine != "torch":  # the same engine the worker builds (from the same cache)
+        model = create_engine(engine, model, manifest, torch.device(device), "fp32",
                               cache or path.parent / "engines")
     x = to_tensor((images * batch)[:batch]).to(device)
     model.predict(x)  # warm-up
@@ -211,10 +211,11 @@ def health_cost(args, client: redis.Redis, url: str, model: Path, images: list[n
                 frames: list[bytes], work: Path) -> None:
     """Frames/s with and without camera health, alternating rounds; and the checks' own CPU
     time per frame (thumbnail measures, then the per-camera judgement)."""
-    from daemon.serve.camera_health import CameraWatch, HealthPolicy, measure
-    from daemon.settings import Settings
+    from daemon.serve.camera_measures import measure
+    from daemon.serve.rules.camera_health import CameraWatch
+    from daemon.serve.settings import CameraHealthSettings
 
-    watch = CameraWatch("bench", HealthPolicy.from_settings(Settings()),
+    watch = CameraWatch("bench", CameraHealthSettings(),
                         quantiles={"fabric": [i / 10 for i in range(1, 10)]}, far=0.01)
     ref = measure(images[0])
     n = 2000
@@ -369,7 +370,7 @@ def main() -> None:
         # work around it; with the null engine the model's own time is ~0). With N worker
         # processes each one moves 1/N of the line's frames.
         per_worker = fps_e2e / args.workers
-        wait_ms, batch_ms = Settings().batch_wait_ms, 1000 * args.batch / per_worker
+        wait_ms, batch_ms = BatchSettings().batch_wait_ms, 1000 * args.batch / per_worker
         bound, p99 = wait_ms + 2 * batch_ms, float(np.percentile(lat, 99))
         print(f"latency bound   p99 {p99:.1f} ms vs max wait {wait_ms:.0f} ms + 2 batch times "
               f"(2 x {batch_ms:.1f} ms: {args.batch} frames at {per_worker:.0f} frames/s per "

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from daemon.line.bridges.modbus import CAMERA_BLOCK
 from daemon.line.embedded import EmbeddedRedis
-from daemon.line.modbus import CAMERA_BLOCK
 from daemon.line.producer import push_images
 from daemon.wire import keys
 from daemon.wire.codec import encode_image

@@ -10,7 +10,7 @@ with two things added in this process only.
   the publishing around it. Nested sections charge only their own time, so the stages add up
   to the process's CPU time (the remainder, `other`, is the interpreter and threads outside
   these sections).
-- **Null engine** (`BENCH_PROBE_NULL=1`): the model's runtime returns scores and maps of the
+- **Null engine** (`BENCH_PROBE_NULL=1`): the model's engine returns scores and maps of the
   right shapes at once, so what is left is the daemon's own cost per frame: its ceiling.
 
 Every half second the totals go to `BENCH_PROBE_FILE` as JSON (`cpu_s`, `stages`), which the
@@ -106,7 +106,7 @@ class NullPrediction:
         self.score, self.anomaly_map = score, anomaly_map
 
 
-class NullRuntime:
+class NullEngine:
     """Scores and maps of the right shapes, at once (measurement only)."""
 
     name, precision = "null", "fp32"
@@ -120,9 +120,9 @@ class NullRuntime:
 
 
 def use_null_engine() -> None:
-    from daemon.serve import engine
+    from daemon.serve import served_model
 
-    engine.build_runtime = lambda name, model, *a, **k: NullRuntime(model.image_size)
+    served_model.create_engine = lambda name, model, *a, **k: NullEngine(model.image_size)
 
 
 def report(clock: StageClock, path: Path) -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio
 
+from daemon.cli.settings import load_settings
 from daemon.line.embedded import EmbeddedRedis
 from daemon.serve.redis_io import RedisStreams
-from daemon.settings import load_settings
 from daemon.wire.codec import encode_image, thumbnail
 from daemon.wire.schema import Frame
 

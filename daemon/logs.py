@@ -5,11 +5,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Literal
 
 import structlog
+from pydantic import Field
+
+from daemon.settings import PartSettings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+class LogSettings(PartSettings):
+    """How a daemon process writes its log (structlog on stderr)."""
+
+    log_format: Literal["json", "console"] = Field("json", description="structlog renderer")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug adds per-batch timing events")
 
 
 def configure(log_format: str = "json", level: str = "info", **bound) -> None:

@@ -22,10 +22,22 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from pydantic import Field
+
 from daemon import logs
 from daemon.errors import TaskFailed
+from daemon.settings import PartSettings
 
 log = logs.get("rlr.supervisor")
+
+
+class SupervisorSettings(PartSettings):
+    """When a task that keeps failing makes its process give up (and exit non-zero)."""
+
+    task_max_failures: int = Field(5, ge=1, description="a task of a daemon that fails this "
+                                   "often within RLR_TASK_FAILURE_WINDOW_S makes the process "
+                                   "exit non-zero (its service manager restarts it)")
+    task_failure_window_s: float = Field(300.0, gt=0, description="of RLR_TASK_MAX_FAILURES")
 
 
 @dataclass

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from rlr.data import Sample, load_image, to_tensor
 from rlr.device import resolve_device
+from rlr.engines.base import Engine
 from rlr.model import Prediction, RLRModel
-from rlr.runtimes import Runtime
 
-Predictor = RLRModel | Runtime  # the model itself, or a serving runtime of it (rlr.runtimes)
+Predictor = RLRModel | Engine  # the model itself, or a serving engine of it (rlr.engines)
 
 
 class ScoredImage(NamedTuple):

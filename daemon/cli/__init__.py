@@ -54,7 +54,7 @@ _COMMANDS = {
     "calibrate": ("evaluate", "calibrate"), "demo": ("demo", "demo"),
     "redis": ("demo", "redis_server"), "produce": ("produce", "produce"),
     "worker": ("worker", "worker"), "check": ("worker", "check"),
-    "alerts": ("alerts", "alerts"), "bridge": ("alerts", "bridge"),
+    "alerts": ("alerts", "alerts"), "bridge": ("bridge", "bridge"),
     "models": ("models", "models"), "deploy": ("models", "deploy"),
     "promote": ("models", "promote"), "rollback": ("models", "rollback"),
     "undeploy": ("models", "undeploy"), "status": ("models", "status"),

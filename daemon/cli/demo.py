@@ -103,7 +103,7 @@ def demo(workdir, seconds, fps, preset, epochs, console_port, model):
 def redis_server(workdir, port):
     """Run the embedded Redis in the foreground until Ctrl-C / SIGTERM.
 
-    For a single box without a system Redis, and for the README walk-throughs. Plants run
+    For a single box without a system Redis, and for the walk-throughs in docs/. Plants run
     their own Redis (or Redis Cluster / Sentinel) and point RLR_REDIS_URL at it.
     """
     import signal

@@ -14,9 +14,9 @@ from click.core import ParameterSource
 from daemon import logs
 from daemon.cli.options import connect, redis_options, settings_from
 from daemon.jobs import queue as jobs
+from daemon.jobs.settings import TrainerSettings
 from daemon.jobs.spec import JobSpec
 from daemon.models.versions import who
-from daemon.settings import Settings
 from daemon.wire import keys
 
 # Options of `rlrctl train` that only mean something on this machine.
@@ -96,7 +96,7 @@ def trainer(workdir, device, consumer, once, redis_url, config_file) -> None:
 # ----------------------------------------------------------------------------- jobs
 
 
-def _settings_client(config_file, redis_url) -> tuple[Settings, redis.Redis]:
+def _settings_client(config_file, redis_url) -> tuple[TrainerSettings, redis.Redis]:
     settings = settings_from(config_file, redis_url)
     return settings, connect(settings)
 

@@ -13,10 +13,10 @@ from daemon.cli.options import connect, redis_options, settings_from
 from daemon.models.registry import Registry
 from daemon.models.rollout import Rollout
 from daemon.models.versions import ModelVersion, who
-from daemon.settings import Settings
+from daemon.wire.settings import WireSettings
 
 
-def _connect(redis_url: str | None, config_file: str | None) -> tuple[Settings, Registry]:
+def _connect(redis_url: str | None, config_file: str | None) -> tuple[WireSettings, Registry]:
     settings = settings_from(config_file, redis_url)
     return settings, Registry(connect(settings))
 

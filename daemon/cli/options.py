@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from daemon.settings import Settings, load_settings
+from daemon.cli.settings import AllSettings, load_settings
+from daemon.wire.settings import RedisSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,7 +21,7 @@ def redis_options(f: F) -> F:
     return click.option("--redis-url", help="Redis URL [RLR_REDIS_URL].")(f)
 
 
-def settings_from(config_file: str | None, redis_url: str | None, **overrides: Any) -> Settings:
+def settings_from(config_file: str | None, redis_url: str | None, **overrides: Any) -> AllSettings:
     """Settings from the options (a group's own `--config` / `--redis-url` count too), the
     environment and the settings file. Overrides left None keep what those say."""
     ctx = click.get_current_context(silent=True)
@@ -29,7 +30,7 @@ def settings_from(config_file: str | None, redis_url: str | None, **overrides: A
                          redis_url=redis_url or parent.get("redis_url"), **overrides)
 
 
-def connect(settings: Settings, timeout_s: float | None = None):
+def connect(settings: RedisSettings, timeout_s: float | None = None):
     """A Redis client whose server answered (waiting up to `timeout_s`); a one-line error
     naming RLR_REDIS_URL otherwise."""
     from daemon.wire.clients import connect_ready

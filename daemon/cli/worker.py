@@ -29,9 +29,9 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     Runs until SIGTERM / SIGINT: the first finishes, publishes and acknowledges the frames
     already read; a second one exits at once (unfinished frames go to another worker).
     """
-    from daemon.serve.engine import Engine, EngineChoice
     from daemon.serve.prometheus import WorkerMetrics
     from daemon.serve.redis_io import RedisStreams
+    from daemon.serve.served_model import ServedModel
     from daemon.serve.serving import ModelWatcher
     from daemon.serve.worker import Worker
     from daemon.wire.clients import connect as connect_sync
@@ -47,25 +47,23 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     metrics.serve(settings.metrics_port, settings.metrics_host)  # a taken port fails now too
     if settings.metrics_port:
         log.info("metrics_serving", port=settings.metrics_port)
-    engine = None
+    served = None
     if settings.model is not None:
-        engine = Engine.from_file(settings.model, settings.device,
-                                  EngineChoice.from_settings(settings))
-        engine.warm_up()
-        log.info("model_loaded", path=str(settings.model), version=engine.version,
-                 device=str(engine.device), engine=engine.engine_name,
-                 measured=engine.measured or None, classes=engine.manifest.get("class_names"))
-        if not engine.calibrated:
+        served = ServedModel.from_file(settings.model, settings.device, settings)
+        served.warm_up()
+        log.info("model_loaded", path=str(settings.model), version=served.version,
+                 device=str(served.device), engine=served.engine_name,
+                 measured=served.measured or None, classes=served.manifest.get("class_names"))
+        if not served.calibrated:
             log.warning("model_uncalibrated", note="no thresholds: every frame is reported "
                         "normal and no alert fires; run `rlrctl calibrate` on the artifact")
     def watcher(initial, publish):
         return ModelWatcher(connect_sync(settings), settings.lines, initial, publish,
-                            settings.device, EngineChoice.from_settings(settings),
-                            settings.rollout_poll_s)
+                            settings.device, settings, settings.rollout_poll_s)
 
     async def main() -> Worker:
         streams = RedisStreams(connect_async(settings), settings, settings.consumer_name)
-        w = Worker(settings, engine, streams, metrics, watch_rollouts=watcher)
+        w = Worker(settings, served, streams, metrics, watch_rollouts=watcher)
         await w.run()
         return w
 

@@ -35,8 +35,8 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.console import pages, views
 from daemon.console.hub import Hub
+from daemon.console.settings import ConsoleServerSettings
 from daemon.errors import BadRequest, ConsoleError, JobError, RegistryError
-from daemon.settings import Settings
 from daemon.wire.clients import connect, connect_async
 
 STATIC = Path(__file__).parent / "static"
@@ -86,7 +86,7 @@ def token_ok(request: Request, token: str | None, cookie: bool) -> bool:
     return bool(given) and hmac.compare_digest(given, token)
 
 
-def create_app(settings: Settings, host: str) -> Starlette:
+def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
     token = settings.console_token.get_secret_value() if settings.console_token else None
     if host not in LOOPBACK and not token:
         raise ConsoleError(f"the console binds {host}, beyond loopback: set RLR_CONSOLE_TOKEN "
@@ -270,7 +270,7 @@ def refuse_action(request: Request, token: str | None) -> str | None:
     return None
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: ConsoleServerSettings, host: str, port: int) -> None:
     """Run the console until interrupted."""
     import uvicorn
 

@@ -33,7 +33,7 @@ from daemon import logs
 from daemon.errors import JobCancelled, SettingsError, TrainerStopping
 from daemon.jobs import queue as jobs
 from daemon.jobs.runner import execute
-from daemon.settings import Settings
+from daemon.jobs.settings import TrainerSettings
 from daemon.supervisor import Supervisor
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
@@ -47,8 +47,9 @@ class Trainer:
     """Reads jobs from the `rlr-trainers` group and runs them. `run()` until `stop()`;
     `run_until_idle()` for tests."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, workdir: str | Path | None = None,
-                 *, name: str | None = None, device: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, settings: TrainerSettings,
+                 workdir: str | Path | None = None, *, name: str | None = None,
+                 device: str | None = None) -> None:
         if settings.job_timeout_s <= 2 * settings.heartbeat_s:
             raise SettingsError(f"RLR_JOB_TIMEOUT_S={settings.job_timeout_s} must be more than "
                                 f"twice RLR_HEARTBEAT_S={settings.heartbeat_s}, or healthy "

@@ -1,6 +1,6 @@
 """What runs beside the workers on a line: camera producers and their sources (`producer`,
-`sources`), alert bridges (`bridge`, the consumer loop; `sinks`, MQTT and webhook), PLC and
-SCADA bridges (`plcstate`, the line state they serve; `modbus`, `opcua`, `sparkplug`), frame
+`sources`), alert bridges and PLC / SCADA bridges (`bridges/`, one module per protocol: MQTT,
+webhook, Modbus TCP, OPC UA, Sparkplug B; a base feed loop and the line state they share), frame
 capture into a training layout (`capture`), the embedded Redis (`embedded`) and the
 one-command demo (`demo`).
 

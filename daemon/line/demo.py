@@ -169,7 +169,7 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
     try:
         _clear(client, line_name)
         port = free_port()
-        # OpenVINO scores `lite` about 3x faster than eager torch on a CPU (README "Engines"):
+        # OpenVINO scores `lite` about 3x faster than eager torch on a CPU (docs/engines.md):
         # with it one worker keeps up with the cameras and every frame is scored fresh.
         engine = "openvino" if importlib.util.find_spec("openvino") else "torch"
         view.step(f"starting a worker (engine {engine}, metrics on "

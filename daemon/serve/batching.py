@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
 from daemon.errors import FrameError
-from daemon.settings import Settings
+from daemon.serve.settings import BatchSettings
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import Frame, parse_frame
 
@@ -35,53 +35,54 @@ class Triage(NamedTuple):
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    batch_size: int = 8
-    wait_s: float = 0.02
-    backlog_limit: int = 500
-    max_frame_age_s: float = 2.0
-    max_deliveries: int = 3
-    max_payload_bytes: int = 20_000_000
-    max_clock_skew_s: float = 300.0
+    """Admission and stale skip, by the numbers of `settings` (RLR_BATCH_*, RLR_MAX_*)."""
 
-    @classmethod
-    def from_settings(cls, s: Settings) -> BatchPolicy:
-        return cls(s.batch_size, s.batch_wait_ms / 1000, s.backlog_limit, s.max_frame_age_s,
-                   s.max_deliveries, s.max_payload_bytes, s.max_clock_skew_s)
+    settings: BatchSettings
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def wait_s(self) -> float:
+        return self.settings.batch_wait_s
 
     def read_count(self, backlogs: Mapping[str, int]) -> int:
         """Entries to ask for in one read: a batch, or many while a line is over its bound,
         so the skip rule catches up with the backlog quickly."""
-        over = any(b > self.backlog_limit for b in backlogs.values())
+        over = any(b > self.settings.backlog_limit for b in backlogs.values())
         return max(self.batch_size, _CATCH_UP_COUNT) if over else self.batch_size
 
     def is_stale(self, backlog: int, ts: float, now: float) -> bool:
         """A frame captured at `ts` is skipped at `now` when its line's backlog is over the
         bound and the frame is older than `max_frame_age_s`."""
-        return backlog > self.backlog_limit and now - ts > self.max_frame_age_s
+        s = self.settings
+        return backlog > s.backlog_limit and now - ts > s.max_frame_age_s
 
     def triage(self, deliveries: Sequence[Delivery], held: Collection[tuple[str, str]],
                backlogs: Mapping[str, int], now: float) -> Triage:
         """Sort a read's deliveries; `held`: (line, entry id) the worker holds already."""
+        s = self.settings
         out = Triage([], [], [], [])
         for d in deliveries:
             if (d.line, d.entry_id) in held:
                 continue
             out.admitted.append(d)
-            if d.deliveries > self.max_deliveries:
+            if d.deliveries > s.max_deliveries:
                 out.dead.append((d, FrameError(
                     "too_many_deliveries", f"delivered {d.deliveries} times without a result "
-                    f"(limit RLR_MAX_DELIVERIES={self.max_deliveries}): workers crashed or "
+                    f"(limit RLR_MAX_DELIVERIES={s.max_deliveries}): workers crashed or "
                     "inference failed on it; see the worker logs")))
                 continue
             try:
-                frame = parse_frame(d.fields, self.max_payload_bytes)
+                frame = parse_frame(d.fields, s.max_payload_bytes)
             except FrameError as exc:
                 out.dead.append((d, exc))
                 continue
-            if frame.ts > now + self.max_clock_skew_s:
+            if frame.ts > now + s.max_clock_skew_s:
                 out.dead.append((d, FrameError(
                     "clock_skew", f"captured at {frame.ts:.3f}, {frame.ts - now:.0f} s in the "
-                    f"future (limit RLR_MAX_CLOCK_SKEW_S={self.max_clock_skew_s:g}); set the "
+                    f"future (limit RLR_MAX_CLOCK_SKEW_S={s.max_clock_skew_s:g}); set the "
                     f"camera's clock (NTP) of camera {frame.camera!r}")))
                 continue
             if self.is_stale(backlogs.get(d.line, 0), frame.ts, now):

@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 
 from daemon import logs
-from daemon.serve.camera_health import KINDS, CameraWatch, Change, HealthPolicy, Measures, measure
-from daemon.settings import Settings
+from daemon.serve.camera_measures import Measures, measure
+from daemon.serve.rules.camera_health import KINDS, CameraWatch, Change
+from daemon.serve.settings import CameraHealthSettings
 
 log = logs.get("rlr.worker")
 
 
 class CameraMonitor:
-    def __init__(self, settings: Settings, metrics: Any = None) -> None:
+    def __init__(self, settings: CameraHealthSettings, metrics: Any = None) -> None:
         self.enabled = settings.health
-        self.policy = HealthPolicy.from_settings(settings)
+        self.policy = settings
         self.metrics = metrics
         self.watches: dict[tuple[str, str], CameraWatch] = {}
         self._calibration: dict[str, tuple[dict, float | None]] = {}  # version -> (deciles, far)

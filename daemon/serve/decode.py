@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from daemon import logs
-from daemon.serve.camera_health import THUMB
-from daemon.serve.engine import Engine
+from daemon.serve.camera_measures import THUMB
 from daemon.serve.feed import decode_jpegs
-from daemon.settings import Settings
+from daemon.serve.served_model import ServedModel
+from daemon.serve.settings import DecodeSettings
 from daemon.wire.codec import decode_frame, jpeg_header_ok
 from daemon.wire.schema import Frame
 from rlr.errors import DataError
@@ -42,7 +42,7 @@ log = logs.get("rlr.worker")
 class Threads:
     """The worker's inference thread and its decode threads."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DecodeSettings) -> None:
         self.inline = settings.decode_inline
         self.on_gpu = settings.device_decode
         self.max_side = settings.max_image_side
@@ -51,7 +51,7 @@ class Threads:
         self.infer = ThreadPoolExecutor(1, "rlr-infer")
         self._decode = ThreadPoolExecutor(settings.decode_threads, "rlr-decode")
 
-    def cpu(self, primary: Engine | None) -> ThreadPoolExecutor:
+    def cpu(self, primary: ServedModel | None) -> ThreadPoolExecutor:
         """The pool for decoding and mask drawing, given the model that serves now."""
         if self.inline == "auto":
             inline = primary is None or primary.device.type == "cpu"
@@ -59,7 +59,7 @@ class Threads:
             inline = self.inline == "yes"
         return self.infer if inline else self._decode
 
-    def device(self, primary: Engine | None) -> torch.device | None:
+    def device(self, primary: ServedModel | None) -> torch.device | None:
         """Where JPEG frames are decoded for `primary`: its device, or None (the CPU path)."""
         if primary is None or self.on_gpu == "no" or self._gpu_failed:
             return None

@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 from daemon.errors import SourceUnavailable
-from daemon.serve.alerts import RecentFrame
 from daemon.serve.ports import Published
+from daemon.serve.rules.window import RecentFrame, push
 from daemon.wire.groups import Claimed, Delivery
 from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 
@@ -31,7 +31,7 @@ class MemoryStreams:
         self.camera_states: dict[tuple[str, str], set[str]] = {}
         self.thumbs: dict[tuple[str, str], tuple[str, float, bytes]] = {}
         self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (result, entry)
-        self._windows: dict[tuple[str, str], list[RecentFrame]] = {}
+        self._windows: dict[tuple[str, str], list[str]] = {}  # JSON entries
         self._cooldown: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
         self.fail_next_reads = 0  # simulate a Redis outage
@@ -92,11 +92,12 @@ class MemoryStreams:
             rid = self._next_id()
             self._seen[key] = (rid, d.entry_id)
             self.results[d.line].append((rid, res))
-            win = self._windows.setdefault((d.line, res.camera), [])
-            win.insert(0, RecentFrame(res.frame_id, res.score, res.is_anomaly, rid,
-                                      res.capture_ts))
-            del win[window_n:]
-            out.append(Published(True, rid, list(win)))
+            # stored as the Redis port stores it; returned, like there, for an anomalous one
+            win = self._windows[(d.line, res.camera)] = push(
+                self._windows.get((d.line, res.camera), []), RecentFrame.of(res, rid).to_json(),
+                window_n)
+            out.append(Published(True, rid, [RecentFrame.from_json(v) for v in win]
+                                 if res.is_anomaly else []))
         return out
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
@@ -133,7 +134,7 @@ class MemoryStreams:
             self.thumbs[(line, camera)] = (frame_id, ts, data)
 
     async def raise_alert(self, alert: Alert, cooldown_s: float) -> str | None:
-        key = (alert.line, alert.camera)
+        key = (alert.line, alert.camera)  # the cooldown claimed as the Redis port's script does
         if time.monotonic() < self._cooldown.get(key, 0.0):
             return None
         self._cooldown[key] = time.monotonic() + cooldown_s

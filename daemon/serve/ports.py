@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from daemon.serve.alerts import RecentFrame
+from daemon.serve.rules.window import RecentFrame
 from daemon.wire.groups import Claimed, Delivery
 from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of a worker (its own registry, so several workers fit in one process).
 
-The names are part of the product: dashboards and alert rules use them (README: Health and
-metrics)."""
+The names are part of the product: dashboards and alert rules use them (docs/operations.md:
+Worker liveness and metrics)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Everything the worker writes about a frame through its result sink: the result of a scored
-frame (mask drawn, alert rule applied), or its dead letter, or its skip.
+frame (mask drawn, then the rules of `daemon.serve.rules` run over it), or its dead letter, or
+its skip.
 
 Publishing overlaps the next batch's inference, so the model never waits for Redis; at most
 `concurrency` batches are in flight (bounded memory), and results still leave in batch order,
@@ -12,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,16 +22,15 @@ import numpy as np
 
 from daemon import logs
 from daemon.errors import FrameError
-from daemon.serve.alerts import AlertRule, RecentFrame
-from daemon.serve.cameras import CameraMonitor
 from daemon.serve.ports import Published
 from daemon.serve.prometheus import WorkerMetrics
+from daemon.serve.rules.base import Fresh, Rule
+from daemon.serve.settings import WorkerSettings
 from daemon.serve.verdicts import Verdict, draw_masks, make_result
-from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.codec import thumbnail
 from daemon.wire.groups import Delivery
-from daemon.wire.schema import DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
+from daemon.wire.schema import Alert, DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
 
 T = TypeVar("T")
@@ -67,18 +67,20 @@ class Publisher:
     frames, `dead_letter` bad ones. `release` tells the worker a frame is settled; `retry`
     runs a sink call through outages."""
 
-    def __init__(self, sink: Any, settings: Settings, rule: AlertRule, metrics: WorkerMetrics,
-                 stats: WorkerStats, backlogs: Mapping[str, int],
+    def __init__(self, sink: Any, settings: WorkerSettings, rules: Sequence[Rule],
+                 metrics: WorkerMetrics, stats: WorkerStats, backlogs: Mapping[str, int],
                  retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
                  pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],
                  on_error: Callable[[str], None], supervisor: Supervisor,
-                 cameras: CameraMonitor | None = None, concurrency: int = 2) -> None:
-        self.sink, self.s, self.rule, self.metrics = sink, settings, rule, metrics
+                 concurrency: int = 2) -> None:
+        self.sink, self.s, self.rules, self.metrics = sink, settings, list(rules), metrics
         self.stats, self.backlogs = stats, backlogs
         self.worker_id = settings.consumer_name
         self.retry, self.pool, self.release, self.on_error = retry, pool, release, on_error
         self.supervisor = supervisor
-        self.cameras = cameras
+        # the longest window of each camera's verdicts a rule reads (kept by the sink)
+        self._history = max((r.history for r in self.rules), default=1) or 1
+        self._shared = _Retried(sink, retry)
         self._throttle = logs.Throttle(5.0)
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -185,32 +187,59 @@ class Publisher:
             raise
 
     async def _publish_batch(self, batch: Scored, previous: asyncio.Task | None) -> None:
-        verdicts = batch.verdicts
-        if any(v.mask is not None for v in verdicts):
-            verdicts = await asyncio.get_running_loop().run_in_executor(
-                self.pool(), draw_masks, verdicts)
+        verdicts = await self._draw_masks(batch.verdicts)
         if previous is not None:  # results leave in batch order
             await asyncio.gather(previous, return_exceptions=True)
         now = time.time()
+        pairs = self._results(batch, verdicts, now)
+        await self._publish_shadow(batch, now)
+        published = await self._publish_results(pairs)
+        fresh = self._replay_check(batch, pairs, published)
+        thumbs = self._thumbnails_due(batch, fresh, now)
+        self._hold_evidence(batch, fresh)
+        await self._run_rules(fresh)
+        if thumbs:
+            self._start_thumbnails(thumbs)
 
-        def result(i: int, v: Verdict) -> Result:
-            d, frame = batch.items[i]
-            return make_result(frame, d, v, batch.start, batch.infer_ms, now, self.worker_id)
+    async def _draw_masks(self, verdicts: list[Verdict]) -> list[Verdict]:
+        """The verdicts with their masks drawn as PNG (on the CPU pool), if any has a mask."""
+        if not any(v.mask is not None for v in verdicts):
+            return verdicts
+        return await asyncio.get_running_loop().run_in_executor(self.pool(), draw_masks,
+                                                                verdicts)
 
-        pairs = [(d, result(i, v)) for i, ((d, _), v) in enumerate(zip(batch.items, verdicts,
-                                                                        strict=True))]
+    def _result(self, batch: Scored, i: int, v: Verdict, now: float) -> Result:
+        d, frame = batch.items[i]
+        return make_result(frame, d, v, batch.start, batch.infer_ms, now, self.worker_id)
+
+    def _results(self, batch: Scored, verdicts: list[Verdict],
+                 now: float) -> list[tuple[Delivery, Result]]:
+        pairs = [(d, self._result(batch, i, v, now))
+                 for i, ((d, _), v) in enumerate(zip(batch.items, verdicts, strict=True))]
         for _, res in pairs:
             self.metrics.queue_wait.observe(res.queue_ms / 1000)
+        return pairs
+
+    async def _publish_shadow(self, batch: Scored, now: float) -> None:
         if batch.shadow:
-            shadow = [(batch.items[i][0].line, result(i, v)) for i, v in batch.shadow]
+            shadow = [(batch.items[i][0].line, self._result(batch, i, v, now))
+                      for i, v in batch.shadow]
             await self.retry(lambda: self.sink.publish_shadow(shadow), "publish_shadow")
-        published = await self.retry(lambda: self.sink.publish(pairs, self.rule.n), "publish")
+
+    async def _publish_results(self, pairs: list[tuple[Delivery, Result]]) -> list[Published]:
+        """Publish and ack (one script call per line), keeping the window the rules read."""
+        published = await self.retry(lambda: self.sink.publish(pairs, self._history),
+                                     "publish")
         self.release(d for d, _ in pairs)
-        health: list[HealthEvent] = []
-        fresh: list[tuple[Delivery, Result, Published]] = []
-        thumbs: list[tuple[str, Result, tuple[Frame, Any]]] = []
+        return published
+
+    def _replay_check(self, batch: Scored, pairs: list[tuple[Delivery, Result]],
+                      published: list[Published]) -> list[tuple[int, Fresh]]:
+        """The results published for the first time, with their index in the batch; a replay
+        (results are idempotent by camera and frame id) is counted, and a resent frame told."""
+        fresh: list[tuple[int, Fresh]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
-            if not pub.new:  # results are idempotent by (camera, frame id)
+            if not pub.new:
                 self.stats.replayed += 1
                 self.metrics.frames_replayed.labels(d.line).inc()
                 if not pub.replay_of(d.entry_id) and self._throttle.due(("resent", d.line)):
@@ -222,32 +251,42 @@ class Publisher:
                 continue
             self.stats.done += 1
             self.metrics.frames_done.labels(d.line).inc()
-            # the CPU's decode, for thumbnails (not GPU memory: alerts' evidence holds it)
-            image = batch.images[i] if i < len(batch.images) else None
-            frame = batch.items[i][1], (image if isinstance(image, np.ndarray) else None)
-            if self._thumb_due(d.line, res.camera, now):
-                thumbs.append((d.line, res, frame))
-            if res.is_anomaly:
-                self._recent.setdefault((d.line, res.camera), deque(maxlen=self.rule.n)).append(
-                    (res.frame_id, frame, res.mask))
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
-            fresh.append((d, res, pub))
-            if self.cameras is not None and i < len(batch.measures):
-                health += [HealthEvent(d.line, c.camera, c.kind, c.state, c.ts,
-                                       c.evidence.get("since", c.ts),
-                                       {**c.evidence, "frame_id": res.frame_id},
-                                       self.worker_id)
-                           for c in self.cameras.observe(
-                               d.line, res.camera, batch.measures[i], res.score,
-                               res.is_anomaly, res.product_class, res.capture_ts,
-                               batch.manifests.get(res.model_version), res.model_version)]
-        if health:  # before the alerts, so an alert of this batch already says so
-            await self._camera_health(health)
-        for d, res, pub in fresh:
-            if res.is_anomaly and self.rule.triggered(pub.window):
-                await self._alert(d.line, res, pub.window)
-        if thumbs:
-            self._start_thumbnails(thumbs)
+            fresh.append((i, Fresh(d.line, res, pub,
+                                   batch.measures[i] if i < len(batch.measures) else None,
+                                   batch.manifests.get(res.model_version))))
+        return fresh
+
+    @staticmethod
+    def _frame(batch: Scored, i: int) -> tuple[Frame, Any]:
+        """(frame, the CPU's decode of it or None): thumbnails and evidence reuse the decode
+        (never GPU memory: alerts' evidence holds it)."""
+        image = batch.images[i] if i < len(batch.images) else None
+        return batch.items[i][1], (image if isinstance(image, np.ndarray) else None)
+
+    def _thumbnails_due(self, batch: Scored, fresh: list[tuple[int, Fresh]],
+                        now: float) -> list[tuple[str, Result, tuple[Frame, Any]]]:
+        return [(f.line, f.result, self._frame(batch, i)) for i, f in fresh
+                if self._thumb_due(f.line, f.result.camera, now)]
+
+    def _hold_evidence(self, batch: Scored, fresh: list[tuple[int, Fresh]]) -> None:
+        """Keep the last anomalous frames of each camera: the pictures an alert carries."""
+        for i, f in fresh:
+            if f.result.is_anomaly:
+                self._recent.setdefault((f.line, f.result.camera),
+                                        deque(maxlen=self._history)).append(
+                    (f.result.frame_id, self._frame(batch, i), f.result.mask))
+
+    async def _run_rules(self, fresh: list[tuple[int, Fresh]]) -> None:
+        """Each rule in turn, its output emitted before the next one judges (camera health
+        before the alerts, so an alert of this batch already says so)."""
+        batch = [f for _, f in fresh]
+        for rule in self.rules:
+            out = await rule.judge(batch, self._shared)
+            if out.health:
+                await self._camera_health(list(out.health))
+            for alert, cooldown_s in out.alerts:
+                await self._alert(alert, cooldown_s)
 
     def _thumb_due(self, line: str, camera: str, now: float) -> bool:
         every = self.s.thumb_interval_s
@@ -309,17 +348,26 @@ class Publisher:
                 log.warning(f"camera_health_{event.state}", line=event.line,
                             camera=event.camera, kind=event.kind, evidence=event.evidence)
 
-    async def _alert(self, line: str, res: Result, window: list[RecentFrame]) -> None:
-        unhealthy = await self.retry(lambda: self.sink.camera_health(line, res.camera),
-                                     "camera_health") if self.cameras is not None else ()
-        alert = self.rule.build(line, res.camera, window, time.time(), res.model_version,
-                                res.threshold, res.product_class, unhealthy)
+    async def _alert(self, alert: Alert, cooldown_s: float) -> None:
         alert = dataclasses.replace(alert, evidence=await self._evidence(
-            line, res.camera, alert.frame_ids))
-        alert_id = await self.retry(
-            lambda: self.sink.raise_alert(alert, self.rule.cooldown_s), "raise_alert")
+            alert.line, alert.camera, alert.frame_ids))
+        alert_id = await self.retry(lambda: self.sink.raise_alert(alert, cooldown_s),
+                                    "raise_alert")
         if alert_id is not None:
             self.stats.alerts += 1
-            self.metrics.alerts.labels(line).inc()
-            log.warning("alert_raised", line=line, camera=res.camera, rule=alert.rule,
+            self.metrics.alerts.labels(alert.line).inc()
+            log.warning("alert_raised", line=alert.line, camera=alert.camera, rule=alert.rule,
                         frames=alert.frame_ids, scores=alert.scores, alert=alert_id)
+
+
+class _Retried:
+    """The result sink as rules see it (`rules.base.Shared`): each call retried through
+    outages, like the publisher's own calls."""
+
+    def __init__(self, sink: Any, retry: Callable[[Callable[[], Awaitable[T]], str],
+                                                  Awaitable[T]]) -> None:
+        self._sink, self._retry = sink, retry
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        call = getattr(self._sink, name)
+        return lambda *a, **kw: self._retry(lambda: call(*a, **kw), name)

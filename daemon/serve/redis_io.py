@@ -18,9 +18,9 @@ from typing import TypeVar
 import redis.asyncio
 
 from daemon.errors import SourceUnavailable
-from daemon.serve.alerts import RecentFrame
 from daemon.serve.ports import Published
-from daemon.settings import Settings
+from daemon.serve.rules.window import RecentFrame
+from daemon.serve.settings import WorkerSettings
 from daemon.wire import keys
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
@@ -33,7 +33,8 @@ T = TypeVar("T")
 # seen key and its camera's alert-window key. ARGV: group, dedup ttl, results cap, window
 # length, then per frame: entry id, window entry head and tail, 1 when anomalous (its window
 # is returned), the number of result fields, the fields. Returns per frame
-# {new, result id, window, first entry}.
+# {new, result id, window, first entry}. Its LPUSH + LTRIM is the window's step as
+# daemon/serve/rules/window.py defines it (`push`; the memory port calls that one).
 _PUBLISH = """
 local group, ttl, cap, wlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]) - 1
 local out, a = {}, 5
@@ -67,6 +68,8 @@ end
 return out
 """
 
+# The alert with its cooldown claimed in the same step (set-if-absent with an expiry): one
+# alert per camera and cooldown, whichever worker's comes first.
 _ALERT = """
 if tonumber(ARGV[1]) > 0 then
   if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return false end
@@ -102,7 +105,8 @@ return 1
 class RedisStreams:
     """FrameSource and ResultSink for one consumer of one group over several lines."""
 
-    def __init__(self, client: redis.asyncio.Redis, settings: Settings, consumer: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis, settings: WorkerSettings,
+                 consumer: str) -> None:
         self.r = client
         self.s = settings
         self.consumer = consumer
@@ -199,9 +203,8 @@ class RedisStreams:
             keys_ += [keys.seen(line, res.camera, res.frame_id),
                       keys.alert_window(line, res.camera)]
             flat = res.to_flat()
-            head = json.dumps([res.frame_id, round(res.score, 6), int(res.is_anomaly)])[:-1]
-            args += [d.entry_id, head + ',"', f'",{res.capture_ts!r}]',
-                     int(res.is_anomaly), len(flat), *flat]
+            head, tail = RecentFrame.of(res, "").around_result_id()
+            args += [d.entry_id, head, tail, int(res.is_anomaly), len(flat), *flat]
         return self._publish(keys=keys_, args=args, client=client)
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:

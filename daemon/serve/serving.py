@@ -1,7 +1,7 @@
 """What a worker serves, and how it follows model rollouts without stopping.
 
 `ServingSet` is an immutable snapshot: per line the rollout (production / canary / shadow)
-and the loaded engines. `ModelWatcher` polls on its own (supervised) thread: it wakes on a
+and the loaded models. `ModelWatcher` polls on its own (supervised) thread: it wakes on a
 rollout notification (pub/sub, another thread) or every `RLR_ROLLOUT_POLL_S`, and when a line's
 rollout changed it fetches the new versions from the registry, verifies (sha256), loads and
 warms them up off the inference path, then hands a new snapshot to the worker, which swaps it
@@ -27,7 +27,7 @@ import torch
 
 from daemon import logs
 from daemon.models.registry import NOTIFY_CHANNEL, Registry
-from daemon.serve.engine import Engine, EngineChoice, pick_device
+from daemon.serve.served_model import EngineChoice, ServedModel, pick_device
 from daemon.wire.clients import away
 from rlr.artifact import load_artifact_bytes
 
@@ -36,39 +36,39 @@ log = logs.get("rlr.serving")
 
 @dataclass(frozen=True)
 class ServingSet:
-    static: Engine | None  # RLR_MODEL: serves lines that have no rollout
+    static: ServedModel | None  # RLR_MODEL: serves lines that have no rollout
     rollouts: dict = field(default_factory=dict)  # line -> Rollout
-    engines: dict = field(default_factory=dict)  # version id -> Engine
+    models: dict = field(default_factory=dict)  # version id -> ServedModel
 
-    def engine_for(self, line: str, camera: str) -> Engine | None:
+    def model_for(self, line: str, camera: str) -> ServedModel | None:
         rollout = self.rollouts.get(line)
         if rollout is not None and rollout.production is not None:
-            return self.engines.get(rollout.route(camera))
+            return self.models.get(rollout.route(camera))
         # a line without a rollout: RLR_MODEL, else the worker's main model
         return self.static or self.primary
 
-    def shadow_for(self, line: str) -> Engine | None:
+    def shadow_for(self, line: str) -> ServedModel | None:
         rollout = self.rollouts.get(line)
         return None if rollout is None or rollout.shadow is None else \
-            self.engines.get(rollout.shadow)
+            self.models.get(rollout.shadow)
 
     @property
-    def primary(self) -> Engine | None:
-        """The engine that sets the decode size and names the worker's model in health."""
+    def primary(self) -> ServedModel | None:
+        """The served model that sets the decode size and names the worker's model in health."""
         for rollout in self.rollouts.values():
-            if rollout.production in self.engines:
-                return self.engines[rollout.production]
+            if rollout.production in self.models:
+                return self.models[rollout.production]
         return self.static
 
     def versions(self) -> list[str]:
-        out = sorted(self.engines)
+        out = sorted(self.models)
         if self.static is not None:
             out.append(self.static.version)
         return out
 
     def manifests(self) -> dict[str, dict]:
-        """Version -> manifest of every engine in this snapshot."""
-        out = {v: e.manifest for v, e in self.engines.items()}
+        """Version -> manifest of every served model in this snapshot."""
+        out = {v: e.manifest for v, e in self.models.items()}
         if self.static is not None:
             out[self.static.version] = self.static.manifest
         return out
@@ -139,7 +139,7 @@ class ModelWatcher:
         Per line: a new revision is taken only when every version it names loaded here;
         otherwise the line keeps its current rollout and that revision is not retried.
         """
-        engines = dict(self.current.engines)
+        models = dict(self.current.models)
         rollouts = {}
         for line in self.lines:
             latest = self.registry.rollout(line)
@@ -153,7 +153,7 @@ class ModelWatcher:
             if current == latest:
                 rollouts[line] = current
                 continue
-            if self._refused.get(line) == latest or not self._load_all(latest, engines):
+            if self._refused.get(line) == latest or not self._load_all(latest, models):
                 self._refused[line] = latest
                 if current is not None:
                     rollouts[line] = current
@@ -162,12 +162,12 @@ class ModelWatcher:
         if rollouts == self.current.rollouts:
             return None
         needed = set().union(*(r.versions() for r in rollouts.values())) if rollouts else set()
-        released = sorted(set(engines) - needed)
+        released = sorted(set(models) - needed)
         new = ServingSet(self.current.static, rollouts,
-                         {v: e for v, e in engines.items() if v in needed})
+                         {v: e for v, e in models.items() if v in needed})
         self.current = new
         self.publish(new)
-        log.info("rollout_applied", revisions=new.revisions(), loaded=sorted(new.engines),
+        log.info("rollout_applied", revisions=new.revisions(), loaded=sorted(new.models),
                  released=released)
         if released:
             _release()
@@ -185,25 +185,25 @@ class ModelWatcher:
             self.warnings[line] = note
             log.warning("rollout_record_unusable", line=line, note=note)
 
-    def _load_all(self, rollout, engines: dict) -> bool:
-        for version in sorted(rollout.versions() - set(engines)):
-            engine = self._load(version)
-            if engine is None:
+    def _load_all(self, rollout, models: dict) -> bool:
+        for version in sorted(rollout.versions() - set(models)):
+            served = self._load(version)
+            if served is None:
                 log.error("rollout_refused", line=rollout.line, revision=rollout.revision,
                           version=version, error=self.errors[version],
                           note="this worker keeps serving the previous models")
                 return False
-            engines[version] = engine
+            models[version] = served
         return True
 
-    def _load(self, version: str) -> Engine | None:
+    def _load(self, version: str) -> ServedModel | None:
         t0 = time.perf_counter()
         try:
             data = self.registry.fetch(version)  # verifies the sha256 of the bytes
             model, manifest = load_artifact_bytes(data, device=self.device,
                                                   source=f"model version {version}")
-            engine = Engine(model, manifest, self.device, self.choice, version=version)
-            engine.warm_up()
+            served = ServedModel(model, manifest, self.device, self.choice, version=version)
+            served.warm_up()
         except Exception as exc:
             if away(exc):
                 raise
@@ -211,9 +211,9 @@ class ModelWatcher:
             return None
         self.errors.pop(version, None)
         log.info("model_version_loaded", version=version, device=str(self.device),
-                 engine=engine.engine_name, measured=engine.measured or None,
+                 engine=served.engine_name, measured=served.measured or None,
                  seconds=round(time.perf_counter() - t0, 2))
-        return engine
+        return served
 
 
 def _release() -> None:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from daemon.serve.engine import Engine, Scores
+from daemon.serve.served_model import Scores, ServedModel
 from daemon.serve.serving import ServingSet
 from daemon.wire.codec import mask_png
 from daemon.wire.groups import Delivery
@@ -31,37 +31,37 @@ def infer_batch(serving: ServingSet, lines: list[str], frames: list[Frame],
     One sub-batch per model the rollout routes frames to; a line's shadow model scores that
     line's frames too, for the shadow stream only (no masks, no alerts)."""
     verdicts: list = [None] * len(frames)
-    groups: dict[str, tuple[Engine, list[int]]] = {}
+    groups: dict[str, tuple[ServedModel, list[int]]] = {}
     for i, (line, frame) in enumerate(zip(lines, frames, strict=True)):
-        engine = serving.engine_for(line, frame.camera)
-        groups.setdefault(engine.version, (engine, []))[1].append(i)
+        served = serving.model_for(line, frame.camera)
+        groups.setdefault(served.version, (served, []))[1].append(i)
     infer_ms = 0.0
-    for engine, idx in groups.values():
-        scores = engine.infer([images[i] for i in idx])
+    for served, idx in groups.values():
+        scores = served.infer([images[i] for i in idx])
         infer_ms += scores.infer_ms
         for j, i in enumerate(idx):
-            verdicts[i] = verdict(engine, frames[i], scores, j, masks)
+            verdicts[i] = verdict(served, frames[i], scores, j, masks)
     shadow = []
     for line in sorted(set(lines)):
-        engine = serving.shadow_for(line)
-        if engine is None:
+        served = serving.shadow_for(line)
+        if served is None:
             continue
         idx = [i for i, ln in enumerate(lines) if ln == line]
-        scores = engine.infer([images[i] for i in idx])
-        shadow += [(i, verdict(engine, frames[i], scores, j, "off"))
+        scores = served.infer([images[i] for i in idx])
+        shadow += [(i, verdict(served, frames[i], scores, j, "off"))
                    for j, i in enumerate(idx)]
     return verdicts, shadow, infer_ms
 
 
-def verdict(engine: Engine, frame: Frame, scores: Scores, j: int, masks: str) -> Verdict:
+def verdict(served: ServedModel, frame: Frame, scores: Scores, j: int, masks: str) -> Verdict:
     """`masks`: RLR_MASKS (anomalous / always / never; a frame can still ask for one), or
     "off" (shadow models: no masks at all)."""
     score = float(scores.scores[j])
-    threshold = engine.threshold(frame.product_class)
+    threshold = served.threshold(frame.product_class)
     anomalous = threshold is not None and score > threshold
     want = masks != "off" and (frame.want_mask or masks == "always" or
                                (masks == "anomalous" and anomalous))
-    return Verdict(engine.version, score, threshold, anomalous,
+    return Verdict(served.version, score, threshold, anomalous,
                    scores.maps[j] if want and threshold is not None else None)
 
 

@@ -25,18 +25,19 @@ from typing import Any, NamedTuple
 
 from daemon import logs
 from daemon.errors import FrameError, SourceUnavailable, TaskFailed
-from daemon.serve.alerts import AlertRule
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
-from daemon.serve.engine import Engine
 from daemon.serve.health import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
+from daemon.serve.rules.alerts import AlertRule
+from daemon.serve.rules.registry import build_rules
+from daemon.serve.served_model import ServedModel
 from daemon.serve.serving import ServingSet
+from daemon.serve.settings import WorkerSettings
 from daemon.serve.verdicts import infer_batch
-from daemon.settings import Settings
 from daemon.supervisor import Supervisor
 from daemon.wire.backoff import Backoff
 from daemon.wire.groups import Delivery
@@ -55,17 +56,17 @@ class _Item(NamedTuple):
 class Worker:
     """One consumer of the line(s)' group. `streams` is both FrameSource and ResultSink."""
 
-    def __init__(self, settings: Settings, engine: Engine | None, streams: Any,
+    def __init__(self, settings: WorkerSettings, served: ServedModel | None, streams: Any,
                  metrics: WorkerMetrics | None = None, watch_rollouts: Any = None) -> None:
         self.s = settings
-        self.policy = BatchPolicy.from_settings(settings)
-        self.serving = ServingSet(engine)  # swapped whole between batches on a rollout
+        self.policy = BatchPolicy(settings)
+        self.serving = ServingSet(served)  # swapped whole between batches on a rollout
         self._watch_rollouts = watch_rollouts  # builds a ModelWatcher (None: RLR_MODEL only)
         self.watcher = None
         self.io = streams
         self.metrics = metrics or WorkerMetrics()
         self.id = settings.consumer_name
-        self.rule = AlertRule(settings.alert_k, settings.alert_n, settings.alert_cooldown_s)
+        self.rule = AlertRule(settings)
         self.stats = WorkerStats()
         self.phase = "starting"  # starting, running, draining, stopped; see `status`
         self.fatal: TaskFailed | None = None
@@ -85,9 +86,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
         self._errors: list[str] = []
-        self.publisher = Publisher(streams, settings, self.rule, self.metrics, self.stats,
-                                   self.backlogs, self.outages.retry, self._cpu_pool,
-                                   self._release, self._failed, self.supervisor, self.cameras)
+        self.publisher = Publisher(streams, settings,
+                                   build_rules(self.id, self.rule, self.cameras), self.metrics,
+                                   self.stats, self.backlogs, self.outages.retry,
+                                   self._cpu_pool, self._release, self._failed, self.supervisor)
 
     @property
     def status(self) -> str:

@@ -14,7 +14,7 @@ import redis.asyncio
 import redis.exceptions
 
 from daemon.errors import RedisUnavailable
-from daemon.settings import Settings
+from daemon.wire.settings import RedisSettings
 
 # Errors that mean "Redis is away, or refuses writes, for now": wait and retry, never crash.
 # Out of memory (maxmemory with noeviction) and read-only replicas clear without restarting
@@ -38,7 +38,7 @@ def away(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and any(r in message for r in _AWAY_REPLIES)
 
 
-def _kwargs(settings: Settings) -> dict:
+def _kwargs(settings: RedisSettings) -> dict:
     kwargs: dict = {"socket_timeout": settings.redis_timeout_s,
                     "socket_connect_timeout": min(settings.redis_timeout_s, 5.0),
                     "health_check_interval": 15}
@@ -49,7 +49,7 @@ def _kwargs(settings: Settings) -> dict:
     return kwargs
 
 
-def connect(settings: Settings) -> redis.Redis:
+def connect(settings: RedisSettings) -> redis.Redis:
     """A synchronous client (binary replies). Does not contact the server yet.
 
     With RLR_REDIS_CLUSTER the URL names any node of a Redis Cluster and the cluster client
@@ -61,7 +61,7 @@ def connect(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.effective_redis_url, **_kwargs(settings))
 
 
-def connect_async(settings: Settings) -> redis.asyncio.Redis:
+def connect_async(settings: RedisSettings) -> redis.asyncio.Redis:
     if settings.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
@@ -73,7 +73,7 @@ def is_cluster(client) -> bool:
     return type(client).__name__ == "RedisCluster"
 
 
-def _cluster_kwargs(settings: Settings) -> dict:
+def _cluster_kwargs(settings: RedisSettings) -> dict:
     kwargs = _kwargs(settings)
     kwargs.pop("health_check_interval", None)
     return kwargs
@@ -96,7 +96,7 @@ def ping(client: redis.Redis, url: str) -> None:
         raise describe(exc, url) from None
 
 
-def connect_ready(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
+def connect_ready(settings: RedisSettings, timeout_s: float | None = None) -> redis.Redis:
     """A synchronous client whose server answered a PING (waiting up to `timeout_s`, by
     default the socket timeout capped at 10 s); `RedisUnavailable` otherwise."""
     client = connect(settings)

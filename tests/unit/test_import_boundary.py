@@ -169,6 +169,21 @@ def test_the_worker_loop_talks_to_redis_only_through_its_ports():
     assert "TRANSIENT" not in source and "redis.exceptions" not in source
 
 
+def test_a_rule_imports_the_rules_base_never_another_rule_nor_the_publisher():
+    rules = ROOT / "daemon" / "serve" / "rules"
+    shared = {"daemon.serve.rules", "daemon.serve.rules.base", "daemon.serve.rules.window",
+              "daemon.serve.rules.registry"}
+    plugins = {module_name(p) for p in rules.glob("*.py")} - shared
+    forbidden = {"daemon.serve.publish", "daemon.serve.worker", "daemon.serve.redis_io",
+                 "daemon.serve.memory_io"}
+    problems, graph = [], module_graph()
+    for path in rules.glob("*.py"):
+        me = module_name(path)
+        bad = graph[me] & (forbidden | (plugins - {me} if me in plugins else set()))
+        problems += [f"{me} imports {t}" for t in sorted(bad)]
+    assert problems == []
+
+
 def test_no_daemon_file_is_over_about_400_lines():
     long = {module_name(p): n for p in (ROOT / "daemon").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}
@@ -194,8 +209,89 @@ def test_importing_every_rlr_module_loads_no_daemon_dependency():
     assert out.stdout.strip() == ""
 
 
+def plugin_folders() -> list[Path]:
+    """Folders of plug-ins: a package with a `base.py` (rlr/engines/, daemon/line/bridges/...)."""
+    return sorted(p.parent for pkg in PACKAGES for p in (ROOT / pkg).rglob("base.py")
+                  if (p.parent / "__init__.py").exists())
+
+
+# the module-level name a registry reads from each plug-in of its folder
+PLUGIN_MARKERS = {"ENGINE", "BRIDGE", "SOURCE", "RULE"}
+
+
+def is_plugin(path: Path) -> bool:
+    """A plug-in declares what it registers at module level (`ENGINE = EngineKind(...)`,
+    `BRIDGE = BridgeSpec(...)`, ...); every other module of a plug-in folder is shared."""
+    tree = ast.parse(path.read_text(), str(path))
+    return any(isinstance(node, (ast.Assign, ast.AnnAssign))
+               and any(isinstance(t, ast.Name) and t.id in PLUGIN_MARKERS
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+               for node in tree.body)
+
+
+def plugin_rule_breaks(folder: Path, graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """A plug-in imports its base and the folder's shared modules, never another plug-in; a
+    shared module imports no plug-in."""
+    package = module_name(folder / "__init__.py")
+    plugins = {f"{package}.{p.stem}" for p in folder.glob("*.py") if is_plugin(p)}
+    siblings = {f"{package}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    return [f"{m} imports {t}, another plug-in" if m in plugins
+            else f"{m} (shared) imports the plug-in {t}"
+            for m in sorted(siblings) for t in sorted(graph.get(m, ()))
+            if t in plugins - {m}]
+
+
+def test_the_plugin_rule_finds_a_plugin_importing_another(tmp_path):
+    folder = tmp_path / "pkg" / "plugins"
+    folder.mkdir(parents=True)
+    for name in ("__init__", "base", "shared"):
+        (folder / f"{name}.py").write_text("")
+    for name in ("a", "b"):
+        (folder / f"{name}.py").write_text("ENGINE = object()\n")
+    graph = {"pkg.plugins.base": {"pkg.plugins.shared"}, "pkg.plugins.shared": set(),
+             "pkg.plugins.a": {"pkg.plugins.base", "pkg.plugins.shared"},
+             "pkg.plugins.b": {"pkg.plugins.base", "pkg.plugins.a"}}
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert plugin_rule_breaks(folder, graph) == [
+            "pkg.plugins.b imports pkg.plugins.a, another plug-in"]
+        graph["pkg.plugins.shared"] = {"pkg.plugins.b"}
+        assert "pkg.plugins.shared (shared) imports the plug-in pkg.plugins.b" in (
+            plugin_rule_breaks(folder, graph))
+    finally:
+        ROOT = saved
+
+
+def test_a_plugin_imports_its_base_never_another_plugin():
+    folders = plugin_folders()
+    assert ROOT / "rlr" / "engines" in folders
+    graph = module_graph()
+    problems = [p for folder in folders for p in plugin_rule_breaks(folder, graph)]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_part_says_what_it_does_and_may_import():
     for part in (ROOT / "daemon").iterdir():
         if part.is_dir() and (part / "__init__.py").exists():
             doc = ast.get_docstring(ast.parse((part / "__init__.py").read_text())) or ""
             assert "May import" in doc, f"daemon/{part.name}/__init__.py lacks its import rule"
+
+
+# ----------------------------------------------------------------------------- bridges
+
+BRIDGES = ROOT / "daemon" / "line" / "bridges"
+def test_a_bridge_imports_its_base_never_another_bridge():
+    plugins = {f"daemon.line.bridges.{p.stem}" for p in BRIDGES.glob("*.py") if is_plugin(p)}
+    assert {"daemon.line.bridges.mqtt", "daemon.line.bridges.modbus"} <= plugins
+    problems = []
+    for path in sorted(BRIDGES.glob("*.py")):
+        me = module_name(path)
+        for target in sorted(imported_names(path) & plugins - {me}):
+            kind = "bridge" if me in plugins else "shared module"
+            problems.append(f"{me} ({kind}) imports the bridge {target}")
+    others = [module_name(p) for p in source_files()
+              if not p.is_relative_to(BRIDGES) and module_name(p).split(".")[1:2] != ["cli"]
+              and imported_names(p) & plugins]
+    problems += [f"{m} imports a bridge: only daemon.cli and the registry may" for m in others]
+    assert not problems, "\n".join(problems)

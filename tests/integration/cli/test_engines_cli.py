@@ -44,3 +44,13 @@ def test_export_refuses_what_it_cannot_write(served_model, tmp_path):
     res = CliRunner().invoke(main, ["export", str(served_model), "--format", "onnx",
                                     "--out", str(tmp_path / "x"), "--precision", "fp16"])
     assert res.exit_code == 2 and "onnx exports are fp32" in res.output
+
+
+def test_engines_lists_the_registry():
+    res = CliRunner().invoke(main, ["engines"])
+    assert res.exit_code == 0, res.output
+    rows = {ln.split()[0]: ln for ln in res.output.splitlines()[1:]}
+    assert next(iter(rows)) == "torch"
+    assert {"torch", "onnxruntime", "openvino", "tensorrt"} <= set(rows)
+    assert "pip install 'rlr[onnx]'" in rows["onnxruntime"] and " yes " in rows["openvino"]
+    assert "torchscript" in rows["torch"] and "a CUDA device" in rows["tensorrt"]

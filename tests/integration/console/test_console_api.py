@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from daemon.cli.settings import load_settings
 from daemon.console.app import create_app
 from daemon.jobs import queue as jobs
 from daemon.jobs.spec import JobSpec
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.codec import encode_image
 from daemon.wire.schema import Alert, Result

@@ -32,14 +32,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from daemon.cli import main
+from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError
 from daemon.jobs import queue as jobs
 from daemon.line import embedded
-from daemon.line.bridge import Bridge
+from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
-from daemon.settings import load_settings
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import Alert
@@ -368,7 +368,7 @@ def test_bridge_reads_alerts_and_writes_only_dead_letters(acl_redis):
     settings = load_settings(redis_url=acl_redis.url("rlr-bridge"), lines=[line])
     client = connect(settings)
     sink = _Sink({alerts[1].alert_id})
-    assert Bridge(client, settings, sink).run_until_idle(10) == 3
+    assert AlertFeed(client, settings, sink).run_until_idle(10) == 3
     assert sink.got == [alerts[0].alert_id, alerts[2].alert_id]
     assert admin.xlen(keys.dlq(line)) == 1  # XADD + XACK in MULTI/EXEC
     assert admin.xpending(keys.alerts(line), "rlr-bridge-webhook")["pending"] == 0
@@ -410,7 +410,7 @@ class _Listener:
 def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_redis, kind):
     import asyncio
 
-    from daemon.line.plcstate import LineFeed, discover_cameras
+    from daemon.line.bridges.linestate import LineFeed, discover_cameras
     from daemon.wire.clients import connect_async
     from daemon.wire.schema import HealthEvent, Result
 

@@ -1,5 +1,5 @@
-"""Daemon settings: defaults, RLR_* variables, settings file, CLI overrides, and refusals that
-name the variable to fix."""
+"""Daemon settings as `rlrctl` loads them (every part composed): defaults, RLR_* variables,
+settings file, CLI overrides, and refusals that name the variable to fix."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+from daemon.cli.settings import AllSettings, load_settings
 from daemon.errors import SettingsError
-from daemon.settings import DEFAULT_REDIS_URL, describe_settings, load_settings
+from daemon.settings import describe_settings
+from daemon.wire.settings import DEFAULT_REDIS_URL
 
 
 @pytest.fixture(autouse=True)
@@ -175,7 +177,7 @@ def test_every_redis_url_scheme_is_accepted(url):
 
 
 def test_describe_settings_lists_every_variable_with_its_default():
-    rows = {var: (default, text) for var, default, text in describe_settings()}
+    rows = {var: (default, text) for var, default, text in describe_settings(AllSettings)}
     assert rows["RLR_BATCH_SIZE"][0] == "8"
     assert rows["RLR_LINES"][0] == "line1"
     assert rows["RLR_REDIS_URL"][0] == ""

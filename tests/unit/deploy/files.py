@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import Settings, env_name, load_settings
+from daemon.cli.settings import AllSettings, load_settings
+from daemon.settings import env_name
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
@@ -17,11 +18,11 @@ RLR_NAME = re.compile(r"\bRLR_[A-Z0-9_]*[A-Z0-9]\b")
 
 
 def known_settings() -> set[str]:
-    return {env_name(name) for name in Settings.model_fields} | {"RLR_CONFIG"}
+    return {env_name(name) for name in AllSettings.model_fields} | {"RLR_CONFIG"}
 
 
 def default(field: str):
-    return Settings.model_fields[field].default
+    return AllSettings.model_fields[field].default
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -40,7 +41,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AllSettings:
     """What `rlrctl` would make of this environment (and nothing else from the test's)."""
     for var in list(os.environ):
         if var.upper().startswith("RLR_"):

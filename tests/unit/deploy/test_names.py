@@ -1,4 +1,4 @@
-"""Every `RLR_*` name in the deployment files and the operations guide is a real setting:
+"""Every `RLR_*` name in the deployment files and the docs is a real setting:
 rlrctl refuses unknown `RLR_` variables at start, so a stale name would stop a service."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from tests.unit.deploy.files import DEPLOY, REPO, RLR_NAME, known_settings
 
 FILES = [*sorted(p for p in DEPLOY.rglob("*")
                  if p.is_file() and p.relative_to(DEPLOY).parts[0] != "redis"),
-         REPO / "docs" / "operations.md"]
+         *sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
 # named on purpose: the variable a Kubernetes service link would inject (why pods turn them off)
 NOT_SETTINGS = {"RLR_WORKER_METRICS_PORT"}
 

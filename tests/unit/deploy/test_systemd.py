@@ -249,7 +249,7 @@ def test_plc_template_runs_each_bridge_as_its_own_acl_user(kind, monkeypatch):
     from daemon.cli import main
 
     bridge = main.get_command(None, "bridge")
-    assert kind in bridge.commands
+    assert bridge.get_command(None, kind) is not None
 
 
 def test_trainer_uses_the_gpu_a_persistent_workdir_and_a_long_stop():

@@ -147,9 +147,9 @@ def test_position_normalisation_is_fitted_on_the_validation_normals_and_ships(
     from rlr.config import ScoreConfig, preset
     from rlr.data import list_images, load_image, to_tensor
     from rlr.datasets import load_dataset
+    from rlr.engines import available, create_engine
     from rlr.errors import ConfigError
     from rlr.pipeline import train_on_dataset, train_on_samples
-    from rlr.runtimes import available, build_runtime
 
     cfg = preset("tiny")
     cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=2),
@@ -174,7 +174,7 @@ def test_position_normalisation_is_fitted_on_the_validation_normals_and_ships(
     loaded = load_artifact(path).model
     assert torch.allclose(loaded.predict(x).score, ref.score)
     if "onnxruntime" in available(torch.device("cpu")):
-        rt = build_runtime("onnxruntime", loaded, load_artifact(path).manifest,
+        rt = create_engine("onnxruntime", loaded, load_artifact(path).manifest,
                            torch.device("cpu"), "fp32", tmp_path / "engines")
         assert torch.allclose(rt.predict(x).score, ref.score, rtol=1e-4)
     with pytest.raises(ConfigError, match="fitted on the validation normals and there are 1"):

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from daemon.cli.settings import load_settings
 from daemon.console import pages, views
 from daemon.console.app import create_app
 from daemon.errors import ConsoleError
-from daemon.settings import load_settings
 
 XSS = "<img src=x onerror=alert(1)>"
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from daemon.serve.engine import Engine
+from daemon.serve.served_model import ServedModel
 from rlr.artifact import save_artifact, update_manifest
 from rlr.config import BackboneConfig, preset
 from rlr.model import create_model
@@ -37,14 +37,14 @@ def engines(artifact, tmp_path_factory):
     """Engines of `artifact` by thresholds, loaded once per module."""
     cache: dict = {}
 
-    def get(**thresholds) -> Engine:
+    def get(**thresholds) -> ServedModel:
         key = tuple(sorted(thresholds.items()))
         if key not in cache:
             path = tmp_path_factory.mktemp("thr") / "model.rlr"
             shutil.copy(artifact, path)
             if thresholds:
                 update_manifest(path, thresholds=thresholds)
-            cache[key] = Engine.from_file(path, "cpu")
+            cache[key] = ServedModel.from_file(path, "cpu")
         return cache[key]
 
     return get

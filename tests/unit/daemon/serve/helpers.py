@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
+from daemon.cli.settings import load_settings
 from daemon.serve.memory_io import MemoryStreams
 from daemon.serve.worker import Worker
-from daemon.settings import load_settings
 from daemon.wire.codec import encode_image
 from daemon.wire.schema import encode_frame
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from daemon.cli.settings import load_settings
 from daemon.serve.batching import BatchFill, BatchPolicy
-from daemon.settings import load_settings
+from daemon.serve.settings import BatchSettings
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import encode_frame
 
@@ -17,14 +18,18 @@ def _delivery(i: int, ts: float = NOW, line: str = "line1", deliveries: int = 1,
     return Delivery(line, f"{i}-0", f, deliveries)
 
 
-POLICY = BatchPolicy(batch_size=4, wait_s=0.02, backlog_limit=100, max_frame_age_s=2.0,
-                     max_deliveries=3, max_payload_bytes=1000)
+POLICY = BatchPolicy(BatchSettings(batch_size=4, batch_wait_ms=20, backlog_limit=100,
+                                   max_frame_age_s=2.0, max_deliveries=3, max_payload_bytes=1024))
 
 
 def test_the_policy_comes_from_the_settings():
     s = load_settings(batch_size=16, batch_wait_ms=50, backlog_limit=10, max_frame_age_s=1.5,
                       max_deliveries=5, max_payload_bytes=4096)
-    assert BatchPolicy.from_settings(s) == BatchPolicy(16, 0.05, 10, 1.5, 5, 4096)
+    policy = BatchPolicy(s)
+    assert (policy.batch_size, policy.wait_s) == (16, 0.05)
+    assert policy.settings.model_dump(include=set(BatchSettings.model_fields)) == \
+        BatchSettings(batch_size=16, batch_wait_ms=50, backlog_limit=10, max_frame_age_s=1.5,
+                      max_deliveries=5, max_payload_bytes=4096).model_dump()
 
 
 def test_triage_sorts_deliveries_into_dead_skipped_and_fresh():
@@ -77,7 +82,7 @@ def test_a_batch_closes_at_its_deadline_however_few_frames_it_holds():
 
 
 def test_a_frame_captured_in_the_future_by_a_wrong_clock_is_dead_lettered():
-    policy = BatchPolicy(max_clock_skew_s=300)
+    policy = BatchPolicy(BatchSettings(max_clock_skew_s=300))
     t = policy.triage([_delivery(1, ts=NOW + 299), _delivery(2, ts=NOW + 301)], held=set(),
                       backlogs={}, now=NOW)
     assert [d.entry_id for d, _ in t.fresh] == ["1-0"]

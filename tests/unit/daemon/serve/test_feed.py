@@ -11,14 +11,14 @@ import simplejpeg
 import torch
 
 from daemon.errors import SettingsError
-from daemon.serve.engine import Engine, EngineChoice
 from daemon.serve.feed import Feed, bucket_for, buckets, decode_jpegs
-from daemon.settings import Settings
+from daemon.serve.served_model import ServedModel
+from daemon.serve.settings import DecodeSettings, EngineChoice, EngineSettings
 from daemon.wire.codec import encode_image
 from rlr.artifact import load_artifact
 from rlr.data import to_tensor
+from rlr.engines import create_engine
 from rlr.errors import ConfigError, DataError
-from rlr.runtimes import build_runtime
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -50,9 +50,9 @@ def test_staging_on_the_cpu_is_to_tensor_and_pads_with_zero_rows():
 
 def test_a_bucketed_engine_scores_like_an_unbucketed_one(artifact):
     model, manifest = load_artifact(artifact)
-    plain = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    plain = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch_size=8))
     model, manifest = load_artifact(artifact)
-    bucketed = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    bucketed = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch_size=8))
     bucketed.feed = Feed(torch.device("cpu"), 8, bucketed=True)
     batch = images(3, seed=1)
     a, b = plain.infer(batch), bucketed.infer(batch)
@@ -63,26 +63,27 @@ def test_a_bucketed_engine_scores_like_an_unbucketed_one(artifact):
 
 
 def test_compile_is_a_setting_of_the_torch_engine_only(artifact, tmp_path):
-    assert Settings(compile="default").compile == "default"
+    assert EngineSettings(compile="default").compile == "default"
     with pytest.raises(ValueError, match="compiles the torch engine, not RLR_ENGINE=openvino"):
-        Settings(compile="default", engine="openvino")
+        EngineSettings(compile="default", engine="openvino")
     model, manifest = load_artifact(artifact)
     with pytest.raises(ConfigError, match="compile mode 'fast'"):
-        build_runtime("torch", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+        create_engine("torch", model, manifest, torch.device("cpu"), "fp32", tmp_path,
                       compile="fast")
     with pytest.raises(ConfigError, match="torch engine only"):
-        build_runtime("onnxruntime", model, manifest, torch.device("cpu"), "fp32", tmp_path,
+        create_engine("onnxruntime", model, manifest, torch.device("cpu"), "fp32", tmp_path,
                       compile="default")
     with pytest.raises(SettingsError, match="RLR_ENGINE=onnxruntime"):
-        Engine(model, manifest, torch.device("cpu"),
-               EngineChoice("onnxruntime", cache_dir=tmp_path, compile="default"))
+        ServedModel(model, manifest, torch.device("cpu"),
+               EngineChoice.model_construct(engine="onnxruntime", engine_cache=tmp_path,
+                                            compile="default"))
 
 
-def _compiled_like_eager(artifact, device: torch.device, batch: int) -> Engine:
+def _compiled_like_eager(artifact, device: torch.device, batch: int) -> ServedModel:
     model, manifest = load_artifact(artifact)
-    eager = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32"))
+    eager = ServedModel(model, manifest, device, EngineChoice(batch_size=batch, precision="fp32"))
     model, manifest = load_artifact(artifact)
-    compiled = Engine(model, manifest, device, EngineChoice(batch=batch, precision="fp32",
+    compiled = ServedModel(model, manifest, device, EngineChoice(batch_size=batch, precision="fp32",
                                                             compile="default"))
     compiled.warm_up()  # compiles each batch size here, not mid-line
     frames = images(batch, seed=2)
@@ -144,9 +145,10 @@ def test_a_compiled_cuda_engine_warms_every_bucket_and_scores_like_eager(artifac
 @cuda
 def test_a_cuda_engine_scores_like_the_cpu_one(artifact):
     model, manifest = load_artifact(artifact)
-    cpu = Engine(model, manifest, torch.device("cpu"), EngineChoice(batch=8))
+    cpu = ServedModel(model, manifest, torch.device("cpu"), EngineChoice(batch_size=8))
     model, manifest = load_artifact(artifact)
-    gpu = Engine(model, manifest, torch.device("cuda"), EngineChoice(batch=8, precision="fp32"))
+    gpu = ServedModel(model, manifest, torch.device("cuda"),
+                 EngineChoice(batch_size=8, precision="fp32"))
     batch = images(5, seed=6)
     a, b = cpu.infer(batch), gpu.infer(batch)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-4)
@@ -164,7 +166,7 @@ def test_a_chunk_decodes_on_the_device_and_what_it_refuses_goes_the_cpu_path():
     from daemon.errors import FrameError
     from daemon.serve.decode import Threads
 
-    threads = Threads(Settings(device_decode="yes", max_image_side=256))
+    threads = Threads(DecodeSettings(device_decode="yes", max_image_side=256))
     jpegs = [encode_image(img, "jpeg", 90)[0] for img in images(2, 128, seed=7)]
     frames = [_frame(0, jpegs[0]), _frame(1, encode_image(images(1)[0], "png")[0], "png"),
               _frame(2, jpegs[1]), _frame(3, jpegs[0][:300]),  # cut short: no end marker
@@ -177,7 +179,7 @@ def test_a_chunk_decodes_on_the_device_and_what_it_refuses_goes_the_cpu_path():
     assert isinstance(out[3][0], FrameError) and out[3][0].reason == "corrupt"
     assert isinstance(out[4][0], FrameError) and out[4][0].reason == "bad_dimensions"
     assert sorted(measured) == [(0, (64, 64, 3)), (1, (64, 64, 3)), (2, (64, 64, 3))]
-    cpu = Threads(Settings(device_decode="no")).decode_many(frames[:1], 64)[0][0]
+    cpu = Threads(DecodeSettings(device_decode="no")).decode_many(frames[:1], 64)[0][0]
     assert np.abs(out[0][0].permute(1, 2, 0).numpy().astype(int) - cpu.astype(int)).mean() < 3
 
 
@@ -186,7 +188,7 @@ def test_a_chunk_the_device_refuses_goes_the_cpu_path_and_a_broken_device_is_lef
     import daemon.serve.decode as decode
     from daemon.serve.decode import Threads
 
-    threads = Threads(Settings(device_decode="yes"))
+    threads = Threads(DecodeSettings(device_decode="yes"))
     frames = [_frame(i, encode_image(img, "jpeg")[0]) for i, img in enumerate(images(2))]
 
     def refuses(datas, size, device):  # as nvJPEG does for a variant it does not decode
@@ -217,12 +219,12 @@ def test_mixed_device_and_host_images_stage_as_one_batch():
 
 def test_rlr_threads_reaches_the_engine(artifact, clean_env_threads):
     # A CPU host runs a worker process per core or two, each computing with RLR_THREADS.
-    s = Settings(threads=1)
-    assert EngineChoice.from_settings(s).threads == 1
+    s = EngineChoice(threads=1)
+    assert s.threads == 1
     with pytest.raises(ValueError, match="threads"):
-        Settings(threads=-1)
+        EngineSettings(threads=-1)
     model, manifest = load_artifact(artifact)
-    Engine(model, manifest, torch.device("cpu"), EngineChoice.from_settings(s))
+    ServedModel(model, manifest, torch.device("cpu"), s)
     assert torch.get_num_threads() == 1
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.serve.engine import Engine
 from daemon.serve.memory_io import MemoryStreams
+from daemon.serve.served_model import ServedModel
 from daemon.serve.worker import Worker
 from daemon.wire.codec import decode_mask
 from daemon.wire.groups import Claimed, Delivery
@@ -177,7 +177,7 @@ def test_a_replayed_frame_gets_one_result(engines):
 
 
 def test_inference_failure_leaves_frames_pending_for_redelivery(engines):
-    class Broken(Engine):
+    class Broken(ServedModel):
         def infer(self, images):
             raise RuntimeError("CUDA out of memory")
 
