@@ -21,7 +21,8 @@ PACKAGES = ("rlr", "daemon")
 # (the test says so).
 TESTED_ELSEWHERE = {
     # commands: driven end to end (click, real Redis) by the integration tests of their part
-    "daemon/cli/alerts.py": "tests/integration/line/test_bridges.py",
+    "daemon/cli/alerts.py": "tests/integration/line/bridges/test_alertfeed.py",
+    "daemon/cli/bridge.py": "tests/integration/line/bridges/test_modbus.py",
     "daemon/cli/collect.py": "tests/integration/line/test_capture.py",
     "daemon/cli/console.py": "tests/integration/console/test_console_browser.py",
     "daemon/cli/demo.py": "tests/integration/line/test_demo.py",
@@ -32,7 +33,6 @@ TESTED_ELSEWHERE = {
     "daemon/cli/model.py": "tests/integration/cli/test_cli.py",
     "daemon/cli/models.py": "tests/integration/models/test_registry.py",
     "daemon/cli/options.py": "tests/integration/cli/test_errors.py",
-    "daemon/cli/plc.py": "tests/integration/line/test_plc_modbus.py",
     "daemon/cli/produce.py": "tests/integration/line/test_producer.py",
     "daemon/cli/worker.py": "tests/integration/serve/test_worker.py",
     # the console: its security and rendering in one unit file, its live feed against Redis
@@ -50,23 +50,24 @@ TESTED_ELSEWHERE = {
     "daemon/models/status.py": "tests/integration/serve/test_worker.py",
     "daemon/serve/redis_io.py": "tests/integration/serve/test_worker.py",
     "daemon/wire/groups.py": "tests/integration/wire/test_groups.py",
-    # alert bridges and PLC bridges: the pure parts together, each protocol against its peer
-    "daemon/line/bridge.py": "tests/unit/daemon/line/test_sinks.py",
-    "daemon/line/modbus.py": "tests/unit/daemon/line/test_plc.py",
-    "daemon/line/opcua.py": "tests/integration/line/test_plc_opcua.py",
-    "daemon/line/plcstate.py": "tests/unit/daemon/line/test_plc.py",
+    # a bridge's pure parts in its unit file; OPC UA only against its real peer
+    "daemon/line/bridges/opcua.py": "tests/integration/line/bridges/test_opcua.py",
     "daemon/line/sources.py": "tests/unit/daemon/line/test_producer.py",
-    "daemon/line/sparkplug.py": "tests/unit/daemon/line/test_plc.py",
+    # per-part settings classes: checked together where they are composed (cli/settings.py)
+    "daemon/line/settings.py": "tests/unit/daemon/cli/test_settings.py",
+    "daemon/models/settings.py": "tests/unit/daemon/cli/test_settings.py",
+    "daemon/serve/settings.py": "tests/unit/daemon/cli/test_settings.py",
+    "daemon/wire/settings.py": "tests/unit/daemon/cli/test_settings.py",
     # the worker's parts, tested through the worker over the in-memory ports
-    "daemon/serve/cameras.py": "tests/unit/daemon/serve/test_camera_health.py",
+    "daemon/serve/camera_measures.py": "tests/unit/daemon/serve/rules/test_camera_health.py",
+    "daemon/serve/cameras.py": "tests/unit/daemon/serve/rules/test_camera_health.py",
     "daemon/serve/decode.py": "tests/unit/daemon/serve/test_feed.py",
-    "daemon/serve/engine.py": "tests/unit/daemon/serve/test_feed.py",
     "daemon/serve/health.py": "tests/unit/daemon/serve/test_worker_supervision.py",
     "daemon/serve/memory_io.py": "tests/unit/daemon/serve/test_worker.py",
     "daemon/serve/outage.py": "tests/unit/daemon/serve/test_worker.py",
     "daemon/serve/ports.py": "tests/unit/daemon/serve/test_worker.py",
     "daemon/serve/prometheus.py": "tests/unit/deploy/test_grafana.py",
-    "daemon/serve/publish.py": "tests/unit/daemon/serve/test_worker.py",
+    "daemon/serve/served_model.py": "tests/unit/daemon/serve/test_feed.py",
     "daemon/serve/serving.py": "tests/unit/daemon/serve/test_worker_supervision.py",
     "daemon/serve/verdicts.py": "tests/unit/daemon/serve/test_worker.py",
     # small wire pieces, tested with their users
@@ -79,9 +80,7 @@ TESTED_ELSEWHERE = {
     "rlr/model.py": "tests/unit/rlr/test_layers.py",
     "rlr/pipeline.py": "tests/unit/rlr/test_train.py",
     "rlr/report.py": "tests/unit/rlr/test_evaluate.py",
-    "rlr/runtimes.py": "tests/unit/rlr/test_export.py",
     "rlr/state.py": "tests/unit/rlr/test_compat.py",
-    "rlr/trt.py": "tests/unit/rlr/test_export.py",
     "rlr/visualize.py": "tests/integration/cli/test_cli.py",
 }
 
