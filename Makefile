@@ -1,6 +1,11 @@
 # The two commands: `make demo` (set up, then a whole inspection line on this box: embedded
 # Redis, a model trained on the spot, a worker, simulated cameras, live scores and alerts)
 # and `make test` (set up + lint + the test suite). Both create .venv on first use.
+# `make test-unit` is the quick check while editing: tests/unit without the tests marked `slow`;
+# no Redis, no browser, no server process (a unit test that opens a Redis connection fails, see
+# tests/unit/conftest.py), under two minutes on a 2-core CPU. `make test` runs everything: lint,
+# tests/unit with the slow ones, tests/integration (real Redis: 127.0.0.1:6379 when it answers,
+# else an embedded one; headless Chromium for the console) and tests/chaos.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: demo demo-offline test lint bench docs install clean
+.PHONY: demo demo-offline test test-unit lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +44,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit
 
 # docs/configuration.md from the settings classes (a unit test fails when it is stale).
 docs: $(STAMP)

@@ -1,4 +1,9 @@
-"""Shared fixtures: a small synthetic multi-class data set, written once per test session."""
+"""Shared fixtures: a small synthetic multi-class data set, written once per test session, and
+the models trained or thresholded on it.
+
+Every test loads this file, the pure ones too (tests/unit/test_import_boundary.py), so it imports
+nothing heavy at the top: cv2 and torch load inside the fixtures, when a test asks for one
+(tests/unit/test_layout.py checks it)."""
 
 from __future__ import annotations
 
@@ -6,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rlr.synthetic import write_dataset
-
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """3 classes, 24 normal training images each, 64 px, with test defects and masks."""
+    from rlr.synthetic import write_dataset
+
     root = tmp_path_factory.mktemp("synthetic")
     return write_dataset(root, classes=["fabric", "tile", "washer"], n_train=24, n_test_good=4,
                          n_test_defect=2, size=64, seed=0)

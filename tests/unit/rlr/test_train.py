@@ -76,6 +76,7 @@ def _weights(model: RLRModel):
     return {k: v.clone() for k, v in model.reconstructor.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
     model, cfg, feats, val = _toy()
     fit(model, feats, val, cfg.train, progress=False)
@@ -113,6 +114,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         fit(model, feats, val, cfg.train, checkpoint=ckpt, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_early_stop_keeps_the_best_validation_epoch():
     model, cfg, feats, val = _toy(epochs=30, patience=3, lr=3e-2, schedule="constant",
                                   warmup_epochs=0)
@@ -138,6 +140,7 @@ def test_time_budget_stops_training_and_finishes_the_schedule():
     assert res.history[-1]["lr"] < 0.3 * cfg.train.lr  # cosine decayed by time, not by steps
 
 
+@pytest.mark.slow
 def test_position_normalisation_is_fitted_on_the_validation_normals_and_ships(
         synthetic_root, tmp_path):
     from rlr.artifact import load_artifact, save_artifact

@@ -22,6 +22,7 @@ def test_engines_under_test_are_installed():
     assert EXPORTED == ["onnxruntime", "openvino"], available(CPU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "lite", "lite-coarse"])
 def test_every_engine_matches_torch_for_each_preset(name, synthetic_root, tmp_path):
     model = random_model(name)
@@ -49,6 +50,7 @@ def test_the_paper_dimensions_export_and_match(tmp_path):
     close(rt.predict(x), model.predict(x))
 
 
+@pytest.mark.slow
 def test_elpv_cells_score_the_same_on_every_engine(served_model, tmp_path):
     from rlr.datasets import load_dataset
 
