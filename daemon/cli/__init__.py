@@ -59,7 +59,7 @@ _COMMANDS = {
     "promote": ("models", "promote"), "rollback": ("models", "rollback"),
     "undeploy": ("models", "undeploy"), "status": ("models", "status"),
     "trainer": ("jobs", "trainer"), "jobs": ("jobs", "jobs_group"),
-    "collect": ("collect", "collect"), "health": ("health", "health"),
+    "collect": ("collect", "collect"), "health": ("camera_health", "health"),
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
 }

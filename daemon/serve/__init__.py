@@ -5,7 +5,7 @@
 model (`engine`), verdicts and results of a batch (`verdicts`), settling frames through the
 result sink (`publish`), the decode and inference threads (`decode`), the serving set and hot
 reload of rollouts (`serving`), the alert rule (`alerts`), Prometheus metrics (`prometheus`),
-the heartbeat it writes (`health`), and its ports (`ports`) with their Redis (`redis_io`) and
+its liveness heartbeat (`liveness`), and its ports (`ports`) with their Redis (`redis_io`) and
 in-memory (`memory_io`) implementations.
 
 May import: `wire`, `models` (the registry, to follow rollouts), `rlr` and the top-level
