@@ -199,3 +199,15 @@ def test_every_part_says_what_it_does_and_may_import():
         if part.is_dir() and (part / "__init__.py").exists():
             doc = ast.get_docstring(ast.parse((part / "__init__.py").read_text())) or ""
             assert "May import" in doc, f"daemon/{part.name}/__init__.py lacks its import rule"
+
+
+def test_a_producer_source_imports_its_base_never_another_source():
+    package = "daemon.line.sources"
+    shared = {package, f"{package}.base"}
+    problems = [f"{module} imports {t}" for module, targets in module_graph().items()
+                if module.startswith(f"{package}.") and module not in shared
+                for t in targets if t.startswith(f"{package}.") and t not in shared]
+    base_imports = module_graph()[f"{package}.base"]
+    problems += [f"{package}.base imports {t}" for t in base_imports
+                 if t.startswith(f"{package}.")]
+    assert not problems, "\n".join(problems)

@@ -1,14 +1,10 @@
-"""Producer sources (`base`)."""
+"""Producer sources, one module per kind: `folder` (images), `video` (a file), `live` (an
+OpenCV camera index or a stream URL). `base` holds what they share and the registry:
+`open_source(spec, loop)` picks the kind that registered the spec's form.
 
-from daemon.line.sources.base import (
-    Captured,
-    FolderSource,
-    LiveSource,
-    VideoSource,
-    nap,
-    open_source,
-    redact,
-)
+May import: what `daemon.line` may. A source module imports `base`, never another source.
+"""
 
-__all__ = ["Captured", "FolderSource", "LiveSource", "VideoSource", "nap", "open_source",
-           "redact"]
+from daemon.line.sources.base import Captured, Source, open_source, redact
+
+__all__ = ["Captured", "Source", "open_source", "redact"]

@@ -1,20 +1,21 @@
-"""Where a camera's frames come from: a folder of images, a video file, a camera index or a
-stream URL (`open_source` picks by what the spec is). Live sources reconnect with backoff."""
+"""What every producer source shares: the `Source` protocol, `Captured` frames, `nap` and
+`redact`, and the registry that `open_source` reads. Each source is one module of this folder
+that registers the spec forms it accepts (a scheme such as `rtsp://`, or a test such as "an
+existing folder"); the registry finds the modules itself, so a new source is one new file."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import pkgutil
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
-import cv2
 import numpy as np
 
-from daemon import logs
-from daemon.wire.backoff import Backoff
-from rlr.data import list_images, load_image
 from rlr.errors import DataError
 
 _NAP = 0.1  # longest uninterrupted sleep, so stop() (a signal handler) takes effect promptly
@@ -23,6 +24,15 @@ _NAP = 0.1  # longest uninterrupted sleep, so stop() (a signal handler) takes ef
 class Captured(NamedTuple):
     image: np.ndarray  # uint8 RGB (H, W, 3)
     name: str | None = None  # file name or frame position, for logs
+
+
+class Source(Protocol):
+    """Frames of one camera (or what stands in for one), until the end or `stop()`."""
+
+    def __iter__(self) -> Iterator[Captured]: ...
+
+    def stop(self) -> None:
+        """End the iteration after the current frame (safe in a signal handler)."""
 
 
 def nap(seconds: float, stopped: Callable[[], bool]) -> None:
@@ -39,131 +49,86 @@ def redact(target: str | int) -> str:
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", str(target))
 
 
-# ----------------------------------------------------------------------------- sources
+# ----------------------------------------------------------------------------- registry
+
+Opener = Callable[[str, bool], Source]  # (spec, loop) -> a source
 
 
-class FolderSource:
-    """Images of a folder (recursive, sorted by path), once or round and round."""
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source and the specs it accepts."""
 
-    def __init__(self, path: str | Path, loop: bool = False) -> None:
-        self.paths = list_images([path])
-        self.loop = loop
-        self._closed = False
-
-    def stop(self) -> None:
-        """End the iteration after the current frame (safe in a signal handler)."""
-        self._closed = True
-
-    def __iter__(self) -> Iterator[Captured]:
-        log = logs.get()
-        while not self._closed:
-            good = 0
-            for path in self.paths:
-                if self._closed:
-                    return
-                try:
-                    image = load_image(path)
-                except DataError as exc:
-                    # One broken file must not stop a line's camera feed.
-                    log.warning("source_skipped", path=str(path), error=str(exc))
-                    continue
-                good += 1
-                yield Captured(image, path.name)
-            if not good:
-                raise DataError(f"none of the {len(self.paths)} images under "
-                                f"{self.paths[0].parent} can be read; see the warnings above")
-            if not self.loop:
-                return
+    name: str
+    form: str  # how its spec looks, for the error that lists every form
+    opens: Opener
+    schemes: tuple[str, ...] = ()  # e.g. ("rtsp://",): claimed before any `accepts` test
+    accepts: Callable[[str], bool] | None = None
+    rank: int = 50  # `accepts` tests run by rank, lowest first
+    needs: tuple[str, ...] = ()  # modules of an optional extra, e.g. ("pypylon",)
+    extra: str | None = None  # pip extra that installs `needs`: rlr[<extra>]
 
 
-class VideoSource:
-    """Frames of a video file (anything OpenCV's FFmpeg can read), once or looped."""
-
-    def __init__(self, path: str | Path, loop: bool = False) -> None:
-        self.path, self.loop = Path(path), loop
-        self._closed = False
-        self._open().release()  # fail now, with the path in the message, not on first read
-
-    def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise DataError(f"{self.path}: OpenCV cannot open this video; use a format FFmpeg "
-                            "reads (mp4, avi, mkv ...) or a folder of images")
-        return cap
-
-    def stop(self) -> None:
-        """End the iteration after the current frame (safe in a signal handler)."""
-        self._closed = True
-
-    def __iter__(self) -> Iterator[Captured]:
-        while not self._closed:
-            cap, n = self._open(), 0
-            try:
-                while not self._closed:
-                    ok, bgr = cap.read()
-                    if not ok:
-                        break
-                    n += 1
-                    yield Captured(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"{self.path.name}#{n}")
-            finally:
-                cap.release()
-            if n == 0:
-                raise DataError(f"{self.path}: no frame could be decoded from this video")
-            if not self.loop:
-                return
+_KINDS: dict[str, SourceKind] = {}
 
 
-class LiveSource:
-    """A camera index or a stream URL. Read failures reopen it with backoff; never ends
-    until stopped, because a camera that drops out usually comes back."""
+def register(name: str, *, form: str, schemes: tuple[str, ...] = (),
+             accepts: Callable[[str], bool] | None = None, rank: int = 50,
+             needs: tuple[str, ...] = (), extra: str | None = None) -> Callable[[Opener], Opener]:
+    """Decorator for a source module's opener: `@register("folder", form=..., accepts=...)`.
 
-    def __init__(self, target: int | str, backoff: Backoff | None = None) -> None:
-        self.target = target
-        self.backoff = backoff or Backoff(0.5, 10.0)
-        self._closed = False
+    A source with an optional extra lists its modules in `needs` and imports them inside the
+    opener, so the registry loads without them and only opening that source says what to
+    install.
+    """
+    if not schemes and accepts is None:
+        raise ValueError(f"source {name!r} registers no scheme and no accepts test")
 
-    def stop(self) -> None:
-        """End the iteration after the current frame (safe in a signal handler)."""
-        self._closed = True
+    def add(opens: Opener) -> Opener:
+        _KINDS[name] = SourceKind(name, form, opens, tuple(s.lower() for s in schemes),
+                                  accepts, rank, needs, extra)
+        return opens
 
-    def __iter__(self) -> Iterator[Captured]:
-        log = logs.get()
-        failing = False
-        while not self._closed:
-            cap = cv2.VideoCapture(self.target)
-            try:
-                while not self._closed:
-                    ok, bgr = cap.read() if cap.isOpened() else (False, None)
-                    if not ok:
-                        break
-                    if failing:
-                        log.info("source_reconnected", source=redact(self.target))
-                        failing = False
-                        self.backoff.reset()
-                    yield Captured(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None)
-            finally:
-                cap.release()
-            if self._closed:
-                return
-            delay = self.backoff.next()
-            log.warning("source_unavailable", source=redact(self.target), retry_s=delay)
-            failing = True
-            nap(delay, lambda: self._closed)
+    return add
 
 
-Source = FolderSource | VideoSource | LiveSource
+def discover() -> None:
+    """Import every module of this folder, so each registers its kind."""
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__package__}.{module.name}")
+
+
+def kinds() -> list[SourceKind]:
+    """Every registered kind, in the order specs are matched."""
+    discover()
+    return sorted(_KINDS.values(), key=lambda k: (k.rank, k.name))
+
+
+def known_forms() -> str:
+    return "; ".join(k.form for k in kinds())
+
+
+def find_kind(spec: str) -> SourceKind:
+    """The kind that claims `spec`: a registered scheme first, then the `accepts` tests."""
+    every = kinds()
+    scheme = spec.partition("://")[0].lower() + "://" if "://" in spec else None
+    for kind in every:
+        if scheme in kind.schemes:
+            return kind
+    for kind in every:
+        if kind.accepts is not None and kind.accepts(spec):
+            return kind
+    raise DataError(f"source {spec!r} is none of the known forms: {known_forms()}; check the "
+                    "path or the spelling")
 
 
 def open_source(spec: str, loop: bool = False) -> Source:
-    """Folder, video file, camera index ("0") or stream URL ("rtsp://..."), by what `spec` is."""
-    path = Path(spec)
-    if path.is_dir():
-        return FolderSource(path, loop)
-    if path.is_file():
-        return VideoSource(path, loop)
-    if spec.isdigit():
-        return LiveSource(int(spec))
-    if "://" in spec:
-        return LiveSource(spec)
-    raise DataError(f"source {spec!r} is not an existing folder or video file, a camera index "
-                    "(0, 1, ...) or a stream URL (rtsp://, http://); check the path")
+    """The source `spec` names (folder, video file, camera index "0", "rtsp://..." ...);
+    `loop` replays a finite one forever."""
+    kind = find_kind(spec)
+    missing = [m for m in kind.needs if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DataError(f"the {kind.name} source needs {', '.join(missing)}, which is not "
+                        f"installed: pip install 'rlr[{kind.extra or kind.name}]'")
+    return kind.opens(spec, loop)
