@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rlr.config import DATASET_KINDS, PRESETS, configure
+from rlr.config import DATASET_KINDS, PRESETS
 
 
 @click.command()
@@ -68,21 +68,23 @@ def train(data_root, kind, classes, preset_name, out, epochs, max_minutes, batch
     if out is None:
         raise click.UsageError("Missing option '--out' (the model artifact to write).")
     from rlr.artifact import save_artifact
-    from rlr.datasets import load_dataset
-    from rlr.pipeline import train_on_dataset
+    from rlr.config import TrainingRun
+    from rlr.pipeline import load_training_data, train_on_checked
 
-    cfg = configure(preset_name, backbone_weights=backbone_weights, image_size=image_size,
-                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                    max_seconds=max_minutes * 60 if max_minutes else None)
     class_list = [c for item in classes for c in item.split(",") if c] or None
+    run = TrainingRun(data=data_root, dataset=kind, classes=class_list and tuple(class_list),
+                      preset=preset_name, epochs=epochs, max_minutes=max_minutes,
+                      batch_size=batch_size, lr=lr, image_size=image_size,
+                      backbone_weights=backbone_weights, seed=seed)
+    cfg = run.config()
     out_path = Path(out)
     if out_path.parent and not out_path.parent.exists():
         out_path.parent.mkdir(parents=True, exist_ok=True)
 
     if data_root is None and kind != "elpv":
         raise click.UsageError(f"--data DIR is required for --dataset {kind}")
-    dataset = load_dataset(kind, data_root, class_list, seed=cfg.train.seed)
-    trained = train_on_dataset(cfg, dataset, device=device, cache_dir=cache_dir,
+    dataset = load_training_data(run, cfg, progress=not quiet)
+    trained = train_on_checked(cfg, dataset, device=device, cache_dir=cache_dir,
                                checkpoint=checkpoint, resume=resume, progress=not quiet)
     res = trained.result
     manifest = save_artifact(out_path, trained.model.cpu(), trained.class_names,
