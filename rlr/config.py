@@ -281,3 +281,29 @@ def preset(name: str, **changes: Any) -> RLRConfig:
         raise ConfigError(f"preset {name!r} unknown; use one of {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     return cfg.replace(**changes) if changes else cfg
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What to train, as `rlrctl train` and a training job ask for it: a preset with its
+    overrides (None keeps the preset's value) and the data set (`dataset` kind, `data` root,
+    `classes`; None: every class found)."""
+
+    data: str | None
+    dataset: str = "folder"
+    classes: tuple[str, ...] | None = None
+    preset: str = "lite"
+    epochs: int | None = None
+    max_minutes: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    image_size: int | None = None
+    backbone_weights: str | None = None
+    seed: int | None = None
+
+    def config(self) -> RLRConfig:
+        """The model configuration: the preset with this run's overrides."""
+        return configure(self.preset, backbone_weights=self.backbone_weights,
+                         image_size=self.image_size, epochs=self.epochs,
+                         batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                         max_seconds=self.max_minutes * 60 if self.max_minutes else None)

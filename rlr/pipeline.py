@@ -1,7 +1,8 @@
 """End-to-end training on a folder of normal images: check data, cache features, fit.
 
 Everything that can fail on bad input (paths, images, classes) fails here before any
-backbone or training work starts.
+backbone or training work starts. `rlrctl train` and a training job (`daemon.jobs`) both
+train a `TrainingRun` (rlr.config) with `load_training_data` and `train_on_checked`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import torch
 
-from rlr.config import RLRConfig
+from rlr.config import RLRConfig, TrainingRun
 from rlr.data import Sample, load_image, split_validation
-from rlr.datasets import Dataset, check_dataset
+from rlr.datasets import Dataset, check_dataset, load_dataset
 from rlr.device import resolve_device
 from rlr.errors import ConfigError
 from rlr.features import cached_features, channel_stats, extract_features
@@ -36,6 +37,15 @@ class TrainedModel:
                 "history": self.result.history}
 
 
+def load_training_data(run: TrainingRun, config: RLRConfig, progress: bool = True) -> Dataset:
+    """The data set `run` names, every image opened: a bad path or file fails here, in
+    seconds, before any backbone work."""
+    dataset = load_dataset(run.dataset, run.data, list(run.classes or ()) or None,
+                           seed=config.train.seed)
+    check_dataset(dataset, progress=progress)
+    return dataset
+
+
 def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> TrainedModel:
     """Train on a loaded data set's normal training images (MVTec-AD, VisA, ELPV, folder).
 
@@ -43,6 +53,11 @@ def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> Tra
     carved from the training images. `options` as for `train_on_samples`.
     """
     check_dataset(dataset, progress=options.get("progress", True))
+    return train_on_checked(config, dataset, **options)
+
+
+def train_on_checked(config: RLRConfig, dataset: Dataset, **options: Any) -> TrainedModel:
+    """`train_on_dataset` for a data set already checked (`load_training_data`)."""
     return train_on_samples(config, dataset.train, data_root=str(dataset.root),
                             validation=dataset.validation, kind=dataset.kind, **options)
 

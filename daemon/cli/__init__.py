@@ -1,4 +1,5 @@
-"""`rlrctl`, the command line: one module per command group, shared options in `options`.
+"""`rlrctl`, the command line: one module per command or command group, named after it
+(`rollout` holds deploy, promote, rollback and undeploy), shared options in `options`.
 
 Commands load lazily (a command's module, and torch for the model commands, are imported only
 when that command runs), so `rlrctl check` answers a probe quickly. rlr's and the daemon's own
@@ -48,18 +49,18 @@ def main() -> None:
 # command name -> (module, attribute): a command's module (and torch, for the model commands)
 # is imported only when that command runs, so `rlrctl check` answers a probe quickly.
 _COMMANDS = {
-    "train": ("model", "train"), "score": ("model", "score"),
-    "info": ("model", "info"), "import-official": ("model", "import_official"),
-    "synthetic": ("model", "synthetic"), "eval": ("evaluate", "evaluate"),
-    "calibrate": ("evaluate", "calibrate"), "demo": ("demo", "demo"),
+    "train": ("train", "train"), "score": ("score", "score"),
+    "info": ("info", "info"), "import-official": ("import_official", "import_official"),
+    "synthetic": ("synthetic", "synthetic"), "eval": ("evaluate", "evaluate"),
+    "calibrate": ("calibrate", "calibrate"), "demo": ("demo", "demo"),
     "redis": ("demo", "redis_server"), "produce": ("produce", "produce"),
-    "worker": ("worker", "worker"), "check": ("worker", "check"),
+    "worker": ("worker", "worker"), "check": ("check", "check"),
     "alerts": ("alerts", "alerts"), "bridge": ("bridge", "bridge"),
-    "models": ("models", "models"), "deploy": ("models", "deploy"),
-    "promote": ("models", "promote"), "rollback": ("models", "rollback"),
-    "undeploy": ("models", "undeploy"), "status": ("models", "status"),
+    "models": ("models", "models"), "deploy": ("rollout", "deploy"),
+    "promote": ("rollout", "promote"), "rollback": ("rollout", "rollback"),
+    "undeploy": ("rollout", "undeploy"), "status": ("status", "status"),
     "trainer": ("jobs", "trainer"), "jobs": ("jobs", "jobs_group"),
-    "collect": ("collect", "collect"), "health": ("health", "health"),
+    "collect": ("collect", "collect"), "health": ("camera_health", "health"),
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
 }

@@ -86,19 +86,29 @@ def token_ok(request: Request, token: str | None, cookie: bool) -> bool:
     return bool(given) and hmac.compare_digest(given, token)
 
 
-def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
-    token = settings.console_token.get_secret_value() if settings.console_token else None
-    if host not in LOOPBACK and not token:
-        raise ConsoleError(f"the console binds {host}, beyond loopback: set RLR_CONSOLE_TOKEN "
-                           "(every request then needs it), or bind 127.0.0.1")
-    lines = list(settings.lines)
-    state: dict = {}
+class Console:
+    """The console's state (its lines, token and Redis clients, the hub) and its handlers;
+    `routes` maps each path to one of them."""
+
+    def __init__(self, settings: ConsoleServerSettings, token: str | None) -> None:
+        self.settings, self.token = settings, token
+        self.lines = list(settings.lines)
+        self.state: dict = {}  # "sync", "async", "hub": set while the app runs (lifespan)
+
+    @property
+    def hub(self) -> Hub:
+        return self.state["hub"]
+
+    @property
+    def sync(self) -> redis.Redis:
+        return self.state["sync"]
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(self, app):
+        state, settings = self.state, self.settings
         state["sync"] = connect(settings)
         state["async"] = connect_async(settings)
-        state["hub"] = Hub(state["async"], state["sync"], lines, settings.group)
+        state["hub"] = Hub(state["async"], state["sync"], self.lines, settings.group)
         task = asyncio.create_task(state["hub"].run())
         try:
             yield
@@ -109,34 +119,45 @@ def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
             await state["async"].aclose()
             state["sync"].close()
 
-    def hub() -> Hub:
-        return state["hub"]
+    def routes(self) -> list:
+        return [
+            Route("/", self.overview), Route("/alerts", self.alerts),
+            Route("/models", self.models), Route("/workers", self.workers),
+            Route("/jobs", self.jobs), Route("/events", self.events),
+            Route("/thumb", self.thumb), Route("/overlay", self.overlay),
+            Route("/evidence", self.evidence), Route("/api/alerts", self.alert_list),
+            Route("/api/joblog", self.job_log),
+            Route("/api/{what}", self.action, methods=["POST"]),
+            Route("/healthz", healthz),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
 
-    def html(body: str) -> HTMLResponse:
-        return HTMLResponse(body, headers={"cache-control": "no-store"})
+    # ------------------------------------------------------------------------- pages
 
-    async def overview(request: Request) -> Response:
-        return html(pages.overview(lines))
+    async def overview(self, request: Request) -> Response:
+        return html(pages.overview(self.lines))
 
-    async def alerts(request: Request) -> Response:
-        return html(pages.alerts_page(lines))
+    async def alerts(self, request: Request) -> Response:
+        return html(pages.alerts_page(self.lines))
 
-    async def workers(request: Request) -> Response:
-        return html(pages.workers_page(lines))
+    async def workers(self, request: Request) -> Response:
+        return html(pages.workers_page(self.lines))
 
-    async def jobs(request: Request) -> Response:
-        return html(pages.jobs_page(lines))
+    async def jobs(self, request: Request) -> Response:
+        return html(pages.jobs_page(self.lines))
 
-    async def models(request: Request) -> Response:
-        data = await run_in_threadpool(lambda: [views.rollout(state["sync"], ln) for ln in lines])
-        return html(pages.models_page(lines, data))
+    async def models(self, request: Request) -> Response:
+        data = await run_in_threadpool(lambda: [views.rollout(self.sync, ln)
+                                                for ln in self.lines])
+        return html(pages.models_page(self.lines, data))
 
-    async def events(request: Request) -> Response:
-        q = hub().subscribe()
+    async def events(self, request: Request) -> Response:
+        hub = self.hub
+        q = hub.subscribe()
 
         async def stream():
             try:
-                yield f"data: {json.dumps(hub().snapshot())}\n\n"
+                yield f"data: {json.dumps(hub.snapshot())}\n\n"
                 while True:
                     try:
                         item = await asyncio.wait_for(q.get(), 15.0)
@@ -147,42 +168,46 @@ def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
                         return
                     yield f"data: {item}\n\n"
             finally:
-                hub().unsubscribe(q)
+                hub.unsubscribe(q)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store",
                                           "x-accel-buffering": "no"})
 
-    def _line(request: Request) -> str:
-        line = request.query_params.get("line", "")
-        if line not in lines:
-            raise BadRequest(f"unknown line {line!r}; this console shows {', '.join(lines)}")
+    # ------------------------------------------------------------------------- pictures
+
+    def _line(self, line: str) -> str:
+        if line not in self.lines:
+            raise BadRequest(f"unknown line {line!r}; this console shows {', '.join(self.lines)}")
         return line
 
-    async def thumb(request: Request) -> Response:
-        cam = hub().camera(_line(request), request.query_params.get("camera", ""))
+    async def thumb(self, request: Request) -> Response:
+        q = request.query_params
+        cam = self.hub.camera(self._line(q.get("line", "")), q.get("camera", ""))
         if cam is None or cam.thumb is None:
             return PlainTextResponse("no picture of this camera yet", 404)
         return Response(cam.thumb[2], media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=60"})
 
-    async def overlay(request: Request) -> Response:
-        cam = hub().camera(_line(request), request.query_params.get("camera", ""))
-        mask = cam.masks.get(request.query_params.get("frame", "")) if cam else None
+    async def overlay(self, request: Request) -> Response:
+        q = request.query_params
+        cam = self.hub.camera(self._line(q.get("line", "")), q.get("camera", ""))
+        mask = cam.masks.get(q.get("frame", "")) if cam else None
         if mask is None:
             return PlainTextResponse("no mask for this frame", 404)
         return Response(await run_in_threadpool(views.overlay, mask), media_type="image/png",
                         headers={"cache-control": "private, max-age=600"})
 
-    async def evidence(request: Request) -> Response:
-        line, aid = _line(request), request.query_params.get("alert", "")
-        kind = "mask" if request.query_params.get("kind") == "mask" else "image"
+    async def evidence(self, request: Request) -> Response:
+        q = request.query_params
+        line, aid = self._line(q.get("line", "")), q.get("alert", "")
+        kind = "mask" if q.get("kind") == "mask" else "image"
         try:
-            index = int(request.query_params.get("i", "0"))
+            index = int(q.get("i", "0"))
         except ValueError:
             return PlainTextResponse("i must be a number", 400)
         try:
-            data = await run_in_threadpool(views.evidence, state["sync"], line, aid, index, kind)
+            data = await run_in_threadpool(views.evidence, self.sync, line, aid, index, kind)
         except redis.ResponseError:
             return PlainTextResponse("not an alert id", 400)
         if data is None:
@@ -190,22 +215,18 @@ def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
         return Response(data, media_type="image/jpeg" if kind == "image" else "image/png",
                         headers={"cache-control": "private, max-age=3600"})
 
-    async def alert_list(request: Request) -> Response:
-        line = _line(request)
-        return JSONResponse(await run_in_threadpool(views.alerts, state["sync"], line))
+    # ------------------------------------------------------------------------- API
 
-    async def job_log(request: Request) -> Response:
+    async def alert_list(self, request: Request) -> Response:
+        line = self._line(request.query_params.get("line", ""))
+        return JSONResponse(await run_in_threadpool(views.alerts, self.sync, line))
+
+    async def job_log(self, request: Request) -> Response:
         job = request.query_params.get("job", "")
-        return JSONResponse(await run_in_threadpool(views.job_log, state["sync"], job))
+        return JSONResponse(await run_in_threadpool(views.job_log, self.sync, job))
 
-    def _body_line(body: dict) -> str:
-        line = str(body.get("line", ""))
-        if line not in lines:
-            raise BadRequest(f"unknown line {line!r}; this console shows {', '.join(lines)}")
-        return line
-
-    async def action(request: Request) -> Response:
-        refused = refuse_action(request, token)
+    async def action(self, request: Request) -> Response:
+        refused = refuse_action(request, self.token)
         if refused:
             return JSONResponse({"error": refused}, 403)
         try:
@@ -214,42 +235,50 @@ def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
                 raise ValueError("send a JSON object")
             by = views.operator(body.get("by"))
             what = request.path_params["what"]
-            if what == "rollout":
-                line = _body_line(body)
-                out = await run_in_threadpool(views.rollout_action, state["sync"], line,
-                                              str(body.get("action")), by)
-            elif what == "ack":
-                line = _body_line(body)
-                out = await run_in_threadpool(views.acknowledge, state["sync"], line,
-                                              str(body.get("alert_id", "")), by)
-                hub().broadcast({"type": "ack", "line": line, "id": body.get("alert_id"),
-                             "ack": out})
-            elif what == "job":
-                out = await run_in_threadpool(views.job_action, state["sync"],
-                                              str(body.get("job_id", "")),
-                                              str(body.get("action")), by)
-            else:
+            if what not in ("rollout", "ack", "job"):
                 return JSONResponse({"error": f"no action {what!r}"}, 404)
+            out = await self._act(what, body, by)
         except (ValueError, BadRequest, RegistryError, JobError, redis.ResponseError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse({"ok": True, "result": out, "by": by})
 
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
+    async def _act(self, what: str, body: dict, by: str):
+        if what == "job":
+            return await run_in_threadpool(views.job_action, self.sync,
+                                           str(body.get("job_id", "")), str(body.get("action")),
+                                           by)
+        line = self._line(str(body.get("line", "")))
+        if what == "rollout":
+            return await run_in_threadpool(views.rollout_action, self.sync, line,
+                                           str(body.get("action")), by)
+        out = await run_in_threadpool(views.acknowledge, self.sync, line,
+                                      str(body.get("alert_id", "")), by)
+        self.hub.broadcast({"type": "ack", "line": line, "id": body.get("alert_id"), "ack": out})
+        return out
 
-    async def bad_request(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), 400)
 
-    app = Starlette(routes=[
-        Route("/", overview), Route("/alerts", alerts), Route("/models", models),
-        Route("/workers", workers), Route("/jobs", jobs), Route("/events", events),
-        Route("/thumb", thumb), Route("/overlay", overlay), Route("/evidence", evidence),
-        Route("/api/alerts", alert_list), Route("/api/joblog", job_log),
-        Route("/api/{what}", action, methods=["POST"]), Route("/healthz", healthz),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], lifespan=lifespan, exception_handlers={BadRequest: bad_request})
+def html(body: str) -> HTMLResponse:
+    return HTMLResponse(body, headers={"cache-control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def bad_request(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), 400)
+
+
+def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
+    token = settings.console_token.get_secret_value() if settings.console_token else None
+    if host not in LOOPBACK and not token:
+        raise ConsoleError(f"the console binds {host}, beyond loopback: set RLR_CONSOLE_TOKEN "
+                           "(every request then needs it), or bind 127.0.0.1")
+    console = Console(settings, token)
+    app = Starlette(routes=console.routes(), lifespan=console.lifespan,
+                    exception_handlers={BadRequest: bad_request})
     app.add_middleware(Guard, token=token, read_needs_token=host not in LOOPBACK)
-    app.state.console = state
+    app.state.console = console.state
     return app
 
 

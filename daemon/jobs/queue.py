@@ -19,7 +19,6 @@ import datetime
 import json
 import math
 import secrets
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from daemon.errors import JobError
 from daemon.jobs.spec import JobSpec
 from daemon.models.registry import Registry
 from daemon.wire import keys
-from daemon.wire.groups import ConsumerGroup, run_sync
+from daemon.wire.groups import ConsumerGroup
 from daemon.wire.heartbeat import read_presence
 from daemon.wire.text import text
 
@@ -140,10 +139,6 @@ def job_group(consumer: str) -> ConsumerGroup:
     """The trainers' consumer group on the job stream, as `consumer` sees it. It reads from
     the start, so jobs submitted before any trainer ran are not lost."""
     return ConsumerGroup(keys.JOBS_GROUP, consumer, {keys.JOBS: "jobs"}, start_id="0")
-
-
-def ensure_group(client: redis.Redis) -> None:
-    run_sync(client, job_group("-").ensure())
 
 
 # KEYS[1] job hash. ARGV[1] allowed current states (comma list); ARGV[2] g = guard count;
@@ -323,15 +318,3 @@ def trainers(client: redis.Redis) -> list[dict[str, Any]]:
     """Trainers alive now (their presence keys), sorted by name."""
     return read_presence(client, keys.TRAINERS_PATTERN, "name")
 
-
-def wait_finished(client: redis.Redis, job_id: str, timeout_s: float,
-                  poll_s: float = 0.2) -> Job:
-    """Poll until the job is finished (tests, scripts); raises `JobError` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = get_job(client, job_id)
-        if job.finished:
-            return job
-        if time.monotonic() > deadline:
-            raise JobError(f"job {job_id} still {job.state} ({job.phase}) after {timeout_s:g} s")
-        time.sleep(poll_s)

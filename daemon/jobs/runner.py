@@ -44,7 +44,7 @@ def execute(trainer: TrainerHost, job_id: str) -> dict[str, Any]:
     from rlr.artifact import save_artifact
     from rlr.calibrate import calibrate_model, validation_normals
     from rlr.device import resolve_device
-    from rlr.pipeline import train_on_samples
+    from rlr.pipeline import train_on_checked
 
     client = trainer.client
     job = jobs.get_job(client, job_id)
@@ -57,18 +57,17 @@ def execute(trainer: TrainerHost, job_id: str) -> dict[str, Any]:
     say = _Reporter(trainer, job_id)
 
     say.phase("checking data", f"checking {spec.dataset} data at {spec.data or '(package)'}")
-    dataset = _load_data(trainer, spec, cfg.train.seed)
+    dataset = _load_data(trainer, spec, cfg)
     dev = resolve_device(trainer.device)
     say.log(f"{len(dataset.train)} training images in {len(dataset.class_names)} classes "
             f"({', '.join(dataset.class_names)}); device {dev}")
     trainer.check_in(job_id)
 
     say.phase("features", "computing backbone features")
-    trained = train_on_samples(
-        cfg, dataset.train, device=str(dev), cache_dir=trainer.workdir / "cache",
+    trained = train_on_checked(
+        cfg, dataset, device=str(dev), cache_dir=trainer.workdir / "cache",
         checkpoint=job_dir / "train.ckpt", resume=True, progress=False,
-        on_epoch=say.epoch_callback(cfg), data_root=str(dataset.root),
-        validation=dataset.validation, kind=dataset.kind)
+        on_epoch=say.epoch_callback(cfg))
     res = trained.result
     say.log(f"trained: best epoch {res.best_epoch}/{res.epochs_run}, validation loss "
             f"{res.best_val_loss:.4f}, {res.seconds:.0f} s")
@@ -124,15 +123,13 @@ def execute(trainer: TrainerHost, job_id: str) -> dict[str, Any]:
     return out
 
 
-def _load_data(trainer: TrainerHost, spec: JobSpec, seed: int):
+def _load_data(trainer: TrainerHost, spec: JobSpec, cfg):
     """Load and open every image before training: a bad path or file fails the job in
     seconds, with the trainer named (the path is the trainer machine's)."""
-    from rlr.datasets import check_dataset, load_dataset
+    from rlr.pipeline import load_training_data
 
     try:
-        dataset = load_dataset(spec.dataset, spec.data, list(spec.classes or ()) or None,
-                               seed=seed)
-        check_dataset(dataset, progress=False)
+        dataset = load_training_data(spec.run(), cfg, progress=False)
     except RLRError as exc:
         raise JobError(f"on trainer {trainer.name} ({socket.gethostname()}): {exc}") from None
     return dataset

@@ -13,7 +13,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from daemon.errors import JobError
 from rlr.config import DATASET_KINDS as KINDS
-from rlr.config import PRESETS, RLRConfig, configure
+from rlr.config import PRESETS, RLRConfig, TrainingRun
 from rlr.errors import RLRError
 
 SPEC_VERSION = 1
@@ -110,12 +110,16 @@ class JobSpec:
             out.append(f"canary percent {p} must be in (0, 100]")
         return out
 
+    def run(self) -> TrainingRun:
+        """What to train, as `rlrctl train` asks for it."""
+        return TrainingRun(data=self.data, dataset=self.dataset, classes=self.classes,
+                           preset=self.preset, epochs=self.epochs, max_minutes=self.max_minutes,
+                           batch_size=self.batch_size, lr=self.lr, image_size=self.image_size,
+                           backbone_weights=self.backbone_weights, seed=self.seed)
+
     def config(self) -> RLRConfig:
         """The model configuration: the preset with this spec's overrides (as `rlrctl train`)."""
-        return configure(self.preset, backbone_weights=self.backbone_weights,
-                         image_size=self.image_size, epochs=self.epochs,
-                         batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                         max_seconds=self.max_minutes * 60 if self.max_minutes else None)
+        return self.run().config()
 
     def to_json(self) -> str:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -14,7 +14,7 @@ import redis
 
 from daemon import logs
 from daemon.errors import DaemonError
-from daemon.line.sources import Captured, nap
+from daemon.line.sources.base import Captured, nap
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away

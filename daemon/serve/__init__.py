@@ -6,7 +6,7 @@
 result sink (`publish`), the decode and inference threads (`decode`), the serving set and hot
 reload of rollouts (`serving`), the rules over published results (`rules`: k-of-n alerts,
 camera health; frames measured by `camera_measures`), Prometheus metrics (`prometheus`),
-the heartbeat it writes (`health`), and its ports (`ports`) with their Redis (`redis_io`) and
+its liveness heartbeat (`liveness`), and its ports (`ports`) with their Redis (`redis_io`) and
 in-memory (`memory_io`) implementations.
 
 May import: `wire`, `models` (the registry, to follow rollouts), `rlr` and the top-level

@@ -28,7 +28,7 @@ from daemon.errors import FrameError, SourceUnavailable, TaskFailed
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
-from daemon.serve.health import announce, heartbeat, worker_status
+from daemon.serve.liveness import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
@@ -403,13 +403,13 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             with contextlib.suppress(SourceUnavailable):
-                await self.io.heartbeat(self.id, self.health(), self.s.heartbeat_ttl_s)
+                await self.io.heartbeat(self.id, self.liveness(), self.s.heartbeat_ttl_s)
             self.supervisor.beat("heartbeat")
             if self.phase == "starting":
                 self.loop_at = time.time()  # alive, just not serving yet: liveness passes
             await asyncio.sleep(self.s.heartbeat_s)
 
-    def health(self) -> dict:
+    def liveness(self) -> dict:
         """The heartbeat (`daemon.wire.heartbeat` reads and judges it)."""
         return heartbeat(self)
 

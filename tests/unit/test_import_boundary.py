@@ -281,6 +281,8 @@ def test_every_part_says_what_it_does_and_may_import():
 # ----------------------------------------------------------------------------- bridges
 
 BRIDGES = ROOT / "daemon" / "line" / "bridges"
+
+
 def test_a_bridge_imports_its_base_never_another_bridge():
     plugins = {f"daemon.line.bridges.{p.stem}" for p in BRIDGES.glob("*.py") if is_plugin(p)}
     assert {"daemon.line.bridges.mqtt", "daemon.line.bridges.modbus"} <= plugins
@@ -294,4 +296,19 @@ def test_a_bridge_imports_its_base_never_another_bridge():
               if not p.is_relative_to(BRIDGES) and module_name(p).split(".")[1:2] != ["cli"]
               and imported_names(p) & plugins]
     problems += [f"{m} imports a bridge: only daemon.cli and the registry may" for m in others]
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_a_producer_source_imports_its_base_never_another_source():
+    package = "daemon.line.sources"
+    shared = {package, f"{package}.base"}
+    problems = [f"{module} imports {t}" for module, targets in module_graph().items()
+                if module.startswith(f"{package}.") and module not in shared
+                for t in targets if t.startswith(f"{package}.") and t not in shared]
+    base_imports = module_graph()[f"{package}.base"]
+    problems += [f"{package}.base imports {t}" for t in base_imports
+                 if t.startswith(f"{package}.")]
     assert not problems, "\n".join(problems)

@@ -1,55 +1,24 @@
-"""Producer without Redis: source selection, folder / video reading, pacing, outages."""
+"""Producer without Redis: pacing, frame fields, stopping, outages."""
 
 from __future__ import annotations
 
 import itertools
 
-import cv2
 import numpy as np
 import pytest
 import redis
-from PIL import Image
 
 from daemon.errors import DaemonError
 from daemon.line.producer import Pacer, Producer
-from daemon.line.sources import (
-    Captured,
-    FolderSource,
-    LiveSource,
-    VideoSource,
-    open_source,
-    redact,
-)
+from daemon.line.sources import Captured
 from daemon.wire.backoff import Backoff
 from daemon.wire.codec import decode_frame
 from daemon.wire.schema import parse_frame
-from rlr.errors import DataError
 
 
 def _images(n: int, size: int = 16) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
-
-
-@pytest.fixture
-def folder(tmp_path):
-    root = tmp_path / "imgs"
-    (root / "sub").mkdir(parents=True)
-    imgs = _images(3)
-    for i, img in enumerate(imgs):
-        Image.fromarray(img).save(root / ("sub" if i == 2 else "") / f"{i}.png")
-    return root, imgs
-
-
-@pytest.fixture
-def video(tmp_path):
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
-    assert writer.isOpened()
-    for level in (40, 120, 200):  # flat grey frames survive MJPG nearly unchanged
-        writer.write(np.full((24, 32, 3), level, np.uint8))
-    writer.release()
-    return path
 
 
 class FakeRedis:
@@ -63,50 +32,6 @@ class FakeRedis:
         if self.calls in self.fail_on:
             raise redis.ConnectionError("Connection refused")
         self.entries.append((key, fields, maxlen, approximate))
-
-
-def test_open_source_picks_the_kind(folder, video):
-    assert isinstance(open_source(str(folder[0])), FolderSource)
-    assert isinstance(open_source(str(video)), VideoSource)
-    cam = open_source("0")
-    assert isinstance(cam, LiveSource) and cam.target == 0
-    url = open_source("rtsp://user:secret@cam1:554/stream")
-    assert isinstance(url, LiveSource) and url.target.startswith("rtsp://")
-    assert redact(url.target) == "rtsp://user:***@cam1:554/stream"
-
-
-def test_open_source_names_what_it_expected(tmp_path):
-    with pytest.raises(DataError, match=r"not an existing folder or video file.*camera index"):
-        open_source(str(tmp_path / "missing"))
-    (tmp_path / "notes.txt").write_text("not a video")
-    with pytest.raises(DataError, match="cannot open this video"):
-        open_source(str(tmp_path / "notes.txt"))
-
-
-def test_folder_source_yields_rgb_sorted_and_loops(folder):
-    root, imgs = folder
-    once = list(FolderSource(root))
-    assert [c.name for c in once] == ["0.png", "1.png", "2.png"]  # recursive, sorted by path
-    for c, img in zip(once, imgs, strict=True):
-        assert c.image.dtype == np.uint8 and c.image.shape == (16, 16, 3)
-        np.testing.assert_array_equal(c.image, img)
-    looped = list(itertools.islice(FolderSource(root, loop=True), 7))
-    assert [c.name for c in looped] == ["0.png", "1.png", "2.png"] * 2 + ["0.png"]
-
-
-def test_folder_source_skips_broken_files(folder):
-    root, _ = folder
-    (root / "broken.png").write_bytes(b"not a png")
-    assert len(list(FolderSource(root))) == 3
-
-
-def test_video_source_reads_back_and_loops(video):
-    frames = list(VideoSource(video))
-    assert len(frames) == 3
-    for c, level in zip(frames, (40, 120, 200), strict=True):
-        assert c.image.shape == (24, 32, 3) and c.image.dtype == np.uint8
-        assert abs(float(c.image.mean()) - level) < 4
-    assert len(list(itertools.islice(VideoSource(video, loop=True), 8))) == 8
 
 
 class FakeClock:

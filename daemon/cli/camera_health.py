@@ -1,4 +1,5 @@
-"""`rlrctl health`: which cameras are unhealthy now, and their recent health events."""
+"""`rlrctl health`: camera health (not worker liveness, that is `rlrctl check`): which cameras
+are unhealthy now, and their recent health events."""
 
 from __future__ import annotations
 
