@@ -62,6 +62,7 @@ _COMMANDS = {
     "collect": ("collect", "collect"), "health": ("health", "health"),
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
+    "records": ("records", "records"), "recorder": ("records", "recorder"),
 }
 
 
