@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from daemon.records.errors import SchemaOutdated
 
@@ -40,9 +41,21 @@ def current(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def known(revision: str) -> bool:
+    """Whether `revision` is one of this code's migrations."""
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database to `revision`; (revision before, revision after)."""
     before = current(engine)
+    if before is not None and not known(before):
+        url = engine.url.render_as_string(hide_password=True)
+        raise SchemaOutdated(f"records database {url} is at schema revision {before}, newer "
+                             f"than this rlr ({head()}): upgrade rlr")
     with engine.begin() as conn:
         command.upgrade(_config(conn), revision)
     return before, current(engine)
@@ -56,8 +69,7 @@ def require(engine: sa.Engine, shown_url: str, migrate: bool = False) -> str:
         return now
     if now is None or migrate:
         return upgrade(engine)[1]
-    scripts = ScriptDirectory.from_config(_config())
-    if scripts.get_revision(now) is None:
+    if not known(now):
         raise SchemaOutdated(f"records database {shown_url} is at schema revision {now}, "
                              f"newer than this rlr ({want}): upgrade rlr")
     raise SchemaOutdated(f"records database {shown_url} is at schema revision {now}, this "
