@@ -79,13 +79,21 @@ class Recorder:
     def _group(self) -> ConsumerGroup:
         for line in self.lines:
             self._kind[keys.results(line)] = ("results", line)
-            # the parts stream is joined once it exists, never created by the recorder
-            if parts_key(line) not in self._kind and self._redis(lambda line=line: one(Cmd(
-                    "exists", (parts_key(line),)))):
-                self._kind[parts_key(line)] = ("parts", line)
+        self._find_parts_streams()
         return ConsumerGroup(self.settings.records_group, self.settings.consumer,
                              {key: key for key in self._kind}, start_id="0",
                              cluster=is_cluster(self.client))
+
+    def _find_parts_streams(self) -> bool:
+        """Join the parts streams that exist now (never creating one); whether any is new."""
+        new = False
+        for line in self.lines:
+            key = parts_key(line)
+            if key not in self._kind and self._redis(lambda key=key: one(Cmd("exists",
+                                                                              (key,)))):
+                self._kind[key] = ("parts", line)
+                new = True
+        return new
 
     def _redis(self, op):
         """Run `op`, waiting out a Redis that is away (until stopped)."""
@@ -195,11 +203,9 @@ class Recorder:
         if now - self._checked < _CHECK_EVERY_S:
             return
         self._checked = now
-        if any(parts_key(line) not in self._kind for line in self.lines):
-            known = set(self._kind)
+        if self._find_parts_streams():
             self.group = self._group()
-            if set(self._kind) != known:
-                self._redis(self.group.ensure)
+            self._redis(self.group.ensure)
         self._check_trim()
         self._claim_stale()
         self._publish_presence()

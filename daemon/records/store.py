@@ -120,6 +120,9 @@ class Store:
                 return (self._insert_on(conn, tables.frame_results, frames),
                         self._insert_on(conn, tables.part_verdicts, parts))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if "no such table" in str(exc):  # SQLite says so as an operational error
+                raise RecordsError(f"records database {self.shown_url} has no tables: run "
+                                   "`rlrctl records migrate`") from None
             raise RecordsUnavailable(f"records database {self.shown_url}: "
                                      f"{_first_line(exc)}") from None
 
@@ -133,9 +136,11 @@ class Store:
             return 0
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
         stmt = insert(table).on_conflict_do_nothing(index_elements=tables.KEYS[table.name])
-        # executemany: psycopg pipelines the rows, sqlite3 steps one prepared statement
-        result = conn.execute(stmt, list(rows))
-        return max(result.rowcount, 0)
+        # RETURNING names the rows that were new (a conflict returns nothing): drivers' row
+        # counts of a many-row insert are not reliable. SQLAlchemy sends the rows as a few
+        # multi-row INSERTs ("insertmanyvalues") on both databases.
+        result = conn.execute(stmt.returning(table.c.id), list(rows))
+        return len(result.all())
 
 
 def now_ms() -> int:

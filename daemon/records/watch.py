@@ -36,18 +36,17 @@ def trim_check(key: str, group: str) -> Op[TrimState]:
     if mine is None or not first:
         return TrimState(0, None, length)
     lag = mine.get("lag")
-    delivered = _id(mine.get("last-delivered-id"))
-    deleted = info.get("max-deleted-entry-id")  # Redis 7: the newest entry trimmed or deleted
-    if deleted is not None:
-        gone = _id(deleted) > delivered
-    else:  # Redis 6: only a gap between what the group read and the oldest entry shows it
-        gone = delivered != (0, 0) and delivered < _id(first[0]) and \
-            (delivered[0], delivered[1] + 1) != _id(first[0])
+    delivered, first_id = _id(mine.get("last-delivered-id")), _id(first[0])
+    added, read = info.get("entries-added"), mine.get("entries-read")
     lost = 0
-    if gone:
-        added, read = info.get("entries-added"), mine.get("entries-read")
-        lost = 1  # at least one; Redis 7 counts how many when it can
+    if delivered < first_id:
         if added is not None and read is not None:
-            lost = max(int(added) - int(read) - length, 1)
+            # Redis 7 counts: what was added, less what the group read, less what is left
+            lost = max(int(added) - int(read) - length, 0)
+        elif delivered != (0, 0) and (delivered[0], delivered[1] + 1) != first_id:
+            lost = 1  # Redis 6: a gap shows that something went, not how much
+    deleted = info.get("max-deleted-entry-id")  # XDEL (not trimming) of unread entries
+    if not lost and deleted is not None and _id(deleted) > delivered:
+        lost = 1
     return TrimState(lost, None if lag is None else int(lag), length)
 

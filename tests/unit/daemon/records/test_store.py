@@ -70,3 +70,9 @@ def test_postgres_urls_go_through_psycopg_3():
     assert engine_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert engine_url("postgres://u@h/db").drivername == "postgresql+psycopg"
     assert shown(engine_url("postgresql://u:pw@h/db")) == "postgresql://u:***@h/db"
+
+
+def test_writing_to_a_database_without_the_tables_says_to_migrate(tmp_path):
+    store = Store.open(url=f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(RecordsError, match="rlrctl records migrate"):
+        store.insert_frames(frame_rows(1))
