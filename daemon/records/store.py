@@ -9,6 +9,8 @@ is away raises `RecordsUnavailable`; the caller waits and writes the same batch 
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,14 +136,39 @@ class Store:
     def _insert_on(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
         if not rows:
             return 0
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        stmt = insert(table).on_conflict_do_nothing(index_elements=tables.KEYS[table.name])
+        if self._dialect == "postgresql":
+            return _insert_unnest(conn, table, rows)
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=tables.KEYS[table.name])
         # RETURNING names the rows that were new (a conflict returns nothing): drivers' row
         # counts of a many-row insert are not reliable. SQLAlchemy sends the rows as a few
-        # multi-row INSERTs ("insertmanyvalues") on both databases.
+        # multi-row INSERTs ("insertmanyvalues").
         result = conn.execute(stmt.returning(table.c.id), list(rows))
         return len(result.all())
 
+
+@functools.cache
+def _unnest_statement(table: sa.Table) -> tuple[sa.TextClause, tuple[sa.Column, ...]]:
+    columns = tuple(c for c in table.columns if not c.primary_key)
+    dialect = postgresql.dialect()
+    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=dialect)}[])"
+                       for c in columns)
+    sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
+           f"SELECT * FROM unnest({arrays}) "
+           f"ON CONFLICT ({', '.join(tables.KEYS[table.name])}) DO NOTHING RETURNING id")
+    return sa.text(sql), columns
+
+
+def _insert_unnest(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
+    """PostgreSQL: the batch as one array per column, unnested into rows by the server: one
+    statement of a few parameters, some times faster than as many VALUES rows."""
+    stmt, columns = _unnest_statement(table)
+    params = {}
+    for c in columns:
+        values = [r.get(c.name) for r in rows]
+        if isinstance(c.type, sa.JSON):
+            values = [None if v is None else json.dumps(v) for v in values]
+        params[c.name] = values
+    return len(conn.execute(stmt, params).all())
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -1,0 +1,165 @@
+"""Records: recorder throughput into SQLite and PostgreSQL, and query times over generated rows.
+
+1. Throughput: `--results` results are put on a line of its own in the real Redis, then a
+   `Recorder` (the code `rlrctl recorder` runs, in this process) reads, writes and acks them
+   all, in batches of RLR_RECORDS_BATCH; frame results per second, from the first read to the
+   last ack. Once into a SQLite file, once into a PostgreSQL database of its own.
+2. Queries: `--rows` frame results (7 days of one line, 4 cameras, a part per 4 frames) and a
+   part verdict per part are generated inside the database, then `records part ID` and
+   `records yield --by hour` (of frames and of parts) over the 7 days are timed (best of 3).
+   The target is 18 million frame rows (a 30 fps line for 7 days); the count used is printed.
+
+    python benchmarks/records.py [--results 50000] [--rows 3000000] [--sqlite-rows 1000000]
+
+Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (user postgres, trust); the
+PostgreSQL database (rlr_bench_<random>) is created and dropped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+
+from daemon.records import queries
+from daemon.records.recorder import Recorder
+from daemon.records.settings import RecordsSettings
+from daemon.records.store import Store
+from daemon.wire import keys
+from daemon.wire.schema import Result
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+T0_MS = 1_796_601_600_000
+WEEK_MS = 7 * 86_400_000
+
+FRAMES_SQL = {
+    "postgresql": """
+INSERT INTO frame_results (line, camera, frame_id, ts_ms, score, threshold, is_anomaly,
+    model_version, latency_ms, product_class, part_id, view, entry_id, recorded_ms)
+SELECT 'bench', 'cam' || (g % 4), g::text, :t0 + g * :step, random(), 0.9, random() < 0.05,
+    'v1', 20.0, 'bottle', 'SN-' || (g / 4), 'view' || (g % 4), g || '-0', :t0
+FROM generate_series(0::bigint, :n - 1) AS g""",
+    "sqlite": """
+INSERT INTO frame_results (line, camera, frame_id, ts_ms, score, threshold, is_anomaly,
+    model_version, latency_ms, product_class, part_id, view, entry_id, recorded_ms)
+WITH RECURSIVE s(g) AS (SELECT 0 UNION ALL SELECT g + 1 FROM s WHERE g < :n - 1)
+SELECT 'bench', 'cam' || (g % 4), CAST(g AS TEXT), :t0 + g * :step, abs(random() % 1000) / 1e3,
+    0.9, abs(random() % 100) < 5, 'v1', 20.0, 'bottle', 'SN-' || (g / 4), 'view' || (g % 4),
+    g || '-0', :t0
+FROM s""",
+}
+
+PARTS_SQL = """
+INSERT INTO part_verdicts (line, part_id, recipe, product, verdict, views, first_ts_ms, ts_ms,
+    total_ms, entry_id, recorded_ms)
+SELECT 'bench', 'SN-' || (g / 4), 'r1', 'bottle',
+    CASE WHEN bool_or(is_anomaly) THEN 'reject' ELSE 'pass' END, '{}', min(ts_ms), max(ts_ms),
+    40.0, min(entry_id), :t0
+FROM (SELECT CAST(frame_id AS BIGINT) AS g, is_anomaly, ts_ms, entry_id FROM frame_results) f
+GROUP BY g / 4"""
+PARTS_SQL_SQLITE = PARTS_SQL.replace("bool_or(is_anomaly)", "max(is_anomaly) = 1")
+
+
+def throughput(store: Store, client: redis.Redis, n: int, batch: int) -> float:
+    line = f"bench{uuid.uuid4().hex[:8]}"
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        r = Result(f"f{i}", f"cam{i % 4}", 0.5, i % 20 == 0, 0.9, "v1", 1_796_601_600 + i / 30,
+                   1.0, 2.0, 20.0, "w1", "bottle")
+        pipe.xadd(keys.results(line), r.to_fields())
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+    rec = Recorder(client, store, [line], RecordsSettings(records_batch=batch,
+                                                          records_consumer="bench"))
+    try:
+        t = time.perf_counter()
+        rec.run_until_idle()
+        elapsed = time.perf_counter() - t
+        assert rec.stats.frames == n, rec.stats
+    finally:
+        client.delete(keys.results(line))
+    return n / elapsed
+
+
+def best_ms(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return min(times)
+
+
+def query_times(store: Store, rows: int) -> dict[str, float]:
+    dialect = store.engine.dialect.name
+    step = max(WEEK_MS // rows, 1)
+    t = time.perf_counter()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(FRAMES_SQL[dialect]), {"t0": T0_MS, "step": step, "n": rows})
+        parts_sql = PARTS_SQL if dialect == "postgresql" else PARTS_SQL_SQLITE
+        conn.execute(sa.text(parts_sql), {"t0": T0_MS})
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
+    generated = time.perf_counter() - t
+    pid = f"SN-{rows // 8}"
+    assert len(queries.part(store, pid)["frames"]) == 4
+    return {
+        "generate_s": generated,
+        "part_ms": best_ms(lambda: queries.part(store, pid)),
+        "yield_hour_frames_ms": best_ms(
+            lambda: queries.yield_by(store, "bench", "hour", T0_MS, "frames")),
+        "yield_hour_parts_ms": best_ms(
+            lambda: queries.yield_by(store, "bench", "hour", T0_MS, "parts")),
+    }
+
+
+def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:
+    store = Store.open(url=url)
+    store.require_schema()
+    rate = throughput(store, client, args.results, args.batch)
+    print(f"{name:10} recorder: {rate:,.0f} frame results/s ({args.results:,} results, "
+          f"batch {args.batch})", flush=True)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM frame_results"))
+    q = query_times(store, rows)
+    print(f"{name:10} queries over {rows:,} frame rows + {rows // 4:,} parts (generated in "
+          f"{q['generate_s']:.0f} s): part {q['part_ms']:.1f} ms, yield --by hour "
+          f"{q['yield_hour_frames_ms']:.0f} ms (frames), {q['yield_hour_parts_ms']:.0f} ms "
+          "(parts)", flush=True)
+    store.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", type=int, default=50_000)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--rows", type=int, default=3_000_000, help="frame rows for PostgreSQL")
+    p.add_argument("--sqlite-rows", type=int, default=1_000_000)
+    p.add_argument("--skip", choices=("sqlite", "postgresql"), action="append", default=[])
+    args = p.parse_args()
+    client = redis.Redis()
+    if "sqlite" not in args.skip:
+        with tempfile.TemporaryDirectory() as d:
+            run("SQLite", f"sqlite:///{Path(d) / 'records.db'}", args, client,
+                args.sqlite_rows)
+    if "postgresql" not in args.skip:
+        admin = sa.create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
+        db = f"rlr_bench_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+        try:
+            run("PostgreSQL", f"postgresql://postgres@127.0.0.1:5432/{db}", args, client,
+                args.rows)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()
