@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from daemon.records.tables import VERDICTS
-from daemon.wire.schema import Result
-from daemon.wire.text import text
 
 
 class Unreadable(ValueError):
@@ -47,19 +45,28 @@ def picture_refs(line: str, entry_id: str, fields: Mapping, is_anomaly: bool
 
 
 def frame_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> dict[str, Any]:
-    """The `frame_results` row of a results-stream entry."""
+    """The `frame_results` row of a results-stream entry (the fields `Result.to_fields`
+    writes, read here directly: this runs for every result the recorder writes)."""
     try:
-        r = Result.from_fields({k: v for k, v in fields.items() if text(k) != "mask"})
-    except (KeyError, ValueError, TypeError) as exc:
+        t = {(k.decode() if isinstance(k, bytes) else k):
+             (v.decode() if isinstance(v, bytes) else str(v))
+             for k, v in fields.items() if k not in (b"mask", "mask")}
+    except UnicodeDecodeError:
+        raise Unreadable("a field is not UTF-8 text") from None
+    try:
+        is_anomaly = t["is_anomaly"] == "1"
+        row = {"line": line, "camera": t["camera"], "frame_id": t["frame_id"],
+               "ts_ms": round(float(t["ts"]) * 1000), "score": float(t["score"]),
+               "threshold": float(t["threshold"]) if t.get("threshold") else None,
+               "is_anomaly": is_anomaly, "model_version": t["model_version"],
+               "latency_ms": float(t["latency_ms"]) if t.get("latency_ms") else None,
+               "product_class": t.get("class") or None, "part_id": t.get("part") or None,
+               "view": t.get("view") or None}
+    except (KeyError, ValueError) as exc:
         raise Unreadable(f"not a result entry ({exc!r})") from None
-    picture, mask = picture_refs(line, entry_id, fields, r.is_anomaly)
-    return {"line": line, "camera": r.camera, "frame_id": r.frame_id,
-            "ts_ms": round(r.capture_ts * 1000), "score": r.score, "threshold": r.threshold,
-            "is_anomaly": r.is_anomaly, "model_version": r.model_version,
-            "latency_ms": r.latency_ms, "product_class": r.product_class,
-            "part_id": _field(fields, "part") or None, "view": _field(fields, "view") or None,
-            "picture_ref": picture, "mask_ref": mask, "entry_id": entry_id,
-            "recorded_ms": recorded_ms}
+    row["picture_ref"], row["mask_ref"] = picture_refs(line, entry_id, fields, is_anomaly)
+    row.update(entry_id=entry_id, recorded_ms=recorded_ms)
+    return row
 
 
 def part_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> dict[str, Any]:
