@@ -138,7 +138,7 @@ def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=int, default=50_000)
-    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--rows", type=int, default=3_000_000, help="frame rows for PostgreSQL")
     p.add_argument("--sqlite-rows", type=int, default=1_000_000)
     p.add_argument("--skip", choices=("sqlite", "postgresql"), action="append", default=[])

@@ -18,7 +18,7 @@ class RecordsSettings(BaseSettings):
                                     "/db, sqlite:///path; unset: SQLite under RLR_RECORDS_DIR")
     records_dir: Path = Field(Path("rlr-records"), description="data folder of the records "
                               "(the SQLite file records.db when RLR_RECORDS_URL is unset)")
-    records_batch: int = Field(500, ge=1, le=5000, description="entries the recorder writes "
+    records_batch: int = Field(1000, ge=1, le=5000, description="entries the recorder writes "
                                "in one transaction at most")
     records_block_ms: int = Field(500, ge=1, description="how long the recorder waits for new "
                                   "entries before it writes a partial batch")
