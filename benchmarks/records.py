@@ -5,8 +5,10 @@
    all, in batches of RLR_RECORDS_BATCH; frame results per second, from the first read to the
    last ack. Once into a SQLite file, once into a PostgreSQL database of its own.
 2. Queries: `--rows` frame results (7 days of one line, 4 cameras, a part per 4 frames) and a
-   part verdict per part are generated inside the database, then `records part ID` and
-   `records yield --by hour` (of frames and of parts) over the 7 days are timed (best of 3).
+   part verdict per part are generated inside the database, their hourly rollups made from
+   them in SQL (the recorder keeps them as it writes; rows generated in SQL bypass it), then
+   `records part ID` and `records yield --by hour` (of frames and of parts, read from the
+   rollups) over the 7 days are timed (best of 3).
    The target is 18 million frame rows (a 30 fps line for 7 days); the count used is printed.
 
     python benchmarks/records.py [--results 50000] [--rows 3000000] [--sqlite-rows 1000000]
@@ -26,7 +28,7 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
-from daemon.records import queries
+from daemon.records import queries, rollup
 from daemon.records.recorder import Recorder
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
@@ -107,10 +109,16 @@ def query_times(store: Store, rows: int) -> dict[str, float]:
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
     generated = time.perf_counter() - t
+    # rows generated in SQL bypass the store, whose writes keep the rollups: made here once
+    t = time.perf_counter()
+    with store.engine.begin() as conn:
+        rollup.rebuild(conn)
+        hours = conn.execute(sa.text("SELECT count(*) FROM frame_hours")).scalar_one()
+    rolled = time.perf_counter() - t
     pid = f"SN-{rows // 8}"
     assert len(queries.part(store, pid)["frames"]) == 4
     return {
-        "generate_s": generated,
+        "generate_s": generated, "rollup_s": rolled, "rollup_rows": hours,
         "part_ms": best_ms(lambda: queries.part(store, pid)),
         "yield_hour_frames_ms": best_ms(
             lambda: queries.yield_by(store, "bench", "hour", T0_MS, "frames")),
@@ -126,10 +134,12 @@ def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:
     print(f"{name:10} recorder: {rate:,.0f} frame results/s ({args.results:,} results, "
           f"batch {args.batch})", flush=True)
     with store.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM frame_results"))
+        for table in ("frame_results", "frame_hours", "part_hours"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))
     q = query_times(store, rows)
     print(f"{name:10} queries over {rows:,} frame rows + {rows // 4:,} parts (generated in "
-          f"{q['generate_s']:.0f} s): part {q['part_ms']:.1f} ms, yield --by hour "
+          f"{q['generate_s']:.0f} s; rolled up in SQL into {q['rollup_rows']:,} frame hours in "
+          f"{q['rollup_s']:.1f} s): part {q['part_ms']:.1f} ms, yield --by hour "
           f"{q['yield_hour_frames_ms']:.0f} ms (frames), {q['yield_hour_parts_ms']:.0f} ms "
           "(parts)", flush=True)
     store.close()

@@ -2,7 +2,7 @@
 one part with every view, yield by hour / shift / day, frames, and export to CSV or Parquet.
 
 Each takes a `Store` and returns plain rows (dicts, `YieldRow`); times are milliseconds since
-the epoch, as stored. Hours, shifts and days are cut in the database (`ts_ms // size`), with
+the epoch, as stored. Yield reads the hourly rollups; shifts and days are sums of hours, with
 the plant's UTC offset (RLR_RECORDS_UTC_OFFSET_MIN) deciding where a day or shift begins.
 """
 
@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from daemon.records import rollup
 from daemon.records.errors import RecordsError
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
-from daemon.records.tables import VERDICTS, frame_results, part_verdicts
+from daemon.records.tables import VERDICTS, frame_hours, frame_results, part_hours, part_verdicts
 
 BUCKETS = ("hour", "shift", "day")
 FORMATS = ("csv", "parquet")
@@ -129,29 +130,37 @@ def yield_by(store: Store, line: str | None = None, by: str = "hour",
              settings: RecordsSettings | None = None) -> list[YieldRow]:
     """Parts, rejects and incomplete parts per line and hour / shift / day, oldest first.
     `of="frames"` counts frame results instead (a reject: an anomalous frame), for lines
-    that do not join frames into parts."""
-    size, shift = bucket_span(by, settings)
-    if of == "parts":
-        t = part_verdicts
-        rejects = sa.func.sum(sa.case((t.c.verdict == "reject", 1), else_=0))
-        incomplete = sa.func.sum(sa.case((t.c.verdict == "incomplete", 1), else_=0))
-    elif of == "frames":
-        t = frame_results
-        rejects = sa.func.sum(sa.case((t.c.is_anomaly, 1), else_=0))
-        incomplete = sa.literal(0)
-    else:
+    that do not join frames into parts.
+
+    Read from the hourly rollups (a few rows per hour, however many frames), summed into
+    shifts and days here (`rollup.bucket_start`). `since_ms` counts whole hours: the hour in
+    progress at `since_ms` is counted whole."""
+    settings = settings or RecordsSettings()
+    if by not in BUCKETS:
+        raise RecordsError(f"--by {by!r}: use one of {', '.join(BUCKETS)}")
+    if of not in ("parts", "frames"):
         raise RecordsError(f"yield of {of!r}: use parts or frames")
-    bucket = ((t.c.ts_ms - shift) // size).label("bucket")
-    q = sa.select(t.c.line, bucket, sa.func.count().label("n"), rejects.label("rejects"),
-                  incomplete.label("incomplete")).group_by(t.c.line, bucket) \
-        .order_by(bucket, t.c.line)
+    t = part_hours if of == "parts" else frame_hours
+    q = sa.select(t.c.line, t.c.hour_ms, sa.func.sum(t.c.total).label("n"),
+                  sa.func.sum(t.c.rejects).label("rejects"),
+                  sa.func.sum(t.c.incomplete).label("incomplete")) \
+        .group_by(t.c.line, t.c.hour_ms)
     if line is not None:
         q = q.where(t.c.line == line)
     if since_ms is not None:
-        q = q.where(t.c.ts_ms >= since_ms)
+        q = q.where(t.c.hour_ms >= rollup.hour_of(since_ms))
+    day_start = -settings.records_utc_offset_min * 60_000  # local midnight, in UTC terms
+    sums: dict[tuple[int, str], list[int]] = {}
     with store.engine.connect() as conn:
-        return [YieldRow(r.line, int(r.bucket) * size + shift, int(r.n), int(r.rejects or 0),
-                         int(r.incomplete or 0)) for r in conn.execute(q)]
+        for r in conn.execute(q):
+            start = rollup.bucket_start(int(r.hour_ms), by, day_start,
+                                        settings.records_shift_hours,
+                                        settings.records_shift_start_h)
+            counts = sums.setdefault((start, r.line), [0, 0, 0])
+            counts[0] += int(r.n)
+            counts[1] += int(r.rejects or 0)
+            counts[2] += int(r.incomplete or 0)
+    return [YieldRow(line_, start, *counts) for (start, line_), counts in sorted(sums.items())]
 
 
 def export(store: Store, path: str | Path, since_ms: int | None = None, fmt: str = "csv",

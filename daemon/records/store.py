@@ -3,8 +3,10 @@ RLR_RECORDS_DIR; `postgresql://` through psycopg 3), written in idempotent batch
 
 `insert_frames` / `insert_parts` write a batch in one transaction with `INSERT ... ON CONFLICT
 DO NOTHING` on the tables' natural keys, so a batch written again (the recorder died after the
-commit, before the ack) changes nothing. They return how many rows were new. A database that
-is away raises `RecordsUnavailable`; the caller waits and writes the same batch again.
+commit, before the ack) changes nothing. They return how many rows were new; the rows the
+insert returns as new are added to the hourly rollups in the same transaction (`rollup`).
+A database that is away raises `RecordsUnavailable`; the caller waits and writes the same
+batch again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from daemon.records import schema, tables
+from daemon.records import rollup, schema, tables
 from daemon.records.errors import RecordsError, RecordsUnavailable
 from daemon.records.settings import RecordsSettings
 
@@ -119,8 +121,10 @@ class Store:
         """Both kinds of rows in one transaction; (new frames, new parts)."""
         try:
             with self.engine.begin() as conn:
-                return (self._insert_on(conn, tables.frame_results, frames),
-                        self._insert_on(conn, tables.part_verdicts, parts))
+                new_frames = self._insert_on(conn, tables.frame_results, frames)
+                new_parts = self._insert_on(conn, tables.part_verdicts, parts)
+                rollup.add_new_rows(conn, new_frames, new_parts)
+                return len(new_frames), len(new_parts)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             if "no such table" in str(exc):  # SQLite says so as an operational error
                 raise RecordsError(f"records database {self.shown_url} has no tables: run "
@@ -133,17 +137,24 @@ class Store:
             return self.write(rows, ())[0]
         return self.write((), rows)[1]
 
-    def _insert_on(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
+    def _insert_on(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict]
+                   ) -> list[sa.RowMapping]:
+        """Insert `rows`, skipping those already there; the new ones (their rollup columns)."""
         if not rows:
-            return 0
+            return []
         if self._dialect == "postgresql":
             return _insert_unnest(conn, table, rows)
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=tables.KEYS[table.name])
         # RETURNING names the rows that were new (a conflict returns nothing): drivers' row
         # counts of a many-row insert are not reliable. SQLAlchemy sends the rows as a few
         # multi-row INSERTs ("insertmanyvalues").
-        result = conn.execute(stmt.returning(table.c.id), list(rows))
-        return len(result.all())
+        result = conn.execute(stmt.returning(*(table.c[c] for c in _RETURNED[table.name])),
+                              list(rows))
+        return list(result.mappings())
+
+
+_RETURNED = {tables.frame_results.name: rollup.FRAME_COLUMNS,
+             tables.part_verdicts.name: rollup.PART_COLUMNS}
 
 
 @functools.cache
@@ -154,11 +165,13 @@ def _unnest_statement(table: sa.Table) -> tuple[sa.TextClause, tuple[sa.Column, 
                        for c in columns)
     sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
            f"SELECT * FROM unnest({arrays}) "
-           f"ON CONFLICT ({', '.join(tables.KEYS[table.name])}) DO NOTHING RETURNING id")
+           f"ON CONFLICT ({', '.join(tables.KEYS[table.name])}) DO NOTHING "
+           f"RETURNING {', '.join(_RETURNED[table.name])}")
     return sa.text(sql), columns
 
 
-def _insert_unnest(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
+def _insert_unnest(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]
+                   ) -> list[sa.RowMapping]:
     """PostgreSQL: the batch as one array per column, unnested into rows by the server: one
     statement of a few parameters, some times faster than as many VALUES rows."""
     stmt, columns = _unnest_statement(table)
@@ -168,7 +181,8 @@ def _insert_unnest(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -
         if isinstance(c.type, sa.JSON):
             values = [None if v is None else json.dumps(v) for v in values]
         params[c.name] = values
-    return len(conn.execute(stmt, params).all())
+    return list(conn.execute(stmt, params).mappings())
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -77,3 +77,44 @@ part_verdicts = sa.Table(
 # the natural key of each table: what ON CONFLICT names
 KEYS = {frame_results.name: ("line", "camera", "frame_id"),
         part_verdicts.name: ("line", "part_id")}
+
+# Hourly rollups: counts per line / camera / product / hour of frames and per line / recipe /
+# product / hour of part verdicts, added to in the transaction that inserts the rows, from the
+# rows the insert reports as new (so a batch written twice adds nothing). `records yield`
+# reads them instead of the raw rows; retention keeps them (RLR_RECORDS_ROLLUP_DAYS) after the
+# rows are gone. A missing product / recipe is '' (a key column cannot be NULL and conflict).
+# For frames `rejects` is the anomalous frames and `incomplete` is 0.
+frame_hours = sa.Table(
+    "frame_hours", metadata,
+    sa.Column("line", sa.String(128), nullable=False),
+    sa.Column("camera", sa.String(128), nullable=False),
+    sa.Column("product", sa.String(128), nullable=False),
+    sa.Column("hour_ms", sa.BigInteger, nullable=False),  # where the UTC hour begins
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("rejects", sa.BigInteger, nullable=False),
+    sa.Column("incomplete", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("line", "camera", "product", "hour_ms"),
+    sa.Index(None, "line", "hour_ms"),
+    sa.Index(None, "hour_ms"),
+)
+
+part_hours = sa.Table(
+    "part_hours", metadata,
+    sa.Column("line", sa.String(128), nullable=False),
+    sa.Column("recipe", sa.String(128), nullable=False),
+    sa.Column("product", sa.String(128), nullable=False),
+    sa.Column("hour_ms", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("rejects", sa.BigInteger, nullable=False),
+    sa.Column("incomplete", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("line", "recipe", "product", "hour_ms"),
+    sa.Index(None, "line", "hour_ms"),
+    sa.Index(None, "hour_ms"),
+)
+
+# retention asks whether a picture it would delete is still referenced by a kept row
+sa.Index("ix_frame_results_picture_ref", frame_results.c.picture_ref)
+sa.Index("ix_frame_results_mask_ref", frame_results.c.mask_ref)
+
+KEYS.update({frame_hours.name: ("line", "camera", "product", "hour_ms"),
+             part_hours.name: ("line", "recipe", "product", "hour_ms")})

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 
 from daemon.records import queries, schema, tables
 from daemon.records.store import Store
-from tests.unit.daemon.records.reference import frame_rows, part_rows
+from tests.unit.daemon.records.reference import frame_rows, part_rows, rollups_and_raw_counts
 from tests.unit.daemon.records.test_queries import check_yield
 
 
@@ -42,3 +42,21 @@ def test_queries_match_counts_in_python(store, tmp_path):
     assert sorted(f["frame_id"] for f in queries.part(store, "P9")["frames"]) == \
         sorted(f["frame_id"] for f in frames if f["part_id"] == "P9")
     assert queries.export(store, tmp_path / "x.csv", None, "csv", "parts") == len(parts)
+
+
+def test_rollups_equal_the_raw_counts_after_replayed_batches(store):
+    from tests.unit.daemon.records.test_rollup import check_rollups_after_replays
+
+    check_rollups_after_replays(store)
+
+
+def test_migration_0002_rolls_up_the_rows_written_before_it(records_url):
+    store = Store.open(url=records_url)
+    schema.upgrade(store.engine, "0001")
+    with store.engine.begin() as conn:
+        conn.execute(tables.frame_results.insert(), frame_rows(500))
+        conn.execute(tables.part_verdicts.insert(), part_rows(120))
+    store.migrate()
+    for got, want in rollups_and_raw_counts(store):
+        assert got == want and got
+    store.close()
