@@ -11,6 +11,11 @@ A database that goes away is waited for with backoff, the batch held (nothing ac
 nothing read further: the stream keeps the entries), counted in `db_outages` and shown as
 state `degraded` in the recorder's presence hash `rlr:recorders:{name}`. Entries the stream
 lost before they were recorded are an error in the log and counted in `trimmed_unrecorded`.
+
+Before a batch is written, the pictures of its rejected frames and of a sample of passes are
+kept under RLR_RECORDS_DIR/pictures (`keeper`); a folder that cannot take them makes the
+recorder degraded too (the `problem` field says why) while rows go on being written. Every
+RLR_RECORDS_PRUNE_EVERY_S the retention runs (`retention.prune`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from dataclasses import asdict, dataclass
 
 from daemon import logs
 from daemon.records.errors import RecordsUnavailable
+from daemon.records.keeper import PictureKeeper
+from daemon.records.pictures import Pictures
+from daemon.records.retention import prune
 from daemon.records.rows import Unreadable, frame_row, part_row
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store, now_ms
@@ -57,6 +65,12 @@ class RecorderStats:
     db_retries: int = 0  # batch writes retried while it was away
     trimmed_unrecorded: int = 0  # entries the stream lost before they were recorded
     backlog: int = 0  # entries of the streams not yet read (last check)
+    pictures: int = 0  # frames whose picture was kept
+    pictures_missing: int = 0  # frames to keep that the frames stream no longer held
+    pictures_skipped: int = 0  # frames to keep while the pictures folder could not be written
+    pruned_rows: int = 0  # rows deleted by the retention
+    pruned_pictures: int = 0  # pictures deleted by the retention
+    problem: str = ""  # why the state is degraded
 
 
 class Recorder:
@@ -73,6 +87,11 @@ class Recorder:
         self._checked = 0.0
         self._lost_seen: dict[str, int] = {}  # stream key -> loss already counted
         self._backoff = Backoff(0.2, 10.0)
+        self._db_away = ""
+        self.pictures = Pictures(self.settings.pictures_dir)
+        self.keeper = PictureKeeper(client, self.pictures, self.settings.records_keep_pass,
+                                    self.stats)
+        self._pruned_at: float | None = None  # monotonic time of the last retention run
 
     # ------------------------------------------------------------------ streams and group
 
@@ -128,8 +147,13 @@ class Recorder:
             if not claimed.deliveries:
                 break
             self.record(claimed.deliveries)
-        self.stats.state = "ok"
+        self._set_state()
         self._publish_presence()
+
+    def _set_state(self) -> None:
+        problems = [p for p in (self._db_away, self.keeper.error) if p]
+        self.stats.state = "degraded" if problems else "ok"
+        self.stats.problem = "; ".join(problems)
 
     def step(self, block_ms: int | None) -> int:
         """Read one batch (waiting up to `block_ms`) and record it; entries recorded."""
@@ -152,6 +176,7 @@ class Recorder:
     def record(self, batch: Sequence[Delivery]) -> None:
         """Write `batch` (waiting for the database as long as it takes), then ack it."""
         frames, parts = [], []
+        keep: dict[str, list[tuple[dict, object]]] = {}  # line -> rows whose pictures to keep
         recorded = now_ms()
         for d in batch:
             kind, line = self._kind[d.line]
@@ -164,6 +189,11 @@ class Recorder:
                           reason=str(exc))
                 continue
             (frames if kind == "results" else parts).append(row)
+            if kind == "results" and self.keeper.wanted(row):
+                keep.setdefault(line, []).append((row, d.fields))
+        for line, items in keep.items():
+            self.keeper.keep(line, items)
+        self._set_state()
         new_frames, new_parts = self._write(frames, parts)
         self.stats.frames += new_frames
         self.stats.parts += new_parts
@@ -181,7 +211,8 @@ class Recorder:
                 if not outage:
                     outage = True
                     self.stats.db_outages += 1
-                    self.stats.state = "degraded"
+                    self._db_away = str(exc)
+                    self._set_state()
                     log.error("records_database_away", error=str(exc),
                               held=len(frames) + len(parts))
                 self.stats.db_retries += 1
@@ -192,7 +223,8 @@ class Recorder:
                 continue
             if outage:
                 log.info("records_database_back", retries=self.stats.db_retries)
-                self.stats.state = "ok"
+                self._db_away = ""
+                self._set_state()
             self._backoff.reset()
             return written
 
@@ -208,7 +240,25 @@ class Recorder:
             self._redis(self.group.ensure)
         self._check_trim()
         self._claim_stale()
+        self._retention(now)
         self._publish_presence()
+
+    def _retention(self, now: float) -> None:
+        """Apply the retention every RLR_RECORDS_PRUNE_EVERY_S (the first time at the first
+        check after start); a failure is logged and tried again next time."""
+        if self._pruned_at is not None and \
+                now - self._pruned_at < self.settings.records_prune_every_s:
+            return
+        self._pruned_at = now
+        try:
+            report = prune(self.store, self.pictures, self.settings)
+        except Exception as exc:
+            log.error("records_retention_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.stats.pruned_rows += report.rows
+        self.stats.pruned_pictures += report.pictures
+        if report.rows or report.rollup_rows:
+            log.info("records_pruned", **report._asdict())
 
     def _check_trim(self) -> None:
         backlog = 0

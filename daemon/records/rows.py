@@ -35,15 +35,6 @@ def _ms(seconds: str | None) -> int | None:
     return None if seconds in (None, "") else round(float(seconds) * 1000)
 
 
-def picture_refs(line: str, entry_id: str, fields: Mapping, is_anomaly: bool
-                 ) -> tuple[str | None, str | None]:
-    """Where the entry's picture and mask are kept under the records folder, as the row's
-    (picture_ref, mask_ref). Pictures are not kept by this version: (None, None) for every
-    entry. Keeping them (rejects, and a sample of passes) means writing the mask the result
-    carries, and the frame it came from, under content-addressed names here."""
-    return None, None
-
-
 def frame_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> dict[str, Any]:
     """The `frame_results` row of a results-stream entry (the fields `Result.to_fields`
     writes, read here directly: this runs for every result the recorder writes)."""
@@ -64,8 +55,8 @@ def frame_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> di
                "view": t.get("view") or None}
     except (KeyError, ValueError) as exc:
         raise Unreadable(f"not a result entry ({exc!r})") from None
-    row["picture_ref"], row["mask_ref"] = picture_refs(line, entry_id, fields, is_anomaly)
-    row.update(entry_id=entry_id, recorded_ms=recorded_ms)
+    # the recorder fills these in for the frames whose pictures it keeps (`pictures`)
+    row.update(picture_ref=None, mask_ref=None, entry_id=entry_id, recorded_ms=recorded_ms)
     return row
 
 

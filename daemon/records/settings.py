@@ -36,6 +36,17 @@ class RecordsSettings(BaseSettings):
     records_utc_offset_min: int = Field(0, ge=-14 * 60, le=14 * 60, description="the plant's "
                                         "offset from UTC in minutes: where days and shifts begin")
 
+    records_keep_pass: float = Field(0.01, ge=0, le=1, description="share of passing frames "
+                                     "whose picture is kept (rejects' always are)")
+    records_days: float = Field(90, ge=0, description="days frame results, part verdicts and "
+                                "their pictures are kept (0: no age limit)")
+    records_max_gb: float = Field(100, ge=0, description="most GB the pictures and the rows "
+                                  "may take; the oldest go first (0: no size limit)")
+    records_rollup_days: float = Field(1825, ge=0, description="days the hourly yield "
+                                       "rollups are kept (0: forever)")
+    records_prune_every_s: int = Field(3600, ge=10, description="how often the recorder "
+                                       "applies the retention")
+
     @field_validator("records_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -51,3 +62,8 @@ class RecordsSettings(BaseSettings):
         if self.records_url:
             return self.records_url
         return f"sqlite:///{(self.records_dir / 'records.db').resolve()}"
+
+    @property
+    def pictures_dir(self) -> Path:
+        """Where the frames and masks are kept (RLR_RECORDS_DIR/pictures)."""
+        return self.records_dir / "pictures"

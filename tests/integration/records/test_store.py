@@ -60,3 +60,9 @@ def test_migration_0002_rolls_up_the_rows_written_before_it(records_url):
     for got, want in rollups_and_raw_counts(store):
         assert got == want and got
     store.close()
+
+
+def test_retention_by_age_deletes_rows_with_their_pictures(store, tmp_path):
+    from tests.unit.daemon.records.test_retention import check_age
+
+    check_age(store, tmp_path)
