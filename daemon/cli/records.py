@@ -1,5 +1,6 @@
-"""`rlrctl records migrate|parts|part|yield|export` (read the records) and `rlrctl recorder`
-(write them): the historian of every frame result and part verdict."""
+"""`rlrctl records migrate|parts|part|yield|export|prune` (read the records, apply their
+retention) and `rlrctl recorder` (write them): the historian of every frame result and part
+verdict."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _print_json(rows) -> None:
 @click.group("records")
 def records() -> None:
     """The records of every frame result and part verdict: migrate, parts, part, yield,
-    export."""
+    export, prune."""
 
 
 @records.command()
@@ -113,9 +114,14 @@ def parts_cmd(line, since, verdict, limit, as_json, records_url) -> None:
 @_json
 @_url
 def part_cmd(part_id, line, as_json, records_url) -> None:
-    """One part: its verdict and every view (score, model version, recipe, pictures)."""
-    store, _ = _reading(records_url)
+    """One part: its verdict and every view (score, model version, recipe, pictures' paths)."""
+    store, settings = _reading(records_url)
     found = queries.part(store, part_id, line)
+    folder = settings.pictures_dir.resolve()
+    for f in found["frames"]:
+        for kind in ("picture", "mask"):
+            ref = f[f"{kind}_ref"]
+            f[f"{kind}_path"] = None if ref is None else str(folder / ref)
     if as_json:
         return click.echo(json.dumps(found, default=str))
     if not found["verdicts"] and not found["frames"]:
@@ -128,7 +134,7 @@ def part_cmd(part_id, line, as_json, records_url) -> None:
         click.echo(f"  {f['view'] or '-':10} {f['camera']:10} frame {f['frame_id']:16} "
                    f"{_when(f['ts_ms'])}  score {f['score']:.4g} / {threshold} "
                    f"{'ANOMALY' if f['is_anomaly'] else 'ok':7} model {f['model_version']} "
-                   f"picture {f['picture_ref'] or '-'} mask {f['mask_ref'] or '-'}")
+                   f"picture {f['picture_path'] or '-'} mask {f['mask_path'] or '-'}")
 
 
 @records.command("yield")
@@ -168,6 +174,24 @@ def export_cmd(since, fmt, what, line, output, records_url) -> None:
     store, _ = _reading(records_url)
     n = queries.export(store, output, queries.parse_since(since), fmt, what, line)
     click.echo(f"{n} {what} rows -> {output}")
+
+
+@records.command("prune")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@_url
+def prune_cmd(dry_run, records_url) -> None:
+    """Apply the retention once: rows older than RLR_RECORDS_DAYS or beyond RLR_RECORDS_MAX_GB
+    (oldest first) go with their pictures; rollups older than RLR_RECORDS_ROLLUP_DAYS."""
+    from daemon.records.pictures import Pictures
+    from daemon.records.retention import prune
+
+    store, settings = _reading(records_url)
+    r = prune(store, Pictures(settings.pictures_dir), settings, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    before = "nothing had to go" if r.cutoff_ms is None else f"rows before {_when(r.cutoff_ms)}"
+    click.echo(f"{store.shown_url}: {verb} {r.frames} frame rows, {r.parts} part rows, "
+               f"{r.pictures} pictures ({r.freed_bytes / 1e6:.1f} MB), {r.rollup_rows} rollup "
+               f"rows ({before} UTC)")
 
 
 @click.command()

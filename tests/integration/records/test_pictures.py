@@ -101,3 +101,32 @@ def test_a_read_only_folder_makes_it_degraded_and_rows_are_still_written(
     rec.keeper._retry_at = 0.0  # the folder is writable again: the next try works
     rec.step(None)
     assert rec.stats.state == "ok" and rows(store)["f30"][0] is not None
+
+
+def test_rlrctl_records_part_prints_the_pictures_paths_and_prune_deletes_them(
+        redis_url, rclient, line, tmp_path):
+    from tests.integration.procs import daemon_env
+    from tests.integration.records.test_recorder import rlrctl
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = Store.open(url=url)
+    store.require_schema()
+    publish(rclient, line, 0, anomalous=True)
+    folder = tmp_path / "records"
+    recorder(rclient, store, line, folder, records_keep_pass=0).run_until_idle()
+    picture, mask = rows(store)["f0"]
+    with store.engine.begin() as conn:  # the frame was seen a year ago
+        conn.execute(sa.update(frame_results).values(part_id="SN-1", ts_ms=1_765_000_000_000))
+    env = daemon_env(redis_url, line, records_url=url, records_dir=folder)
+    out = rlrctl("records", "part", "SN-1", env=env)
+    pictures = (folder / "pictures").resolve()
+    assert out.returncode == 0, out.stderr
+    assert f"picture {pictures / picture} mask {pictures / mask}" in out.stdout
+    out = rlrctl("records", "prune", "--dry-run", env=env)
+    assert out.returncode == 0 and "would delete 1 frame rows" in out.stdout, out.stderr
+    assert "2 pictures" in out.stdout and (pictures / picture).exists()
+    out = rlrctl("records", "prune", env=env)
+    assert out.returncode == 0 and "deleted 1 frame rows" in out.stdout, out.stderr
+    assert not (pictures / picture).exists() and not (pictures / mask).exists()
+    assert rows(store) == {}
+    store.close()
