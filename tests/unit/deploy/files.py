@@ -17,7 +17,10 @@ RLR_NAME = re.compile(r"\bRLR_[A-Z0-9_]*[A-Z0-9]\b")
 
 
 def known_settings() -> set[str]:
-    return {env_name(name) for name in Settings.model_fields} | {"RLR_CONFIG"}
+    from daemon.records.settings import RecordsSettings
+
+    return {env_name(name) for name in [*Settings.model_fields, *RecordsSettings.model_fields]} \
+        | {"RLR_CONFIG"}
 
 
 def default(field: str):
@@ -47,6 +50,14 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
             monkeypatch.delenv(var)
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
+    # RLR_RECORDS_* are the recorder's own (RecordsSettings), hidden from the line settings as
+    # `rlrctl recorder` does
+    from daemon.records.settings import RecordsSettings
+
+    RecordsSettings()
+    for key in env:
+        if key.startswith("RLR_RECORDS_"):
+            monkeypatch.delenv(key)
     return load_settings()
 
 
