@@ -1,9 +1,11 @@
 """Records: recorder throughput into SQLite and PostgreSQL, and query times over generated rows.
 
-1. Throughput: `--results` results are put on a line of its own in the real Redis, then a
+1. Throughput: `--results` frames are put on a line of its own in the real Redis as the worker
+   leaves them (frame entry, dedup key, result, a mask on the 5 % anomalous), then a
    `Recorder` (the code `rlrctl recorder` runs, in this process) reads, writes and acks them
-   all, in batches of RLR_RECORDS_BATCH; frame results per second, from the first read to the
-   last ack. Once into a SQLite file, once into a PostgreSQL database of its own.
+   all, in batches of RLR_RECORDS_BATCH, keeping the pictures of the anomalous frames and of
+   1 % of the passes; frame results per second, from the first read to the last ack. Once
+   into a SQLite file, once into a PostgreSQL database of its own.
 2. Queries: `--rows` frame results (7 days of one line, 4 cameras, a part per 4 frames) and a
    part verdict per part are generated inside the database, their hourly rollups made from
    them in SQL (the recorder keeps them as it writes; rows generated in SQL bypass it), then
@@ -11,7 +13,7 @@
    rollups) over the 7 days are timed (best of 3).
    The target is 18 million frame rows (a 30 fps line for 7 days); the count used is printed.
 
-    python benchmarks/records.py [--results 50000] [--rows 3000000] [--sqlite-rows 1000000]
+    python benchmarks/records.py [--results 50000] [--rows 18000000] [--sqlite-rows 1000000]
 
 Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (user postgres, trust); the
 PostgreSQL database (rlr_bench_<random>) is created and dropped here.
@@ -20,6 +22,7 @@ PostgreSQL database (rlr_bench_<random>) is created and dropped here.
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 import uuid
@@ -29,11 +32,11 @@ import redis
 import sqlalchemy as sa
 
 from daemon.records import queries, rollup
-from daemon.records.recorder import Recorder
+from daemon.records.recorder import Recorder, RecorderStats
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
 from daemon.wire import keys
-from daemon.wire.schema import Result
+from daemon.wire.schema import Result, encode_frame
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 T0_MS = 1_796_601_600_000
@@ -67,26 +70,40 @@ GROUP BY g / 4"""
 PARTS_SQL_SQLITE = PARTS_SQL.replace("bool_or(is_anomaly)", "max(is_anomaly) = 1")
 
 
-def throughput(store: Store, client: redis.Redis, n: int, batch: int) -> float:
+def throughput(store: Store, client: redis.Redis, n: int, batch: int, folder: Path
+               ) -> tuple[float, RecorderStats]:
+    """What the worker leaves for each frame (the frame entry, its dedup key, its result, a
+    mask on the anomalous 5 %), then the recorder over all of it: rows, and the pictures of
+    the anomalous frames and of 1 % of the passes written under `folder`."""
     line = f"bench{uuid.uuid4().hex[:8]}"
     pipe = client.pipeline(transaction=False)
+    rng = random.Random(1)
     for i in range(n):
-        r = Result(f"f{i}", f"cam{i % 4}", 0.5, i % 20 == 0, 0.9, "v1", 1_796_601_600 + i / 30,
-                   1.0, 2.0, 20.0, "w1", "bottle")
-        pipe.xadd(keys.results(line), r.to_fields())
-        if len(pipe) >= 2000:
+        anomalous = i % 20 == 0
+        frame = encode_frame(f"cam{i % 4}", f"f{i}", 1_796_601_600 + i / 30,
+                             rng.randbytes(2048), "jpeg")
+        pipe.xadd(keys.frames(line), frame, id=f"{i + 1}-0")
+        r = Result(f"f{i}", f"cam{i % 4}", 0.5, anomalous, 0.9, "v1", 1_796_601_600 + i / 30,
+                   1.0, 2.0, 20.0, "w1", "bottle", rng.randbytes(1024) if anomalous else None)
+        pipe.xadd(keys.results(line), r.to_fields(), id=f"{i + 1}-0")
+        pipe.set(keys.seen(line, f"cam{i % 4}", f"f{i}"), f"{i + 1}-0 {i + 1}-0", ex=3600)
+        if len(pipe) >= 3000:
             pipe.execute()
     pipe.execute()
     rec = Recorder(client, store, [line], RecordsSettings(records_batch=batch,
-                                                          records_consumer="bench"))
+                                                          records_consumer="bench",
+                                                          records_dir=folder))
     try:
         t = time.perf_counter()
         rec.run_until_idle()
         elapsed = time.perf_counter() - t
         assert rec.stats.frames == n, rec.stats
     finally:
-        client.delete(keys.results(line))
-    return n / elapsed
+        client.delete(keys.results(line), keys.frames(line))
+        for i in range(0, n, 1000):
+            client.delete(*(keys.seen(line, f"cam{j % 4}", f"f{j}")
+                            for j in range(i, min(i + 1000, n))))
+    return n / elapsed, rec.stats
 
 
 def best_ms(fn, repeat: int = 3) -> float:
@@ -130,9 +147,13 @@ def query_times(store: Store, rows: int) -> dict[str, float]:
 def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:
     store = Store.open(url=url)
     store.require_schema()
-    rate = throughput(store, client, args.results, args.batch)
+    with tempfile.TemporaryDirectory() as folder:
+        rate, stats = throughput(store, client, args.results, args.batch, Path(folder))
     print(f"{name:10} recorder: {rate:,.0f} frame results/s ({args.results:,} results, "
-          f"batch {args.batch})", flush=True)
+          f"batch {args.batch}; {stats.pictures:,} frames kept with their pictures, "
+          f"{stats.pictures_missing} missing)", flush=True)
+    if rows == 0:
+        return store.close()
     with store.engine.begin() as conn:
         for table in ("frame_results", "frame_hours", "part_hours"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
@@ -149,7 +170,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--rows", type=int, default=3_000_000, help="frame rows for PostgreSQL")
+    p.add_argument("--rows", type=int, default=18_000_000, help="frame rows for PostgreSQL "
+                   "(0: throughput only)")
     p.add_argument("--sqlite-rows", type=int, default=1_000_000)
     p.add_argument("--skip", choices=("sqlite", "postgresql"), action="append", default=[])
     args = p.parse_args()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from daemon import logs
@@ -33,6 +34,7 @@ class PictureKeeper:
             stats
         self.error = ""  # why pictures cannot be written now ("" when they can)
         self._retry_at = 0.0
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="pictures")
 
     def wanted(self, row: Mapping[str, Any]) -> bool:
         return bool(row["is_anomaly"]) or keep_pass(row["line"], row["camera"],
@@ -52,22 +54,35 @@ class PictureKeeper:
         except Exception as exc:  # Redis away: the rows go without their frames
             log.warning("frames_lookup_failed", line=line, error=str(exc))
             frames = [None] * len(items)
-        for i, ((row, fields), frame) in enumerate(zip(items, frames, strict=True)):
-            try:
-                mask = fields.get(b"mask", fields.get("mask"))
-                if mask:
-                    row["mask_ref"] = self.pictures.put(bytes(mask), EXTENSIONS["mask"])
-                if frame is None:
-                    self.stats.pictures_missing += 1
-                else:
-                    row["picture_ref"] = self.pictures.put(frame.data, frame.extension)
-                    self.stats.pictures += 1
-            except PicturesUnavailable as exc:
-                self._failed(exc, skipped=len(items) - i)
-                return
+        jobs: list[tuple[dict, str, bytes, str]] = []  # (row, its column, bytes, extension)
+        for (row, fields), frame in zip(items, frames, strict=True):
+            mask = fields.get(b"mask", fields.get("mask"))
+            if mask:
+                jobs.append((row, "mask_ref", bytes(mask), EXTENSIONS["mask"]))
+            if frame is None:
+                self.stats.pictures_missing += 1
+            else:
+                jobs.append((row, "picture_ref", frame.data, frame.extension))
+        # file creation waits on the disk, not the CPU: a few at once
+        refs = list(self._pool.map(self._put, jobs))
+        failed = next((r for r in refs if isinstance(r, PicturesUnavailable)), None)
+        if failed is not None:
+            for row, _ in items:
+                row["picture_ref"] = row["mask_ref"] = None
+            self._failed(failed, skipped=len(items))
+            return
+        for (row, column, _, _), ref in zip(jobs, refs, strict=True):
+            row[column] = ref
+        self.stats.pictures += sum(1 for _, column, _, _ in jobs if column == "picture_ref")
         if self.error:
             log.info("records_pictures_back", folder=str(self.pictures.root))
             self.error = ""
+
+    def _put(self, job: tuple[dict, str, bytes, str]) -> str | PicturesUnavailable:
+        try:
+            return self.pictures.put(job[2], job[3])
+        except PicturesUnavailable as exc:
+            return exc
 
     def _failed(self, exc: PicturesUnavailable, skipped: int) -> None:
         self.stats.pictures_skipped += skipped

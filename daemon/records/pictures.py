@@ -48,6 +48,7 @@ class Pictures:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._folders: set[Path] = set()  # shard folders known to exist (one mkdir each)
 
     def path(self, ref: str) -> Path:
         return self.root / ref
@@ -60,11 +61,14 @@ class Pictures:
             return ref
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as exc:
+            self._folders.discard(path.parent)  # removed under us, perhaps: mkdir next time
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise PicturesUnavailable(exc.errno, f"pictures folder {self.root}: "
