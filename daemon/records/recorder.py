@@ -246,8 +246,8 @@ class Recorder:
     def _retention(self, now: float) -> None:
         """Apply the retention every RLR_RECORDS_PRUNE_EVERY_S (the first time at the first
         check after start); a failure is logged and tried again next time."""
-        if self._pruned_at is not None and \
-                now - self._pruned_at < self.settings.records_prune_every_s:
+        if self._db_away or (self._pruned_at is not None and
+                             now - self._pruned_at < self.settings.records_prune_every_s):
             return
         self._pruned_at = now
         try:

@@ -130,3 +130,15 @@ def test_rlrctl_records_part_prints_the_pictures_paths_and_prune_deletes_them(
     assert not (pictures / picture).exists() and not (pictures / mask).exists()
     assert rows(store) == {}
     store.close()
+
+
+def test_the_recorder_applies_the_retention_to_rows_and_pictures(store, rclient, line, tmp_path):
+    for i in range(6):
+        publish(rclient, line, i, anomalous=True)  # captured on 2026-12-07
+    rec = recorder(rclient, store, line, tmp_path, records_keep_pass=0, records_days=0.01)
+    rec.run_until_idle()  # the retention ran before the first batch: nothing to delete yet
+    assert len(rows(store)) == 6 and rec.stats.pictures == 6
+    rec._pruned_at = rec._checked = 0.0 - rec.settings.records_prune_every_s  # an hour later
+    rec.step(None)
+    assert rows(store) == {} and rec.stats.pruned_rows == 6
+    assert rec.stats.pruned_pictures == 12 and rec.pictures.total_bytes() == 0
