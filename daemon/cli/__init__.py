@@ -63,6 +63,7 @@ _COMMANDS = {
     "collect": ("collect", "collect"), "health": ("camera_health", "health"),
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
+    "records": ("records", "records"), "recorder": ("records", "recorder"),
 }
 
 

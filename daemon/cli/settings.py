@@ -27,6 +27,7 @@ from daemon.line.settings import (
 )
 from daemon.logs import LogSettings
 from daemon.models.settings import DeviceSettings, RolloutSettings
+from daemon.records.settings import RecorderSettings, RecordsSettings
 from daemon.serve.settings import (
     AlertSettings,
     BatchSettings,
@@ -49,12 +50,12 @@ PARTS: tuple[type[PartSettings], ...] = (
     PublishSettings, AlertSettings, CameraHealthSettings, MetricsSettings, LogSettings,
     SupervisorSettings, RolloutSettings, ConsoleSettings, JobSettings,
     MqttSettings, WebhookSettings, BridgeSettings, PlcSettings, ModbusSettings, OpcuaSettings,
-    SparkplugSettings,
+    SparkplugSettings, RecordsSettings,
 )
 
 
 class AllSettings(WorkerSettings, TrainerSettings, ConsoleServerSettings, AlertBridgeSettings,
-                  PlcBridgeSettings, ProducerSettings):
+                  PlcBridgeSettings, ProducerSettings, RecorderSettings):
     """Every process's settings: what `rlrctl` loads, so any command can pass it on."""
 
 
@@ -101,6 +102,7 @@ PROCESSES: tuple[tuple[str, type[PartSettings]], ...] = (
     ("rlrctl bridge mqtt / webhook", AlertBridgeSettings),
     ("rlrctl bridge modbus / opcua / sparkplug", PlcBridgeSettings),
     ("rlrctl produce", ProducerSettings),
+    ("rlrctl recorder / records", RecorderSettings),
 )
 
 

@@ -27,8 +27,9 @@ ALLOWED_PARTS = {
     "serve": {"wire", "models"},
     "jobs": {"wire", "models"},
     "line": {"wire"},
-    "cli": {"wire", "models", "serve", "jobs", "line", "console"},
+    "cli": {"wire", "models", "serve", "jobs", "line", "console", "records"},
     "console": {"wire", "models", "jobs"},
+    "records": {"wire"},
 }
 
 

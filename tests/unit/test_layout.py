@@ -36,6 +36,7 @@ TESTED_ELSEWHERE = {
     "daemon/cli/models.py": "tests/integration/models/test_registry.py",
     "daemon/cli/options.py": "tests/integration/cli/test_errors.py",
     "daemon/cli/produce.py": "tests/integration/line/test_producer.py",
+    "daemon/cli/records.py": "tests/integration/records/test_pictures.py",
     "daemon/cli/rollout.py": "tests/integration/models/test_registry.py",
     "daemon/cli/score.py": "tests/integration/cli/test_cli.py",
     "daemon/cli/status.py": "tests/integration/deploy/test_acl.py",
@@ -48,6 +49,14 @@ TESTED_ELSEWHERE = {
     "daemon/console/views.py": "tests/unit/daemon/console/test_security.py",
     # Redis-backed by nature: tested against a real server
     "daemon/jobs/queue.py": "tests/integration/jobs/test_jobs.py",
+    "daemon/records/frame_source.py": "tests/integration/records/test_pictures.py",
+    "daemon/records/keeper.py": "tests/integration/records/test_pictures.py",
+    "daemon/records/recorder.py": "tests/integration/records/test_recorder.py",
+    # migrations: run up from empty and compared with the tables on both databases
+    "daemon/records/migrations/versions/0001_frames_and_parts.py":
+        "tests/unit/daemon/records/test_schema.py",
+    "daemon/records/migrations/versions/0002_hourly_rollups.py":
+        "tests/unit/daemon/records/test_schema.py",
     "daemon/jobs/runner.py": "tests/integration/jobs/test_jobs.py",
     "daemon/jobs/trainer.py": "tests/integration/jobs/test_jobs.py",
     "daemon/line/capture.py": "tests/integration/line/test_capture.py",
@@ -61,6 +70,7 @@ TESTED_ELSEWHERE = {
     # per-part settings classes: checked together where they are composed (cli/settings.py)
     "daemon/line/settings.py": "tests/unit/daemon/cli/test_settings.py",
     "daemon/models/settings.py": "tests/unit/daemon/cli/test_settings.py",
+    "daemon/records/settings.py": "tests/unit/daemon/cli/test_settings.py",
     "daemon/serve/settings.py": "tests/unit/daemon/cli/test_settings.py",
     "daemon/wire/settings.py": "tests/unit/daemon/cli/test_settings.py",
     # the worker's parts, tested through the worker over the in-memory ports

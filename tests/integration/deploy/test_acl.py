@@ -47,7 +47,8 @@ from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
 USERS = ("default", "rlr-admin", "rlr-producer", "rlr-worker", "rlr-bridge", "rlr-modbus",
-         "rlr-opcua", "rlr-sparkplug", "rlr-trainer", "rlr-operator", "rlr-keda", "rlr-console")
+         "rlr-opcua", "rlr-sparkplug", "rlr-trainer", "rlr-operator", "rlr-keda", "rlr-console",
+         "rlr-recorder")
 PLACEHOLDER = re.compile(r">CHANGE-ME-([A-Za-z0-9_-]+)")
 # redis-py sends CLIENT SETINFO on connect and ignores a refusal; Redis >= 7.2 logs it
 TOLERATED = {("command", "client|setinfo")}
@@ -581,3 +582,49 @@ def test_console_reads_the_line_and_acts_with_least_privilege(
         ("HDEL", keys.MODELS, a), ("DEL", keys.artifact(a)),
         ("HSET", keys.thumb(line, "cam1"), "image", "evil"), ("SET", keys.worker("fake"), "{}"),
         ("HINCRBY", keys.stats(line), "skipped", "1"), *_denied_everywhere(line))
+
+
+# ----------------------------------------------------------------------------- recorder
+
+
+def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
+        acl_redis, tmp_path):
+    from daemon.records.recorder import Recorder, parts_key, presence_key
+    from daemon.records.settings import RecordsSettings
+    from daemon.records.store import Store
+    from daemon.wire.schema import Result, encode_frame
+
+    line, admin = _line(), acl_redis.admin
+    for i in range(6):  # what the worker leaves: the frame, its seen key, its result
+        entry = admin.xadd(keys.frames(line), encode_frame("cam1", f"f{i}", time.time(),
+                                                           b"JPEG%d" % i, "jpeg")).decode()
+        res = Result(f"f{i}", "cam1", 2.0, i % 2 == 0, 1.0, "v1", time.time(), 1.0, 2.0, 20.0,
+                     "w1", None, b"PNG%d" % i if i % 2 == 0 else None)
+        rid = admin.xadd(keys.results(line), res.to_fields()).decode()
+        admin.set(keys.seen(line, "cam1", f"f{i}"), f"{rid} {entry}", ex=600)
+    admin.xadd(parts_key(line), {"v": "1", "part_id": "SN-1", "verdict": "pass",
+                                 "ts": repr(time.time())})
+    store = Store.open(url=f"sqlite:///{tmp_path / 'r.db'}")
+    store.require_schema()
+    acl_redis.reset_log()
+    settings = load_settings(redis_url=acl_redis.url("rlr-recorder"), lines=[line])
+    client = connect(settings)
+    rec = Recorder(client, store, [line], RecordsSettings(
+        records_consumer="acl-rec", records_dir=tmp_path, records_keep_pass=0))
+    rec.run_until_idle()
+    rec._publish_presence()
+    assert (rec.stats.frames, rec.stats.parts, rec.stats.pictures) == (6, 1, 3)
+    assert rec.stats.state == "ok" and admin.exists(presence_key("acl-rec"))
+    assert acl_redis.denials("rlr-recorder") == []
+    store.close()
+
+    assert_denied(
+        client,
+        ("XADD", keys.results(line), "*", "f", "1"), ("XADD", keys.frames(line), "*", "f", "1"),
+        ("XADD", keys.alerts(line), "*", "f", "1"), ("XADD", parts_key(line), "*", "f", "1"),
+        ("XREADGROUP", "GROUP", "rlr-workers", "spy", "STREAMS", keys.frames(line), ">"),
+        ("SET", keys.seen(line, "cam1", "f9"), "1"), ("DEL", keys.seen(line, "cam1", "f0")),
+        ("DEL", keys.results(line)), ("XTRIM", keys.results(line), "MAXLEN", "0"),
+        ("HSET", keys.alias(line), "production", "x"), ("HGET", keys.MODELS, "x"),
+        *_denied_everywhere(line))
+    assert admin.xlen(keys.results(line)) == 6

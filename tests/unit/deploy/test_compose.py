@@ -74,7 +74,7 @@ def test_worker_gets_a_gpu_a_health_check_and_time_to_drain(compose, monkeypatch
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
 
 
-@pytest.mark.parametrize("name", ["worker", "producer", "bridge-mqtt", "rlrctl"])
+@pytest.mark.parametrize("name", ["worker", "producer", "bridge-mqtt", "rlrctl", "recorder"])
 def test_rlr_services_settings_load_in_rlrctl(compose, name, monkeypatch):
     settings = settings_from(_env(compose, name), monkeypatch)
     assert settings.redis_url.startswith("redis://redis:"), "containers reach the redis service"

@@ -30,7 +30,8 @@ RLRCTL = "/opt/rlr/venv/bin/rlrctl"
 INSTANCES = {"rlr-worker@": "gpu0", "rlr-worker-check@": "gpu0", "rlr-worker-restart@": "gpu0",
              "rlr-producer@": "cam1", "rlr-bridge@": "mqtt", "rlr-plc@": "modbus"}
 LONG_RUNNING = ["rlr-worker@.service", "rlr-producer@.service", "rlr-bridge@.service",
-                "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service"]
+                "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service",
+                "rlr-recorder.service"]
 
 
 def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -138,7 +139,8 @@ def test_the_expected_units_are_there():
     assert set(units()) == {
         "rlr-worker@.service", "rlr-worker-check@.service", "rlr-worker-check@.timer",
         "rlr-worker-restart@.service", "rlr-producer@.service", "rlr-bridge@.service",
-        "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service"}
+        "rlr-plc@.service", "rlr-trainer.service", "rlr-console.service",
+        "rlr-recorder.service"}
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
@@ -263,3 +265,24 @@ def test_trainer_uses_the_gpu_a_persistent_workdir_and_a_long_stop():
     assert workdir.removeprefix("/var/lib/") in state
     # the first SIGTERM finishes the epoch: minutes, not seconds
     assert seconds(value(unit, "Service", "TimeoutStopSec")) >= 300
+
+
+def test_recorder_runs_as_its_acl_user_with_a_stable_name_and_its_own_settings(monkeypatch):
+    from daemon.records.settings import RecordsSettings
+
+    unit = units()["rlr-recorder.service"]
+    assert exec_start(unit)[1:] == ["recorder"]
+    env = service_env("rlr-recorder.service", unit)
+    assert env["RLR_REDIS_USERNAME"] == "rlr-recorder"
+    assert "rlr-recorder" in (DEPLOY / "redis" / "users.acl").read_text()
+    assert env["RLR_RECORDS_CONSUMER"] == "host1-recorder"
+    # the recorder's own settings sit in its env file, not in the rlr.env every service reads
+    assert not [k for k in read_env_file(ENV / "rlr.env") if k.startswith("RLR_RECORDS_")]
+    settings_from(env, monkeypatch)
+    for key, val in env.items():
+        monkeypatch.setenv(key, val)
+    records = RecordsSettings()
+    assert records.records_url.startswith("postgresql://")
+    assert str(records.records_dir).startswith("/var/lib/rlr/")
+    assert str(records.records_dir).removeprefix("/var/lib/") in \
+        value(unit, "Service", "StateDirectory").split()

@@ -1,0 +1,195 @@
+"""The recorder against the real Redis and both databases: kill -9 mid-batch and restart,
+a crash between commit and ack, a database outage, the parts stream, trimmed entries."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from daemon.records.errors import RecordsUnavailable
+from daemon.records.recorder import Recorder, parts_key
+from daemon.records.settings import RecordsSettings
+from daemon.records.store import Store
+from daemon.records.tables import frame_results, part_verdicts
+from daemon.wire import keys
+from daemon.wire.backoff import Backoff
+from daemon.wire.schema import Result
+from tests.integration.procs import ROOT, Proc, daemon_env
+
+
+def add_results(client: redis.Redis, line: str, n: int, start: int = 0) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(start, start + n):
+        r = Result(f"f{i}", f"cam{i % 4}", 0.1 + (i % 9) / 10, i % 9 == 8, 0.85, "v1",
+                   1_796_601_600 + i / 30, 1.0, 2.0, 20.0, "w1", "bottle")
+        pipe.xadd(keys.results(line), r.to_fields())
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+
+
+def frame_ids(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(frame_results.c.frame_id))]
+
+
+def count(store: Store, table=frame_results) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def settled(client: redis.Redis, line: str) -> bool:
+    """The recorder group has read and acknowledged every entry."""
+    groups = client.xinfo_groups(keys.results(line))
+    g = next(g for g in groups if g["name"] == b"rlr-recorder")
+    return g["pending"] == 0 and g["lag"] == 0
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_then_restart_records_every_result_exactly_once(
+        records_url, redis_url, line, rclient, tmp_path):
+    n = 30_000
+    add_results(rclient, line, n)
+    env = daemon_env(redis_url, line, records_url=records_url, records_consumer="rec-kill",
+                     records_batch=250, records_block_ms=100)
+    store = Store.open(url=records_url)
+    first = Proc(["recorder"], env, tmp_path / "first.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sa.inspect(store.engine).has_table("frame_results") and \
+                count(store) >= 2000:
+            break
+        time.sleep(0.02)
+    first.p.send_signal(signal.SIGKILL)
+    first.p.wait(10)
+    first._log.close()
+    at_kill = count(store)
+    assert 0 < at_kill < n, "killed before it began or after it finished: no mid-run kill"
+
+    second = Proc(["recorder"], env, tmp_path / "second.log")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (count(store) == n and settled(rclient, line)):
+        time.sleep(0.1)
+    assert second.stop(signal.SIGTERM) == 0
+    ids = frame_ids(store)
+    assert len(ids) == n and set(ids) == {f"f{i}" for i in range(n)}
+    assert settled(rclient, line)
+    store.close()
+
+
+def recorder(client, store, line, **kw) -> Recorder:
+    settings = RecordsSettings(records_consumer="rec-a", records_batch=100, **kw)
+    rec = Recorder(client, store, [line], settings)
+    rec._backoff = Backoff(0.01, 0.02)
+    return rec
+
+
+def test_a_crash_between_commit_and_ack_writes_the_batch_again_as_nothing(
+        store, rclient, line, monkeypatch):
+    add_results(rclient, line, 250)
+    rec = recorder(rclient, store, line)
+    rec.start()
+
+    def crash(items):
+        raise SystemExit("killed after the commit, before the ack")
+
+    monkeypatch.setattr(rec.group, "ack", crash)
+    with pytest.raises(SystemExit):
+        rec.step(None)
+    assert count(store) == 100  # committed, never acknowledged
+
+    again = recorder(rclient, store, line)  # the same consumer name, restarted
+    assert again.run_until_idle() == 150
+    assert again.stats.duplicates == 100 and again.stats.frames == 150
+    assert count(store) == 250 and settled(rclient, line)
+
+
+class FlakyStore(Store):
+    """Away for the first `fails` writes."""
+
+    fails = 3
+
+    def write(self, frames, parts):
+        if self.fails:
+            self.fails -= 1
+            raise RecordsUnavailable("records database away (test)")
+        return super().write(frames, parts)
+
+
+def test_a_database_outage_is_waited_for_and_counted_and_loses_nothing(
+        store, rclient, line):
+    add_results(rclient, line, 120)
+    flaky = FlakyStore(store.engine)
+    rec = recorder(rclient, flaky, line)
+    rec.run_until_idle()
+    assert (rec.stats.db_outages, rec.stats.db_retries, rec.stats.state) == (1, 3, "ok")
+    assert count(store) == 120 and settled(rclient, line)
+
+
+def test_the_parts_stream_is_read_where_it_exists_and_never_created(store, rclient, line):
+    add_results(rclient, line, 10)
+    rec = recorder(rclient, store, line)
+    rec.run_until_idle()
+    assert not rclient.exists(parts_key(line))
+    rclient.xadd(parts_key(line), {"v": "1", "part_id": "SN-1", "verdict": "reject",
+                                   "ts": "1796601600.5", "views": '{"top": {"score": 2}}'})
+    rclient.xadd(parts_key(line), {"v": "1", "part_id": "SN-2", "verdict": "bogus", "ts": "1"})
+    rec._checked = 0.0  # the next step looks for new streams
+    rec.step(None)
+    rec.step(None)
+    assert count(store, part_verdicts) == 1 and rec.stats.unreadable == 1
+    assert rclient.xpending(parts_key(line), "rlr-recorder")["pending"] == 0
+
+
+def test_entries_trimmed_before_they_were_recorded_are_counted(store, rclient, line):
+    add_results(rclient, line, 50)
+    rec = recorder(rclient, store, line)
+    rec.run_until_idle()
+    add_results(rclient, line, 500, start=50)
+    rclient.xtrim(keys.results(line), maxlen=100, approximate=False)  # 400 go unread
+    rec._check_trim()
+    assert rec.stats.trimmed_unrecorded == 400
+    rec._check_trim()  # the same loss is counted once
+    assert rec.stats.trimmed_unrecorded == 400
+    rec.run_until_idle()
+    assert count(store) == 150
+
+
+def rlrctl(*args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_recorder_refuses_a_bad_url_or_schema_with_one_line(redis_url, line, tmp_path):
+    env = daemon_env(redis_url, line, records_url="nonsense://")
+    out = rlrctl("recorder", env=env)
+    assert out.returncode == 2 and "RLR_RECORDS_URL" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = Store.open(url=url)
+    store.migrate()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff'"))
+    out = rlrctl("recorder", env=daemon_env(redis_url, line, records_url=url))
+    assert out.returncode == 2 and "newer than this rlr" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_records_commands_read_what_the_recorder_wrote(redis_url, rclient, line, tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = Store.open(url=url)
+    store.require_schema()
+    add_results(rclient, line, 90)
+    recorder(rclient, store, line).run_until_idle()
+    env = daemon_env(redis_url, line, records_url=url)
+    out = rlrctl("records", "yield", "--frames", "--since", "2026-12-01", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert '"parts": 90' in out.stdout and '"rejects": 10' in out.stdout
+    out = rlrctl("records", "export", "-o", str(tmp_path / "x.csv"), env=env)
+    assert out.returncode == 0 and out.stdout.startswith("90 frames rows")
