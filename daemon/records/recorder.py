@@ -179,13 +179,13 @@ class Recorder:
         keep: dict[str, list[tuple[dict, object]]] = {}  # line -> rows whose pictures to keep
         recorded = now_ms()
         for d in batch:
-            kind, line = self._kind[d.line]
+            kind, line = self._kind[d.stream]
             try:
                 row = (frame_row if kind == "results" else part_row)(line, d.entry_id,
                                                                     d.fields, recorded)
             except Unreadable as exc:
                 self.stats.unreadable += 1
-                log.error("entry_unreadable", stream=d.line, entry=d.entry_id,
+                log.error("entry_unreadable", stream=d.stream, entry=d.entry_id,
                           reason=str(exc))
                 continue
             (frames if kind == "results" else parts).append(row)

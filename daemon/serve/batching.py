@@ -65,7 +65,7 @@ class BatchPolicy:
         s = self.settings
         out = Triage([], [], [], [])
         for d in deliveries:
-            if (d.line, d.entry_id) in held:
+            if (d.stream, d.entry_id) in held:
                 continue
             out.admitted.append(d)
             if d.deliveries > s.max_deliveries:
@@ -85,7 +85,7 @@ class BatchPolicy:
                     f"future (limit RLR_MAX_CLOCK_SKEW_S={s.max_clock_skew_s:g}); set the "
                     f"camera's clock (NTP) of camera {frame.camera!r}")))
                 continue
-            if self.is_stale(backlogs.get(d.line, 0), frame.ts, now):
+            if self.is_stale(backlogs.get(d.stream, 0), frame.ts, now):
                 out.skipped.append(d)
             else:
                 out.fresh.append((d, frame))

@@ -76,25 +76,25 @@ class MemoryStreams:
             sum(1 for (ln, _) in self.pending if ln == line)
 
     async def ack(self, items: Sequence[Delivery]) -> int:
-        return sum(self.pending.pop((d.line, d.entry_id), None) is not None for d in items)
+        return sum(self.pending.pop((d.stream, d.entry_id), None) is not None for d in items)
 
     # ResultSink
     async def publish(self, items: Sequence[tuple[Delivery, Result]],
                       window_n: int) -> list[Published]:
         out = []
         for d, res in items:
-            key = (d.line, res.camera, res.frame_id)
-            self.pending.pop((d.line, d.entry_id), None)
+            key = (d.stream, res.camera, res.frame_id)
+            self.pending.pop((d.stream, d.entry_id), None)
             if key in self._seen:
                 rid, first = self._seen[key]
                 out.append(Published(False, rid, [], first))
                 continue
             rid = self._next_id()
             self._seen[key] = (rid, d.entry_id)
-            self.results[d.line].append((rid, res))
+            self.results[d.stream].append((rid, res))
             # stored as the Redis port stores it; returned, like there, for an anomalous one
-            win = self._windows[(d.line, res.camera)] = push(
-                self._windows.get((d.line, res.camera), []), RecentFrame.of(res, rid).to_json(),
+            win = self._windows[(d.stream, res.camera)] = push(
+                self._windows.get((d.stream, res.camera), []), RecentFrame.of(res, rid).to_json(),
                 window_n)
             out.append(Published(True, rid, [RecentFrame.from_json(v) for v in win]
                                  if res.is_anomaly else []))

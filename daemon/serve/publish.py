@@ -95,7 +95,7 @@ class Publisher:
         """Acknowledge stale frames unscored, and count them where they outlive the worker."""
         by_line: dict[str, list[Delivery]] = {}
         for d in items:
-            by_line.setdefault(d.line, []).append(d)
+            by_line.setdefault(d.stream, []).append(d)
         for line, group in by_line.items():
             # count what this ack settled, so a redelivered frame is never counted twice
             n = await self.retry(lambda group=group: self.sink.ack(group), "ack_skipped")
@@ -121,7 +121,7 @@ class Publisher:
 
     async def trimmed(self, items: list[Delivery]) -> None:
         """Dead-letter pending frames that the stream cap cut before any worker finished."""
-        await self.dead_letter([(d, d.line, DeadLetter(
+        await self.dead_letter([(d, d.stream, DeadLetter(
             d.entry_id, "trimmed", "the frame was trimmed from the stream (MAXLEN cap, "
             "RLR_FRAMES_MAXLEN) before any worker finished it; raise the cap or add workers",
             self.worker_id, time.time(), d.deliveries)) for d in items])
@@ -129,7 +129,7 @@ class Publisher:
     def letter(self, d: Delivery, exc: FrameError) -> tuple[Delivery, str, DeadLetter]:
         """The dead letter of frame `d` (its payload kept when within the size limit)."""
         kept = keep_for_dead_letter(d.fields, self.s.max_payload_bytes)
-        return d, d.line, DeadLetter(d.entry_id, exc.reason, exc.detail, self.worker_id,
+        return d, d.stream, DeadLetter(d.entry_id, exc.reason, exc.detail, self.worker_id,
                                      time.time(), d.deliveries, "frame", kept)
 
     async def dead_letter(self, items: list[tuple[Delivery, str, DeadLetter]]) -> None:
@@ -241,18 +241,18 @@ class Publisher:
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
             if not pub.new:
                 self.stats.replayed += 1
-                self.metrics.frames_replayed.labels(d.line).inc()
-                if not pub.replay_of(d.entry_id) and self._throttle.due(("resent", d.line)):
+                self.metrics.frames_replayed.labels(d.stream).inc()
+                if not pub.replay_of(d.entry_id) and self._throttle.due(("resent", d.stream)):
                     # Not a redelivery: a producer sent the frame again (a retried XADD) or
                     # reuses frame ids. One result stands; say where it is.
-                    log.info("frame_resent", line=d.line, camera=res.camera,
+                    log.info("frame_resent", line=d.stream, camera=res.camera,
                              frame_id=res.frame_id, entry=d.entry_id,
                              first_entry=pub.first_entry, result=pub.result_id)
                 continue
             self.stats.done += 1
-            self.metrics.frames_done.labels(d.line).inc()
+            self.metrics.frames_done.labels(d.stream).inc()
             self.metrics.latency.observe(max(0.0, time.time() - res.capture_ts))
-            fresh.append((i, Fresh(d.line, res, pub,
+            fresh.append((i, Fresh(d.stream, res, pub,
                                    batch.measures[i] if i < len(batch.measures) else None,
                                    batch.manifests.get(res.model_version))))
         return fresh

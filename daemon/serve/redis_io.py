@@ -174,7 +174,7 @@ class RedisStreams:
                            window_n: int) -> list[Published]:
         by_line: dict[str, list[int]] = {}
         for i, (d, _) in enumerate(items):
-            by_line.setdefault(d.line, []).append(i)
+            by_line.setdefault(d.stream, []).append(i)
         # One script call per line (its keys share the line's hash tag): one round trip on a
         # single server; on a cluster the calls run concurrently, each on its line's shard.
         if self.cluster:

@@ -237,9 +237,9 @@ class Worker:
         """Triage (dead letters, stale skips), then decode the fresh frames off the loop."""
         t = self.policy.triage(deliveries, self._held, self.backlogs, time.time())
         for d in t.admitted:
-            self._held.add((d.line, d.entry_id))
+            self._held.add((d.stream, d.entry_id))
             self.stats.read += 1
-            self.metrics.frames_in.labels(d.line).inc()
+            self.metrics.frames_in.labels(d.stream).inc()
         await self.publisher.skip(t.skipped)
         await self.publisher.dead_letter([self.publisher.letter(d, exc) for d, exc in t.dead])
         primary = self.serving.primary  # sets the decode size; other models resize
@@ -253,7 +253,7 @@ class Worker:
             chunk = t.fresh[start:start + step]
             job = loop.run_in_executor(self._cpu_pool(), self.threads.decode_many,
                                        [f for _, f in chunk], size, self.cameras.measurer(
-                                           [d.line for d, _ in chunk]), device)
+                                           [d.stream for d, _ in chunk]), device)
             for i, (d, frame) in enumerate(chunk):
                 await self._queue.put(_Item(d, frame, job, i))
 
@@ -269,7 +269,7 @@ class Worker:
 
     def _release(self, items: Iterable[Delivery]) -> None:
         for d in items:
-            self._held.discard((d.line, d.entry_id))
+            self._held.discard((d.stream, d.entry_id))
 
     # ------------------------------------------------------------------ batching
 
@@ -317,7 +317,7 @@ class Worker:
             self._release(it.delivery for it in batch)
             return
         # Frames can go stale while queued, too: a live line wants the newest frames.
-        stale = [self.policy.is_stale(self.backlogs.get(it.delivery.line, 0), it.frame.ts, now)
+        stale = [self.policy.is_stale(self.backlogs.get(it.delivery.stream, 0), it.frame.ts, now)
                  for it in batch]
         if any(stale):
             pairs = list(zip(batch, stale, strict=True))
@@ -340,7 +340,7 @@ class Worker:
         items = [(item.delivery, item.frame) for item, _ in good]
         try:
             verdicts, shadow, infer_ms = await asyncio.get_running_loop().run_in_executor(
-                self.threads.infer, infer_batch, serving, [d.line for d, _ in items],
+                self.threads.infer, infer_batch, serving, [d.stream for d, _ in items],
                 [f for _, f in items], [img for _, img in good], self.s.masks)
         except Exception as exc:
             # Left unacknowledged: another delivery retries it, and after

@@ -80,10 +80,11 @@ def one(cmd: Cmd) -> Op[Any]:
 
 
 class Delivery(NamedTuple):
-    """A stream entry handed to this consumer. `line`: the name its stream was registered
-    under in the group (a line; `jobs` for the training queue)."""
+    """A stream entry handed to this consumer. `stream`: the name its stream was registered
+    under in the group (the worker's line, a bridge's `results:line1`, `jobs` for the training
+    queue)."""
 
-    line: str
+    stream: str
     entry_id: str  # e.g. "1700000000000-0"
     fields: Mapping[bytes, bytes]  # empty for an entry trimmed from the stream while pending
     deliveries: int  # how many times the group has handed it out, this one included
@@ -240,7 +241,7 @@ class ConsumerGroup:
         """Acknowledge entries; how many were still pending."""
         by_key: dict[str, list[str]] = {}
         for d in items:
-            by_key.setdefault(self.keys[d.line], []).append(d.entry_id)
+            by_key.setdefault(self.keys[d.stream], []).append(d.entry_id)
         n = 0
         for key, ids in by_key.items():
             n += int((yield Cmd("xack", (key, self.group, *ids))))
@@ -251,7 +252,7 @@ class ConsumerGroup:
         claims them while, say, a delivery is being retried."""
         by_key: dict[str, list[str]] = {}
         for d in items:
-            by_key.setdefault(self.keys[d.line], []).append(d.entry_id)
+            by_key.setdefault(self.keys[d.stream], []).append(d.entry_id)
         for key, ids in by_key.items():
             yield Cmd("xclaim", (key, self.group, self.consumer, 0, ids), {"justid": True})
 

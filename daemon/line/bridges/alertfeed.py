@@ -171,13 +171,13 @@ class AlertFeed:
 
     # ------------------------------------------------------------------ one alert
     def _handle(self, d: Delivery) -> None:
-        line, fields = d.line.removeprefix(_HEALTH), d.fields
+        line, fields = d.stream.removeprefix(_HEALTH), d.fields
         if not fields:  # trimmed by MAXLEN while pending: say so in the DLQ rather than vanish
             self._dead_letter(d, "trimmed", "the entry was trimmed from the stream before "
                               "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN", 0)
             return
         try:
-            alert = parse_health(fields) if d.line.startswith(_HEALTH) else parse_alert(fields)
+            alert = parse_health(fields) if d.stream.startswith(_HEALTH) else parse_alert(fields)
         except DeliveryError as exc:
             self._dead_letter(d, exc.reason, exc.detail, 0)
             return
@@ -232,8 +232,8 @@ class AlertFeed:
     def _dead_letter(self, d: Delivery, reason: str, detail: str, attempts: int) -> None:
         letter = DeadLetter(d.entry_id, reason, detail[:1000], self.consumer, time.time(),
                             attempts, kind="alert", original=dict(d.fields))
-        line = d.line.removeprefix(_HEALTH)
-        dead_letter(self.client, self.settings, self.reader.keys[d.line], self.group, d, line,
+        line = d.stream.removeprefix(_HEALTH)
+        dead_letter(self.client, self.settings, self.reader.keys[d.stream], self.group, d, line,
                     letter)
         self.dead_lettered += 1
         log.error("alert_dead_lettered", line=line, entry=d.entry_id, reason=reason,

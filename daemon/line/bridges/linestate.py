@@ -180,7 +180,7 @@ class LineFeed:
     async def _apply(self, batch: list[Delivery], replay: bool) -> int:
         done: list[Delivery] = []
         for d in batch:
-            kind, line = d.line.split(":", 1)
+            kind, line = d.stream.split(":", 1)
             version = (entry_field(d.fields, "v") or "").split(".")[0]
             try:
                 if version != SCHEMA_VERSION:
@@ -196,7 +196,7 @@ class LineFeed:
             except (KeyError, ValueError, TypeError) as exc:
                 # Skipped, not dead-lettered: the state is "the latest", the entry stays in
                 # its stream and the alert bridges report malformed alerts.
-                log.warning("entry_skipped", stream=d.line, entry=d.entry_id,
+                log.warning("entry_skipped", stream=d.stream, entry=d.entry_id,
                             error=f"{type(exc).__name__}: {exc}")
             done.append(d)
         if done:

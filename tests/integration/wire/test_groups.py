@@ -33,7 +33,7 @@ def test_ensure_creates_the_group_once_and_reads_from_the_start(rclient, streams
     assert sorted(run_sync(rclient, g.ensure())) == sorted(streams)
     assert run_sync(rclient, g.ensure()) == []  # idempotent: BUSYGROUP is not an error
     got = run_sync(rclient, g.read(10, None))
-    assert [(d.line, d.entry_id, d.deliveries) for d in got] == [("a", i, 1) for i in before]
+    assert [(d.stream, d.entry_id, d.deliveries) for d in got] == [("a", i, 1) for i in before]
     assert run_sync(rclient, g.backlog(key_a)) == 2  # read but not acknowledged
     assert run_sync(rclient, g.ack(got)) == 2
     assert run_sync(rclient, g.backlog(key_a)) == 0
@@ -73,7 +73,7 @@ def test_claim_stale_takes_over_a_dead_consumers_entries_and_reports_trimmed_one
     alive = ConsumerGroup("g", "alive", streams)
     claimed = run_sync(rclient, alive.claim_stale(0, 10))
     assert [(d.entry_id, d.deliveries) for d in claimed.deliveries] == [(i, 2) for i in ids[1:]]
-    assert [(d.line, d.entry_id, d.fields) for d in claimed.trimmed] == [("a", ids[0], {})]
+    assert [(d.stream, d.entry_id, d.fields) for d in claimed.trimmed] == [("a", ids[0], {})]
     pending = rclient.xpending_range(key_a, "g", "-", "+", 10)
     assert {p["consumer"].decode() for p in pending} == {"alive"}
 
@@ -104,7 +104,7 @@ def test_the_same_operations_run_on_an_asyncio_client(redis_url, rclient, stream
             await run_async(client, g.ensure())
             got = await run_async(client, g.read(10, 100))
             n = await run_async(client, g.ack(got))
-            return [d.line for d in got], n, await run_async(client, g.backlog(key_b))
+            return [d.stream for d in got], n, await run_async(client, g.backlog(key_b))
         finally:
             await client.aclose()
 
