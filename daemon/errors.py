@@ -78,3 +78,15 @@ class ConsoleError(DaemonError):
 
 class BadRequest(DaemonError):
     """A console request names a line, alert or action that is not there (HTTP 400)."""
+
+
+class RecordsError(DaemonError):
+    """The records database cannot be used as configured (RLR_RECORDS_URL, a bad option)."""
+
+
+class RecordsUnavailable(RecordsError):
+    """The records database cannot be reached for now (down, refusing, locked)."""
+
+
+class SchemaOutdated(RecordsError):
+    """The database's schema is not the one this code writes: `rlrctl records migrate`."""

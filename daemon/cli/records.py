@@ -14,8 +14,8 @@ import click
 from daemon import logs
 from daemon.cli.options import connect, lines_value, redis_options, settings_from
 from daemon.cli.settings import load_settings
+from daemon.errors import RecordsError
 from daemon.records import queries, schema
-from daemon.records.errors import RecordsError
 from daemon.records.settings import RecorderSettings
 from daemon.records.store import Store
 

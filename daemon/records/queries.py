@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from daemon.errors import RecordsError
 from daemon.records import rollup
-from daemon.records.errors import RecordsError
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
 from daemon.records.tables import VERDICTS, frame_hours, frame_results, part_hours, part_verdicts

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from daemon import logs
-from daemon.records.errors import RecordsUnavailable
+from daemon.errors import RecordsUnavailable
 from daemon.records.keeper import PictureKeeper
 from daemon.records.pictures import Pictures
 from daemon.records.retention import prune

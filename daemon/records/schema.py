@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from daemon.records.errors import SchemaOutdated
+from daemon.errors import SchemaOutdated
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from daemon.errors import RecordsError, RecordsUnavailable
 from daemon.records import rollup, schema, tables
-from daemon.records.errors import RecordsError, RecordsUnavailable
 from daemon.records.settings import RecordsSettings
 
 _SCHEMES = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",

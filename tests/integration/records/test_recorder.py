@@ -12,7 +12,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from daemon.records.errors import RecordsUnavailable
+from daemon.errors import RecordsUnavailable
 from daemon.records.recorder import Recorder, parts_key
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store

@@ -8,8 +8,8 @@ import importlib.util
 
 import pytest
 
+from daemon.errors import RecordsError
 from daemon.records import queries
-from daemon.records.errors import RecordsError
 from daemon.records.settings import RecordsSettings
 
 from .reference import HOUR, T0_MS, frame_rows, part_rows, yield_reference

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from daemon.errors import SchemaOutdated
 from daemon.records import schema
-from daemon.records.errors import SchemaOutdated
 from daemon.records.store import Store
 
 

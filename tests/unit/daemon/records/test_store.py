@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from daemon.records.errors import RecordsError, RecordsUnavailable
+from daemon.errors import RecordsError, RecordsUnavailable
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store, engine_url, shown
 from daemon.records.tables import frame_results, part_verdicts
