@@ -13,7 +13,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from daemon.errors import JobError
 from rlr.config import DATASET_KINDS as KINDS
-from rlr.config import PRESETS, RLRConfig, TrainingRun
+from rlr.config import PRESETS, TrainingRun
 from rlr.errors import RLRError
 
 SPEC_VERSION = 1
@@ -25,25 +25,15 @@ def _absolute(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    """What to train, as the TRAINER machine sees it (paths are checked there, not here).
+class JobSpec(TrainingRun):
+    """What to train (the fields of `rlr.config.TrainingRun`), as the TRAINER machine sees it
+    (paths are checked there, not here), and what to calibrate and deploy afterwards.
 
     Overrides left None keep the preset's values. `deploy_line` with `canary_cameras` or
     `canary_percent` rolls the new version out as that line's canary when the
     job succeeds.
     """
 
-    data: str | None
-    dataset: str = "folder"
-    classes: tuple[str, ...] | None = None
-    preset: str = "lite"
-    epochs: int | None = None
-    max_minutes: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    image_size: int | None = None
-    backbone_weights: str | None = None
-    seed: int | None = None
     far: float = 0.005
     deploy_line: str | None = None
     canary_cameras: tuple[str, ...] | None = None
@@ -112,14 +102,7 @@ class JobSpec:
 
     def run(self) -> TrainingRun:
         """What to train, as `rlrctl train` asks for it."""
-        return TrainingRun(data=self.data, dataset=self.dataset, classes=self.classes,
-                           preset=self.preset, epochs=self.epochs, max_minutes=self.max_minutes,
-                           batch_size=self.batch_size, lr=self.lr, image_size=self.image_size,
-                           backbone_weights=self.backbone_weights, seed=self.seed)
-
-    def config(self) -> RLRConfig:
-        """The model configuration: the preset with this spec's overrides (as `rlrctl train`)."""
-        return self.run().config()
+        return TrainingRun(**{f.name: getattr(self, f.name) for f in fields(TrainingRun)})
 
     def to_json(self) -> str:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

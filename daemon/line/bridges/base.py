@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from daemon import logs
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
-from daemon.wire.clients import away
+from daemon.wire.clients import away, connect_async, connect_ready
 from daemon.wire.groups import Delivery
 from daemon.wire.schema import DeadLetter
 from daemon.wire.settings import StreamCapSettings
@@ -214,3 +214,19 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]], kind: str
         await main(stop)
 
     asyncio.run(runner())
+
+
+def run_line_bridge(settings: Any, kind: str,
+                    serve: Callable[[Any, asyncio.Event], Awaitable[None]]) -> None:
+    """Run an asyncio bridge until SIGTERM / Ctrl-C: fail now, in one line, when Redis does
+    not answer; then `serve(client, stop)` on an async Redis client, closed at the end."""
+    connect_ready(settings).close()
+
+    async def main(stop: asyncio.Event) -> None:
+        client = connect_async(settings)
+        try:
+            await serve(client, stop)
+        finally:
+            await client.aclose()
+
+    run_until_signal(main, kind)

@@ -26,11 +26,10 @@ from daemon.line.bridges.base import (
     BridgeSpec,
     Option,
     afeed_forever,
-    run_until_signal,
+    run_line_bridge,
 )
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
 from daemon.line.settings import PlcBridgeSettings
-from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -270,20 +269,14 @@ def run(settings: PlcBridgeSettings, cameras: Sequence[str] = (), print_map: boo
         print(format_map(register_map(entries)))
         return
     logs.configure(settings.log_format, settings.log_level, bridge="modbus")
-    connect_ready(settings).close()  # fail now, in one line, when Redis does not answer
 
-    async def main(stop: asyncio.Event) -> None:
-        client = connect_async(settings)
+    async def serve_on(client, stop: asyncio.Event) -> None:
         table = ModbusTable(entries, settings.modbus_pulse_ms)
-        try:
-            await serve(lambda listener: LineFeed(client, settings, "modbus", settings.lines,
-                                                  listener, entries),
-                        table, settings.modbus_host, settings.modbus_port, stop,
-                        settings.block_ms)
-        finally:
-            await client.aclose()
+        await serve(lambda listener: LineFeed(client, settings, "modbus", settings.lines,
+                                              listener, entries),
+                    table, settings.modbus_host, settings.modbus_port, stop, settings.block_ms)
 
-    run_until_signal(main, "modbus")
+    run_line_bridge(settings, "modbus", serve_on)
 
 
 BRIDGE = BridgeSpec(

@@ -35,11 +35,10 @@ from daemon.line.bridges.base import (
     BridgeSpec,
     Option,
     afeed_forever,
-    run_until_signal,
+    run_line_bridge,
 )
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
 from daemon.line.settings import PlcBridgeSettings
-from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -258,18 +257,10 @@ async def serve(settings: PlcBridgeSettings, client, lines: Sequence[str],
 def run(settings: PlcBridgeSettings, cameras: Sequence[str] = ()) -> None:
     """Serve the line state over OPC UA until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_format, settings.log_level, bridge="opcua")
-    connect_ready(settings).close()  # fail now, in one line, when Redis does not answer
     # cameras appear in the tree as results arrive; these are there from the start
     known = mapped_cameras(settings, cameras, required=False)
-
-    async def main(stop: asyncio.Event) -> None:
-        client = connect_async(settings)
-        try:
-            await serve(settings, client, settings.lines, known, stop)
-        finally:
-            await client.aclose()
-
-    run_until_signal(main, "opcua")
+    run_line_bridge(settings, "opcua",
+                    lambda client, stop: serve(settings, client, settings.lines, known, stop))
 
 
 BRIDGE = BridgeSpec(

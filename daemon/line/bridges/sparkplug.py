@@ -24,10 +24,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from daemon import logs
 from daemon.errors import SettingsError
-from daemon.line.bridges.base import LINE, BridgeSpec, Option, afeed_forever, run_until_signal
+from daemon.line.bridges.base import LINE, BridgeSpec, Option, afeed_forever, run_line_bridge
 from daemon.line.bridges.linestate import CameraState, LineFeed, Listener
 from daemon.line.settings import PlcBridgeSettings
-from daemon.wire.clients import connect_async, connect_ready
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
@@ -271,16 +270,8 @@ def run(settings: PlcBridgeSettings) -> None:
     """Run the Sparkplug B edge node until SIGTERM / Ctrl-C."""
     logs.configure(settings.log_format, settings.log_level, bridge="sparkplug")
     check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
-    connect_ready(settings).close()
-
-    async def main(stop: asyncio.Event) -> None:
-        client = connect_async(settings)
-        try:
-            await serve(settings, client, settings.lines, stop)
-        finally:
-            await client.aclose()
-
-    run_until_signal(main, "sparkplug")
+    run_line_bridge(settings, "sparkplug",
+                    lambda client, stop: serve(settings, client, settings.lines, stop))
 
 
 BRIDGE = BridgeSpec(
