@@ -222,7 +222,7 @@ class Publisher:
 
     async def _publish_shadow(self, batch: Scored, now: float) -> None:
         if batch.shadow:
-            shadow = [(batch.items[i][0].line, self._result(batch, i, v, now))
+            shadow = [(batch.items[i][0].stream, self._result(batch, i, v, now))
                       for i, v in batch.shadow]
             await self.retry(lambda: self.sink.publish_shadow(shadow), "publish_shadow")
 
