@@ -54,7 +54,7 @@ async def _run(ports: list, batches) -> list[tuple]:
     """Publish the batches, the i-th through ports[i % len(ports)] (several workers)."""
     out, frame_of = [], {}
     for i, batch in enumerate(batches):
-        line_batch = [(d._replace(line=ports[0].lines[0]), res) for d, res in batch]
+        line_batch = [(d._replace(stream=ports[0].lines[0]), res) for d, res in batch]
         published = await ports[i % len(ports)].publish(line_batch, N)
         for (_, res), pub in zip(batch, published, strict=True):
             if pub.new:
@@ -105,7 +105,7 @@ def test_both_ports_fire_the_same_alerts(redis_url, line):
     async def fired(port) -> list[list[str]]:
         out = []
         for batch in _batches([2, 3, 1, 5]):
-            batch = [(d._replace(line=line), res) for d, res in batch]
+            batch = [(d._replace(stream=line), res) for d, res in batch]
             published = await port.publish(batch, N)
             emits = await rule.judge([Fresh(line, res, pub) for (_, res), pub
                                       in zip(batch, published, strict=True) if pub.new], port)
