@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.logs import LogSettings
 from daemon.models.settings import DeviceSettings, RolloutSettings
@@ -85,6 +85,12 @@ class EngineSettings(PartSettings):
     engine_cache: Path | None = Field(None, description="exported engines (~/.cache/rlr/engines)")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads of the model in this worker "
                          "process; 0: the engine's default (every core); N processes: cores/N")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _blank_model_is_unset(cls, value: Any) -> Any:
+        # RLR_MODEL= (empty) in an env file means "no model", not the current folder
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_compile(self) -> EngineSettings:

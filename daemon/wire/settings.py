@@ -5,8 +5,10 @@ composes."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -41,6 +43,10 @@ class RedisSettings(PartSettings):
                 parse_url(value)
             except ValueError as exc:
                 raise ValueError(f"{value!r} is not a valid Redis URL ({exc}); {hint}") from None
+            path = urlsplit(value).path
+            if not value.startswith("unix://") and not re.fullmatch(r"/?|/\d+", path):
+                # redis-py would silently use db 0 for redis://host:6379/abc
+                raise ValueError(f"{value!r}: {path!r} is not a database number; {hint}")
         return value
 
     @property

@@ -197,3 +197,23 @@ def test_settings_file_key_without_prefix_is_refused(tmp_path):
     path = tmp_path / "rlr.env"
     path.write_text("BATCH_SIZE=16\n")
     assert "write RLR_BATCH_SIZE" in _error(config_file=path)
+
+
+def test_an_empty_model_setting_means_no_model(clean_env):
+    clean_env.setenv("RLR_MODEL", "")
+    assert load_settings().model is None
+    clean_env.setenv("RLR_MODEL", "  ")
+    assert load_settings().model is None
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/abc", "redis://h:6379/0/x",
+                                 "rediss://h:6380/db1"])
+def test_a_redis_url_whose_path_is_not_a_database_number_is_refused(url):
+    msg = _error(redis_url=url)
+    assert "RLR_REDIS_URL" in msg and "not a database number" in msg
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379", "redis://h:6379/", "redis://h:6379/3",
+                                 "rediss://u:p@h:6380/15", "unix:///run/redis.sock"])
+def test_redis_urls_with_a_database_number_or_none_load(url):
+    assert load_settings(redis_url=url).redis_url == url
