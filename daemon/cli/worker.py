@@ -41,7 +41,8 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
                              metrics_port=metrics_port)
     logs.configure(settings.log_format, settings.log_level, worker=settings.consumer_name)
     log = logs.get("rlr.worker")
-    connect(settings, timeout_s=30)  # before loading a model: a wrong URL fails in seconds
+    # before loading a model: a wrong URL fails within RLR_REDIS_TIMEOUT_S
+    connect(settings, timeout_s=settings.redis_timeout_s)
     metrics = WorkerMetrics()
     metrics.serve(settings.metrics_port, settings.metrics_host)  # a taken port fails now too
     if settings.metrics_port:

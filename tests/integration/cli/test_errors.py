@@ -50,3 +50,16 @@ def test_a_metrics_port_in_use_fails_before_the_model_is_loaded(redis_url, tiny_
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "RLR_METRICS_PORT" in lines[0]
     assert "model_loaded" not in out.stderr  # it failed first, not after a model load
     assert seconds < 60
+
+
+def test_the_worker_waits_for_redis_as_long_as_redis_timeout_says(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as held:  # nothing answers Redis here
+        port = held.getsockname()[1]
+    t0 = time.monotonic()
+    out = _rlrctl("worker", "--model", str(tmp_path / "never-loaded.rlr"),
+                  env={"RLR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "RLR_REDIS_TIMEOUT_S": "2",
+                       "RLR_METRICS_PORT": "0", "RLR_LINES": "errors-test"})
+    seconds = time.monotonic() - t0
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "RLR_REDIS_URL" in out.stderr
+    assert seconds < 15  # was 30 s whatever RLR_REDIS_TIMEOUT_S said
