@@ -45,11 +45,6 @@ PRESENCE_TTL_S = 30
 _CHECK_EVERY_S = 5.0
 
 
-def parts_key(line: str) -> str:
-    """The line's part verdicts stream (written by the part joiner, where there is one)."""
-    return f"{keys.PREFIX}:parts:{{{line}}}"
-
-
 def presence_key(consumer: str) -> str:
     return f"{keys.PREFIX}:recorders:{consumer}"
 
@@ -107,7 +102,7 @@ class Recorder:
         """Join the parts streams that exist now (never creating one); whether any is new."""
         new = False
         for line in self.lines:
-            key = parts_key(line)
+            key = keys.parts(line)
             if key not in self._kind and self._redis(lambda key=key: one(Cmd("exists",
                                                                               (key,)))):
                 self._kind[key] = ("parts", line)

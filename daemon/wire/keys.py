@@ -73,6 +73,67 @@ def stats(line: str) -> str:
     return f"{PREFIX}:stats:{{{line}}}"
 
 
+# --- parts, triggers and recipes (daemon/serve/rules/parts.py, daemon/recipes/)
+
+
+def parts(line: str) -> str:
+    """Stream of part verdicts: one entry per part (pass / reject / incomplete)."""
+    return f"{PREFIX}:parts:{{{line}}}"
+
+
+def part_open(line: str, part_id: str) -> str:
+    """Hash of a part being joined: view -> JSON of its result, plus `_`-prefixed fields (the
+    first capture, the recipe, the deadline). Deleted in the step that emits the verdict."""
+    return f"{PREFIX}:part:{{{line}}}:{len(part_id)}:{part_id}"
+
+
+def parts_due(line: str) -> str:
+    """Sorted set: the line's open parts (`part_open` member = part id), scored by deadline
+    (ms since the epoch); a sweep emits `incomplete` for the ones past it."""
+    return f"{PREFIX}:partsdue:{{{line}}}"
+
+
+def part_done(line: str, part_id: str) -> str:
+    """A decided part: '<verdict entry id> <first capture ms> <deadline ms>' (with a TTL). A
+    view of the part arriving later is late, not a new part (see docs/parts.md)."""
+    return f"{PREFIX}:partdone:{{{line}}}:{len(part_id)}:{part_id}"
+
+
+def triggers(line: str) -> str:
+    """Stream of part triggers (`part_id`, `ts`, `via`): written by the PLC bridges and
+    `rlrctl trigger`, read by producers and cameras that take their part id from it."""
+    return f"{PREFIX}:triggers:{{{line}}}"
+
+
+def next_part(line: str) -> str:
+    """String: the part id the PLC announced for the next trigger (Modbus / OPC UA write it;
+    `rlrctl produce --part-from key` reads it)."""
+    return f"{PREFIX}:nextpart:{{{line}}}"
+
+
+RECIPES = f"{PREFIX}:recipes"
+"""Hash: recipe name -> JSON of its latest revision (`daemon.recipes`)."""
+
+
+def recipe_revisions(name: str) -> str:
+    """Hash: revision number -> JSON of that revision of recipe `name` (never rewritten)."""
+    return f"{PREFIX}:recipe:rev:{len(name)}:{name}"
+
+
+def recipe_active(line: str) -> str:
+    """Hash: the line's active recipe (`name`, `revision`, `since`, `by`, `via`, `recipe` JSON)."""
+    return f"{PREFIX}:recipe:active:{{{line}}}"
+
+
+def recipe_log(line: str) -> str:
+    """Stream: every recipe switch of the line and every refused one (who, when, via what)."""
+    return f"{PREFIX}:recipe:log:{{{line}}}"
+
+
+RECIPE_CHANNEL = f"{PREFIX}:recipe"
+"""Pub/sub channel announcing a switch (message: the line name); workers also poll."""
+
+
 def worker(worker_id: str) -> str:
     return f"{PREFIX}:workers:{worker_id}"
 

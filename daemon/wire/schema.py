@@ -1,4 +1,8 @@
-"""Stream message schemas: frames, results, alerts, dead letters (version 1).
+"""Stream message schemas: frames, results, part verdicts, alerts, dead letters (version 1.1).
+
+Version 1.1 added the optional `part` and `view` fields of a frame (carried into its result)
+and the part verdicts of `rlr:parts:{line}`; a reader of 1.1 reads 1 (the same fields without
+the optional ones), and every reader checks the major number only.
 
 Images inside frames are encoded and decoded by `daemon.wire.codec`.
 
@@ -16,9 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from daemon.errors import FrameError
+from daemon.wire import ids
 from daemon.wire.text import text
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1.1"
+SCHEMA_MAJOR = "1"
 ENCODINGS = ("jpeg", "png", "raw")
 RAW_DTYPES = ("uint8", "uint16")
 _MAX_ID = 128
@@ -76,11 +82,14 @@ class Frame:
     dtype: str | None = None  # raw only
     product_class: str | None = None
     want_mask: bool = False
+    part: str | None = None  # the part this frame shows (its trigger's part id)
+    view: str | None = None  # which of the station's views of the part
 
 
 def encode_frame(camera: str, frame_id: str, ts: float, data: bytes, encoding: str,
                  shape: tuple[int, ...] | None = None, dtype: str | None = None,
-                 product_class: str | None = None, want_mask: bool = False) -> dict[str, bytes]:
+                 product_class: str | None = None, want_mask: bool = False,
+                 part: str | None = None, view: str | None = None) -> dict[str, bytes]:
     """Stream fields for a frame whose image is already encoded (or raw bytes + shape/dtype)."""
     fields = {"v": SCHEMA_VERSION, "camera": camera, "frame_id": frame_id, "ts": repr(ts),
               "encoding": encoding}
@@ -92,6 +101,10 @@ def encode_frame(camera: str, frame_id: str, ts: float, data: bytes, encoding: s
         fields["class"] = product_class
     if want_mask:
         fields["mask"] = "1"
+    if part:
+        fields["part"] = part
+    if view:
+        fields["view"] = view
     out = {k: v.encode() for k, v in fields.items()}
     out["data"] = data
     return out
@@ -101,8 +114,9 @@ def parse_frame(fields: Fields, max_payload_bytes: int) -> Frame:
     """Validate a frames-stream entry (no image decoding). Raises `FrameError`."""
     version = _utf8_field(fields, "v")
     if version is None:
-        raise FrameError("malformed", "no schema version field 'v'; producers must send v=1")
-    if version.split(".")[0] != SCHEMA_VERSION:
+        raise FrameError("malformed", f"no schema version field 'v'; producers must send "
+                         f"v={SCHEMA_VERSION}")
+    if version.split(".")[0] != SCHEMA_MAJOR:
         raise FrameError("unsupported_version",
                          f"frame schema v={version}, this worker reads v={SCHEMA_VERSION}; "
                          "upgrade the worker or the producer")
@@ -110,11 +124,10 @@ def parse_frame(fields: Fields, max_payload_bytes: int) -> Frame:
                if _raw(fields, k) is None]
     if missing:
         raise FrameError("malformed", f"missing field(s) {missing}")
-    camera, frame_id = _utf8_field(fields, "camera"), _utf8_field(fields, "frame_id")
-    for name, value in (("camera", camera), ("frame_id", frame_id)):
-        if not value or len(value) > _MAX_ID or any(c in value for c in " \t\r\n"):
-            raise FrameError("malformed", f"{name} {value!r} must be 1-{_MAX_ID} characters "
-                             "without whitespace")
+    camera, frame_id = _id_field(fields, "camera"), _utf8_field(fields, "frame_id")
+    if not frame_id or len(frame_id) > _MAX_ID or any(c in frame_id for c in " \t\r\n"):
+        raise FrameError("malformed", f"frame_id {frame_id!r} must be 1-{_MAX_ID} characters "
+                         "without whitespace")
     try:
         ts = float(_utf8_field(fields, "ts"))
     except ValueError:
@@ -141,9 +154,25 @@ def parse_frame(fields: Fields, max_payload_bytes: int) -> Frame:
     shape = dtype = None
     if encoding == "raw":
         shape, dtype = _raw_layout(fields, len(data))
-    product_class = _utf8_field(fields, "class") or None
+    product_class = _id_field(fields, "class", optional=True)
+    part, view = _id_field(fields, "part", optional=True), _id_field(fields, "view", optional=True)
+    if view is not None and part is None:
+        raise FrameError("malformed", f"view {view!r} without a part: a view names one of the "
+                         "pictures of a part, send the part id too")
     return Frame(camera, frame_id, ts, encoding, data, shape, dtype, product_class,
-                 _utf8_field(fields, "mask") == "1")
+                 _utf8_field(fields, "mask") == "1", part, view)
+
+
+def _id_field(fields: Fields, key: str, optional: bool = False) -> str | None:
+    """An id field checked against the id grammar (`daemon.wire.ids`); absent or empty is
+    None where `optional`."""
+    value = _raw(fields, key)
+    if optional and not value:
+        return None
+    try:
+        return ids.check("class" if key == "class" else key, value if value is not None else "")
+    except ids.BadId as exc:
+        raise FrameError("malformed", str(exc)) from None
 
 
 def _raw_layout(fields: Fields, size: int) -> tuple[tuple[int, ...], str]:
@@ -184,6 +213,8 @@ class Result:
     worker: str
     product_class: str | None = None
     mask: bytes | None = None  # PNG, 255 = anomalous pixel, at the model's input size
+    part: str | None = None
+    view: str | None = None
 
     @property
     def normalized(self) -> float | None:
@@ -198,6 +229,9 @@ class Result:
                   "queue_ms": f"{self.queue_ms:.2f}", "infer_ms": f"{self.infer_ms:.2f}",
                   "latency_ms": f"{self.latency_ms:.2f}", "worker": self.worker,
                   "class": self.product_class or ""}
+        if self.part:
+            fields["part"] = self.part
+            fields["view"] = self.view or ""
         out = {k: v.encode() for k, v in fields.items()}
         if self.mask is not None:
             out["mask"] = self.mask
@@ -214,6 +248,8 @@ class Result:
             "queue_ms", f"{self.queue_ms:.2f}", "infer_ms", f"{self.infer_ms:.2f}",
             "latency_ms", f"{self.latency_ms:.2f}", "worker", self.worker,
             "class", self.product_class or ""]
+        if self.part:
+            out += ["part", self.part, "view", self.view or ""]
         if self.mask is not None:
             out += ["mask", self.mask]
         return out
@@ -226,7 +262,7 @@ class Result:
                    None if threshold is None else float(threshold), t["model_version"],
                    float(t["ts"]), float(t["queue_ms"]), float(t["infer_ms"]),
                    float(t["latency_ms"]), t["worker"], t.get("class") or None,
-                   _raw(fields, "mask"))
+                   _raw(fields, "mask"), t.get("part") or None, t.get("view") or None)
 
 
 # ----------------------------------------------------------------------------- alerts

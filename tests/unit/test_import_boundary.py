@@ -24,12 +24,13 @@ TOP_LEVEL = {"daemon", *(f"daemon.{p.stem}" for p in (ROOT / "daemon").glob("*.p
 ALLOWED_PARTS = {
     "wire": set(),
     "models": {"wire"},
-    "serve": {"wire", "models"},
+    "serve": {"wire", "models", "recipes"},
     "jobs": {"wire", "models"},
-    "line": {"wire"},
-    "cli": {"wire", "models", "serve", "jobs", "line", "console", "records"},
-    "console": {"wire", "models", "jobs"},
+    "line": {"wire", "recipes"},
+    "cli": {"wire", "models", "serve", "jobs", "line", "console", "records", "recipes"},
+    "console": {"wire", "models", "jobs", "recipes"},
     "records": {"wire"},
+    "recipes": {"wire", "models"},
 }
 
 

@@ -26,7 +26,8 @@ from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
-from daemon.wire.schema import SCHEMA_VERSION, Alert, DeadLetter, Fields, HealthEvent
+from daemon.wire.schema import (SCHEMA_MAJOR, SCHEMA_VERSION, Alert, DeadLetter, Fields,
+                                 HealthEvent)
 from daemon.wire.text import entry_field
 
 log = logs.get(__name__)
@@ -258,7 +259,7 @@ def parse_alert(fields: Fields) -> Alert:
 
 def _parse(fields: Fields, cls, what: str):
     version = entry_field(fields, "v") or ""
-    if version.split(".")[0] != SCHEMA_VERSION:
+    if version.split(".")[0] != SCHEMA_MAJOR:
         raise DeliveryError("unsupported_version", f"{what} schema v={version!r}, this bridge "
                             f"reads v={SCHEMA_VERSION}; upgrade the bridge or the worker", True)
     try:

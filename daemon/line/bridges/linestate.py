@@ -31,7 +31,7 @@ from daemon.line.settings import PlcBridgeSettings
 from daemon.wire import keys
 from daemon.wire.clients import connect_ready, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_async
-from daemon.wire.schema import SCHEMA_VERSION, Alert, HealthEvent, Result
+from daemon.wire.schema import SCHEMA_MAJOR, SCHEMA_VERSION, Alert, HealthEvent, Result
 from daemon.wire.settings import GroupSettings
 from daemon.wire.text import entry_field, text
 
@@ -183,7 +183,7 @@ class LineFeed:
             kind, line = d.stream.split(":", 1)
             version = (entry_field(d.fields, "v") or "").split(".")[0]
             try:
-                if version != SCHEMA_VERSION:
+                if version.split(".")[0] != SCHEMA_MAJOR:
                     raise ValueError(f"schema v={version!r}, this bridge reads "
                                      f"v={SCHEMA_VERSION}")
                 if kind + ":" == _A:

@@ -589,7 +589,7 @@ def test_console_reads_the_line_and_acts_with_least_privilege(
 
 def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
         acl_redis, tmp_path):
-    from daemon.records.recorder import Recorder, parts_key, presence_key
+    from daemon.records.recorder import Recorder, presence_key
     from daemon.records.settings import RecordsSettings
     from daemon.records.store import Store
     from daemon.wire.schema import Result, encode_frame
@@ -602,7 +602,7 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
                      "w1", None, b"PNG%d" % i if i % 2 == 0 else None)
         rid = admin.xadd(keys.results(line), res.to_fields()).decode()
         admin.set(keys.seen(line, "cam1", f"f{i}"), f"{rid} {entry}", ex=600)
-    admin.xadd(parts_key(line), {"v": "1", "part_id": "SN-1", "verdict": "pass",
+    admin.xadd(keys.parts(line), {"v": "1", "part_id": "SN-1", "verdict": "pass",
                                  "ts": repr(time.time())})
     store = Store.open(url=f"sqlite:///{tmp_path / 'r.db'}")
     store.require_schema()
@@ -621,7 +621,7 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
     assert_denied(
         client,
         ("XADD", keys.results(line), "*", "f", "1"), ("XADD", keys.frames(line), "*", "f", "1"),
-        ("XADD", keys.alerts(line), "*", "f", "1"), ("XADD", parts_key(line), "*", "f", "1"),
+        ("XADD", keys.alerts(line), "*", "f", "1"), ("XADD", keys.parts(line), "*", "f", "1"),
         ("XREADGROUP", "GROUP", "rlr-workers", "spy", "STREAMS", keys.frames(line), ">"),
         ("SET", keys.seen(line, "cam1", "f9"), "1"), ("DEL", keys.seen(line, "cam1", "f0")),
         ("DEL", keys.results(line)), ("XTRIM", keys.results(line), "MAXLEN", "0"),

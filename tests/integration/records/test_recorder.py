@@ -13,7 +13,7 @@ import redis
 import sqlalchemy as sa
 
 from daemon.errors import RecordsUnavailable
-from daemon.records.recorder import Recorder, parts_key
+from daemon.records.recorder import Recorder
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
 from daemon.records.tables import frame_results, part_verdicts
@@ -136,15 +136,15 @@ def test_the_parts_stream_is_read_where_it_exists_and_never_created(store, rclie
     add_results(rclient, line, 10)
     rec = recorder(rclient, store, line)
     rec.run_until_idle()
-    assert not rclient.exists(parts_key(line))
-    rclient.xadd(parts_key(line), {"v": "1", "part_id": "SN-1", "verdict": "reject",
+    assert not rclient.exists(keys.parts(line))
+    rclient.xadd(keys.parts(line), {"v": "1", "part_id": "SN-1", "verdict": "reject",
                                    "ts": "1796601600.5", "views": '{"top": {"score": 2}}'})
-    rclient.xadd(parts_key(line), {"v": "1", "part_id": "SN-2", "verdict": "bogus", "ts": "1"})
+    rclient.xadd(keys.parts(line), {"v": "1", "part_id": "SN-2", "verdict": "bogus", "ts": "1"})
     rec._checked = 0.0  # the next step looks for new streams
     rec.step(None)
     rec.step(None)
     assert count(store, part_verdicts) == 1 and rec.stats.unreadable == 1
-    assert rclient.xpending(parts_key(line), "rlr-recorder")["pending"] == 0
+    assert rclient.xpending(keys.parts(line), "rlr-recorder")["pending"] == 0
 
 
 def test_entries_trimmed_before_they_were_recorded_are_counted(store, rclient, line):

@@ -276,3 +276,49 @@ def test_mask_marks_exactly_the_pixels_above_threshold():
     assert mask.dtype == bool
     np.testing.assert_array_equal(mask, amap > 0.7)
     assert decode_mask(mask_png(amap, 0.7), size=48).shape == (48, 48)
+
+
+# ----------------------------------------------------------------------------- parts (v1.1)
+
+
+def test_a_frame_carries_its_part_and_view_into_its_result(image):
+    frame = parse_frame(_fields(image, part="SN-40122", view="top"), LIMIT)
+    assert (frame.part, frame.view) == ("SN-40122", "top")
+    res = Result("f-1", "cam-1", 0.5, False, 1.0, "m-1", TS, 1, 2, 3, "w", None, None,
+                 frame.part, frame.view)
+    assert Result.from_fields(res.to_fields()) == res
+    flat = res.to_flat()
+    assert dict(zip(flat[::2], flat[1::2], strict=True))["part"] == "SN-40122"
+
+
+def test_the_old_form_without_part_still_reads(image):
+    fields = _fields(image)
+    fields[b"v" if b"v" in fields else "v"] = b"1"
+    frame = parse_frame(fields, LIMIT)
+    assert frame.part is None and frame.view is None
+    res = Result("f-1", "cam-1", 0.5, False, 1.0, "m-1", TS, 1, 2, 3, "w")
+    assert b"part" not in {k if isinstance(k, bytes) else k.encode() for k in res.to_fields()}
+
+
+@pytest.mark.parametrize(("part", "why"), [
+    ("x" * 129, "129 bytes"), ("SN\x07", "control"), ("SN 1", "whitespace"),
+    ("SN\u202e1", "format"),
+])
+def test_a_bad_part_id_is_dead_lettered_with_the_reason(image, part, why):
+    with pytest.raises(FrameError, match=why) as info:
+        parse_frame(_fields(image, part=part), LIMIT)
+    assert info.value.reason == "malformed" and "part id" in info.value.detail
+
+
+def test_a_part_id_that_is_not_utf8_is_malformed(image):
+    fields = _fields(image)
+    fields["part"] = b"\xff\xfeSN"
+    with pytest.raises(FrameError, match="not UTF-8"):
+        parse_frame(fields, LIMIT)
+
+
+def test_a_view_without_a_part_is_malformed(image):
+    fields = _fields(image)
+    fields["view"] = b"top"
+    with pytest.raises(FrameError, match="without a part"):
+        parse_frame(fields, LIMIT)
