@@ -173,3 +173,52 @@ def load(path: str | Path) -> Recipe:
 
 def from_json(text: str | bytes) -> Recipe:
     return parse(json.loads(text), "stored recipe")
+
+
+class Activation(BaseModel):
+    """A recipe made active on a line: from `since` (seconds since the epoch) on, parts whose
+    trigger (first capture) is at or after `since` are made under it; `previous` is the one
+    it replaced, still in force for parts triggered before (frames in flight at the switch)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: str
+    recipe: Recipe
+    revision: int
+    since: float
+    by: str = ""
+    via: str = ""  # cli / modbus / opcua / console / env
+    previous: Activation | None = None
+
+    @property
+    def label(self) -> str:
+        """`name@revision`: how verdicts and records name the recipe."""
+        return f"{self.recipe.name}@{self.revision}"
+
+    def at(self, ts: float) -> Activation:
+        """The activation in force for a part triggered at `ts`."""
+        if ts < self.since and self.previous is not None:
+            return self.previous.at(ts)
+        return self
+
+    def to_hash(self) -> dict[str, str]:
+        """The fields of `keys.recipe_active(line)` (the previous one kept one level deep)."""
+        prev = self.previous
+        if prev is not None:
+            prev = prev.model_copy(update={"previous": None})
+        return {"name": self.recipe.name, "revision": str(self.revision),
+                "since": repr(self.since), "by": self.by, "via": self.via,
+                "recipe": json.dumps(self.recipe.to_json()),
+                "previous": "" if prev is None else prev.model_dump_json(by_alias=True)}
+
+    @classmethod
+    def from_hash(cls, line: str, fields: dict) -> Activation | None:
+        """The hash as Redis returns it (bytes or text); None when empty."""
+        t = {(k.decode() if isinstance(k, bytes) else k):
+             (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
+        if not t.get("recipe"):
+            return None
+        prev = cls.model_validate_json(t["previous"]) if t.get("previous") else None
+        return cls(line=line, recipe=from_json(t["recipe"]), revision=int(t["revision"]),
+                   since=float(t["since"]), by=t.get("by", ""), via=t.get("via", ""),
+                   previous=prev)

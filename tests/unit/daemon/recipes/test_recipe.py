@@ -55,3 +55,19 @@ def test_a_file_that_does_not_parse_says_where(tmp_path):
         load(bad)
     with pytest.raises(RecipeError, match="cannot read"):
         load(tmp_path / "missing.toml")
+
+
+def test_an_activation_keeps_the_previous_recipe_for_parts_triggered_before_the_switch():
+    from daemon.recipes.recipe import Activation
+    a = parse(GOOD)
+    b = parse({**GOOD, "name": "bracket-b", "class": "bracket2"})
+    first = Activation(line="l1", recipe=a, revision=1, since=100.0, by="ann", via="cli")
+    second = Activation(line="l1", recipe=b, revision=4, since=200.0, by="plc", via="modbus",
+                        previous=first)
+    back = Activation.from_hash("l1", {k.encode(): v.encode()
+                                       for k, v in second.to_hash().items()})
+    assert back == second
+    assert back.at(199.9).label == "bracket-a@1"
+    assert back.at(200.0).label == "bracket-b@4"
+    assert first.at(50.0) is first  # nothing earlier known: the oldest one stands
+    assert Activation.from_hash("l1", {}) is None
