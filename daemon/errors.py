@@ -31,7 +31,8 @@ class FrameError(DaemonError):
     """A frame cannot be processed. `reason` is a short stable code for the dead-letter stream."""
 
     REASONS = ("malformed", "unsupported_version", "oversized", "corrupt", "bad_dimensions",
-               "too_many_deliveries", "trimmed", "inference_failed", "clock_skew")
+               "too_many_deliveries", "trimmed", "inference_failed", "clock_skew",
+               "unknown_view")
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in self.REASONS:

@@ -37,6 +37,7 @@ from daemon.serve.settings import (
     EngineSettings,
     MetricsSettings,
     PublishSettings,
+    StationSettings,
     WorkerSettings,
 )
 from daemon.settings import PartSettings, describe_settings, load, own_fields
@@ -47,8 +48,8 @@ from daemon.wire.settings import GroupSettings, LivenessSettings, RedisSettings,
 PARTS: tuple[type[PartSettings], ...] = (
     RedisSettings, GroupSettings, StreamCapSettings, LivenessSettings,
     BatchSettings, DeliverySettings, DecodeSettings, DeviceSettings, EngineSettings,
-    PublishSettings, AlertSettings, CameraHealthSettings, MetricsSettings, LogSettings,
-    SupervisorSettings, RolloutSettings, ConsoleSettings, JobSettings,
+    PublishSettings, StationSettings, AlertSettings, CameraHealthSettings, MetricsSettings,
+    LogSettings, SupervisorSettings, RolloutSettings, ConsoleSettings, JobSettings,
     MqttSettings, WebhookSettings, BridgeSettings, PlcSettings, ModbusSettings, OpcuaSettings,
     SparkplugSettings, RecordsSettings,
 )

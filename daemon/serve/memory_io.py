@@ -10,8 +10,10 @@ from collections.abc import Mapping, Sequence
 
 from daemon.errors import SourceUnavailable
 from daemon.serve.ports import Published
+from daemon.serve.rules.parts import DEADLINE, FIRST, JoinRequest, join
 from daemon.serve.rules.window import RecentFrame, push
 from daemon.wire.groups import Claimed, Delivery
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 
 
@@ -30,6 +32,11 @@ class MemoryStreams:
         self.health: dict[str, list[HealthEvent]] = {}
         self.camera_states: dict[tuple[str, str], set[str]] = {}
         self.thumbs: dict[tuple[str, str], tuple[str, float, bytes]] = {}
+        self.parts: dict[str, list[tuple[str, PartVerdict]]] = {line: [] for line in self.lines}
+        self.recipes: dict[str, dict] = {}  # line -> its recipe_active hash (test sets it)
+        self.part_state: dict[str, dict] = {line: {} for line in self.lines}
+        self.part_done: dict[str, dict] = {line: {} for line in self.lines}
+        self.part_due: dict[str, dict] = {line: {} for line in self.lines}
         self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}  # -> (result, entry)
         self._windows: dict[tuple[str, str], list[str]] = {}  # JSON entries
         self._cooldown: dict[tuple[str, str], float] = {}
@@ -79,10 +86,11 @@ class MemoryStreams:
         return sum(self.pending.pop((d.stream, d.entry_id), None) is not None for d in items)
 
     # ResultSink
-    async def publish(self, items: Sequence[tuple[Delivery, Result]],
-                      window_n: int) -> list[Published]:
+    async def publish(self, items: Sequence[tuple[Delivery, Result]], window_n: int,
+                      joins: Sequence[JoinRequest | None] = ()) -> list[Published]:
         out = []
-        for d, res in items:
+        joins = list(joins) or [None] * len(items)
+        for (d, res), req in zip(items, joins, strict=True):
             key = (d.stream, res.camera, res.frame_id)
             self.pending.pop((d.stream, d.entry_id), None)
             if key in self._seen:
@@ -96,9 +104,32 @@ class MemoryStreams:
             win = self._windows[(d.stream, res.camera)] = push(
                 self._windows.get((d.stream, res.camera), []), RecentFrame.of(res, rid).to_json(),
                 window_n)
+            joined = None if req is None else join(
+                self.part_state[d.stream], self.part_done[d.stream], self.part_due[d.stream],
+                req, rid)
             out.append(Published(True, rid, [RecentFrame.from_json(v) for v in win]
-                                 if res.is_anomaly else []))
+                                 if res.is_anomaly else [], None, joined))
         return out
+
+    async def emit_part(self, verdict: PartVerdict, first_ms: int,
+                        done_ttl_s: int) -> str | None:
+        line, part = verdict.line, verdict.part_id
+        state = self.part_state[line].get(part)
+        if state is None or state[FIRST] != str(first_ms):
+            return None
+        rid = self._next_id()
+        self.parts[line].append((rid, verdict))
+        self.part_done[line][part] = f"{rid} {state[FIRST]} {state[DEADLINE]}"
+        del self.part_state[line][part]
+        self.part_due[line].pop(part, None)
+        return rid
+
+    async def due_parts(self, line: str, now_ms: int, count: int) -> list[tuple[str, dict]]:
+        due = sorted((t, p) for p, t in self.part_due[line].items() if t <= now_ms)[:count]
+        return [(p, dict(self.part_state[line][p])) for _, p in due]
+
+    async def active_recipes(self, lines: Sequence[str]) -> dict[str, dict]:
+        return {line: dict(self.recipes.get(line, {})) for line in lines}
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
         for line, res in items:

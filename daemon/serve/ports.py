@@ -10,7 +10,7 @@ its result or dead letter, so an acknowledged frame always has its outcome recor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from daemon.serve.rules.window import RecentFrame
 from daemon.wire.groups import Claimed, Delivery
@@ -23,6 +23,7 @@ class Published(NamedTuple):
     window: list[RecentFrame]  # the camera's recent verdicts, newest first (only for a new
     # anomalous result, the only kind the alert rule looks at; empty otherwise)
     first_entry: str | None = None  # not new: the stream entry whose result that is
+    joined: Any = None  # a new result of a part: how it joined (`rules.parts.Joined`)
 
     def replay_of(self, entry_id: str) -> bool:
         """Not new because this very entry was scored before (a redelivery), as opposed to
@@ -54,9 +55,20 @@ class FrameSource(Protocol):
 
 
 class ResultSink(Protocol):
-    async def publish(self, items: Sequence[tuple[Delivery, Result]],
-                      window_n: int) -> list[Published]:
-        """Publish each result once per frame id, remember its verdict and ack the frame."""
+    async def publish(self, items: Sequence[tuple[Delivery, Result]], window_n: int,
+                      joins: Sequence[Any] = ()) -> list[Published]:
+        """Publish each result once per frame id, remember its verdict, join it to its part
+        (`joins[i]`: a `rules.parts.JoinRequest` or None) and ack the frame."""
+
+    async def emit_part(self, verdict: Any, first_ms: int, done_ttl_s: int) -> str | None:
+        """Add the part verdict and close the part, unless it is closed already (another
+        worker decided it, or `first_ms` is not the open part's): the entry id or None."""
+
+    async def due_parts(self, line: str, now_ms: int, count: int) -> list[tuple[str, dict]]:
+        """Open parts of `line` past their deadline: (part id, its state), oldest first."""
+
+    async def active_recipes(self, lines: Sequence[str]) -> dict[str, dict]:
+        """Each line's active recipe record (`keys.recipe_active`), {} where none."""
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
         """Results of shadow models (line, result): their own stream, no ack, no alerts."""

@@ -26,6 +26,13 @@ class WorkerMetrics:
         self.frames_dead = Counter("rlr_frames_dead_lettered", "Frames sent to the dead-letter "
                                    "stream", ["line", "reason"], registry=r)
         self.alerts = Counter("rlr_alerts", "Alerts raised", ["line"], registry=r)
+        self.parts = Counter("rlr_parts", "Part verdicts emitted", ["line", "verdict", "outcome"],
+                             registry=r)
+        self.part_views = Counter("rlr_part_views_not_joined", "Views of a part not joined to "
+                                  "it: late (the part was decided) or duplicate (it had the view)",
+                                  ["line", "why"], registry=r)
+        self.part_time = Histogram("rlr_part_seconds", "First capture of a part to its verdict",
+                                   buckets=_LAT, registry=r)
         self.batch_size = Histogram("rlr_batch_size", "Frames per inference batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.queue_wait = Histogram("rlr_queue_wait_seconds", "Stream entry to batch start",

@@ -30,6 +30,7 @@ from daemon.serve.verdicts import Verdict, draw_masks, make_result
 from daemon.supervisor import Supervisor
 from daemon.wire.codec import thumbnail
 from daemon.wire.groups import Delivery
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, DeadLetter, Frame, HealthEvent, Result, keep_for_dead_letter
 from daemon.wire.text import entry_field
 
@@ -72,12 +73,12 @@ class Publisher:
                  retry: Callable[[Callable[[], Awaitable[T]], str], Awaitable[T]],
                  pool: Callable[[], Executor], release: Callable[[Iterable[Delivery]], None],
                  on_error: Callable[[str], None], supervisor: Supervisor,
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2, recipes: Any = None) -> None:
         self.sink, self.s, self.rules, self.metrics = sink, settings, list(rules), metrics
         self.stats, self.backlogs = stats, backlogs
         self.worker_id = settings.consumer_name
         self.retry, self.pool, self.release, self.on_error = retry, pool, release, on_error
-        self.supervisor = supervisor
+        self.supervisor, self.recipes = supervisor, recipes  # recipes: serve.recipes.LineRecipes
         # the longest window of each camera's verdicts a rule reads (kept by the sink)
         self._history = max((r.history for r in self.rules), default=1) or 1
         self._shared = _Retried(sink, retry)
@@ -228,7 +229,9 @@ class Publisher:
 
     async def _publish_results(self, pairs: list[tuple[Delivery, Result]]) -> list[Published]:
         """Publish and ack (one script call per line), keeping the window the rules read."""
-        published = await self.retry(lambda: self.sink.publish(pairs, self._history),
+        joins = [self.recipes.join_request(d.stream, res) for d, res in pairs] \
+            if self.recipes is not None else []
+        published = await self.retry(lambda: self.sink.publish(pairs, self._history, joins),
                                      "publish")
         self.release(d for d, _ in pairs)
         return published
@@ -239,6 +242,8 @@ class Publisher:
         (results are idempotent by camera and frame id) is counted, and a resent frame told."""
         fresh: list[tuple[int, Fresh]] = []
         for i, ((d, res), pub) in enumerate(zip(pairs, published, strict=True)):
+            if pub.joined is not None and pub.joined.code in ("late", "duplicate"):
+                self.metrics.part_views.labels(d.stream, pub.joined.code).inc()
             if not pub.new:
                 self.stats.replayed += 1
                 self.metrics.frames_replayed.labels(d.stream).inc()
@@ -287,6 +292,27 @@ class Publisher:
                 await self._camera_health(list(out.health))
             for alert, cooldown_s in out.alerts:
                 await self._alert(alert, cooldown_s)
+            await self._parts(out.parts)
+
+    async def tick(self) -> None:
+        """What time alone decides (a part past its deadline): each rule's `tick`."""
+        for rule in self.rules:
+            if hasattr(rule, "tick"):
+                await self._parts((await rule.tick(self._shared)).parts)
+
+    async def _parts(self, verdicts: Sequence[PartVerdict]) -> None:
+        """Emit part verdicts; one another worker emitted first is not counted again."""
+        for v in verdicts:
+            first_ms = round(v.first_ts * 1000)
+            rid = await self.retry(lambda v=v, first_ms=first_ms: self.sink.emit_part(
+                v, first_ms, self.s.part_done_ttl_s), "emit_part")
+            if rid is None:
+                continue
+            self.metrics.parts.labels(v.line, v.verdict, v.outcome).inc()
+            self.metrics.part_time.observe(v.total_ms / 1000)
+            if v.verdict == "incomplete":
+                log.warning("part_incomplete", line=v.line, part=v.part_id, missing=v.missing,
+                            outcome=v.outcome, recipe=v.recipe, entry=rid)
 
     def _thumb_due(self, line: str, camera: str, now: float) -> bool:
         every = self.s.thumb_interval_s

@@ -19,39 +19,74 @@ import redis.asyncio
 
 from daemon.errors import SourceUnavailable
 from daemon.serve.ports import Published
+from daemon.serve.rules.parts import Joined, JoinRequest
 from daemon.serve.rules.window import RecentFrame
 from daemon.serve.settings import WorkerSettings
 from daemon.wire import keys
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, DeadLetter, HealthEvent, Result
 from daemon.wire.text import text
 
 T = TypeVar("T")
 
-# One call per line and batch. KEYS: the results stream, the frames stream, then per frame its
-# seen key and its camera's alert-window key. ARGV: group, dedup ttl, results cap, window
-# length, then per frame: entry id, window entry head and tail, 1 when anomalous (its window
-# is returned), the number of result fields, the fields. Returns per frame
-# {new, result id, window, first entry}. Its LPUSH + LTRIM is the window's step as
-# daemon/serve/rules/window.py defines it (`push`; the memory port calls that one).
+# One call per line and batch. KEYS: the results stream, the frames stream, the line's
+# parts-due set, then per frame its seen key, its camera's alert-window key, its part's state
+# and done keys (unused when the frame has no part). ARGV: group, dedup ttl, results cap,
+# window length, part state ttl, then per frame: entry id, window entry head and tail, 1 when
+# anomalous (its window is returned), 1 when it has a part (then the part's join request:
+# part, view, capture ms, deadline ms, views expected, station JSON, view JSON), the number of
+# result fields, the fields. Returns per frame {new, result id, window, first entry, join
+# code, part state when complete, the decided part's verdict id when late}. The LPUSH + LTRIM
+# is the window's step as daemon/serve/rules/window.py defines it (`push`), `join` the part
+# rule's step (daemon/serve/rules/parts.py `join`); the memory port calls those.
 _PUBLISH = """
-local group, ttl, cap, wlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]) - 1
-local out, a = {}, 5
-for i = 3, #KEYS, 2 do
-  local entry, head, tail, anomalous, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-    tonumber(ARGV[a + 4])
+local function join(open, done, due, p, rid, pttl)
+  local marker = redis.call('GET', done)
+  if marker then
+    local id, dl = string.match(marker, '^(%S+) %S+ (%S+)$')
+    if id and tonumber(p[3]) < tonumber(dl) then return 'late', {}, id end
+  end
+  if redis.call('EXISTS', open) == 0 then
+    redis.call('HSET', open, '_first', p[3], '_deadline', p[4], '_expect', p[5], '_n', '0',
+               '_meta', p[6])
+    redis.call('ZADD', due, p[4], p[1])
+  end
+  redis.call('EXPIRE', open, pttl)
+  if redis.call('HEXISTS', open, 'v:' .. p[2]) == 1 then return 'duplicate', {}, '' end
+  redis.call('HSET', open, 'v:' .. p[2], p[7], 'r:' .. p[2], rid)
+  local n = redis.call('HINCRBY', open, '_n', 1)
+  if n >= tonumber(redis.call('HGET', open, '_expect')) then
+    return 'complete', redis.call('HGETALL', open), ''
+  end
+  return 'open', {}, ''
+end
+
+local group, ttl, cap, wlen, pttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]) - 1, ARGV[5]
+local out, a = {}, 6
+for i = 4, #KEYS, 4 do
+  local entry, head, tail, anomalous = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local part = nil
+  if ARGV[a + 4] == '1' then
+    part = {ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10],
+            ARGV[a + 11]}
+    a = a + 12
+  else
+    a = a + 5
+  end
+  local n = tonumber(ARGV[a])
   local fields = {}
-  for j = 1, n do fields[j] = ARGV[a + 4 + j] end
-  a = a + 5 + n
+  for j = 1, n do fields[j] = ARGV[a + j] end
+  a = a + 1 + n
   local seen = redis.call('GET', KEYS[i])
   if seen then
     redis.call('XACK', KEYS[2], group, entry)
     local sp = string.find(seen, ' ', 1, true)
     if sp then
-      out[#out + 1] = {0, string.sub(seen, 1, sp - 1), {}, string.sub(seen, sp + 1)}
+      out[#out + 1] = {0, string.sub(seen, 1, sp - 1), {}, string.sub(seen, sp + 1), '', {}, ''}
     else
-      out[#out + 1] = {0, seen, {}}
+      out[#out + 1] = {0, seen, {}, '', '', {}, ''}
     end
   else
     local rid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', unpack(fields))
@@ -62,10 +97,26 @@ for i = 3, #KEYS, 2 do
     redis.call('XACK', KEYS[2], group, entry)
     local window = {}
     if anomalous == '1' then window = redis.call('LRANGE', KEYS[i + 1], 0, -1) end
-    out[#out + 1] = {1, rid, window}
+    local code, state, late = '', {}, ''
+    if part then code, state, late = join(KEYS[i + 2], KEYS[i + 3], KEYS[3], part, rid, pttl) end
+    out[#out + 1] = {1, rid, window, '', code, state, late}
   end
 end
 return out
+"""
+
+# A part's verdict, unless the part is closed already or is not the instance decided (its
+# first capture differs): KEYS the parts stream, the part's state, the parts-due set, its
+# done key; ARGV part id, first capture ms, done ttl, stream cap, the entry's fields.
+_EMIT_PART = """
+local first = redis.call('HGET', KEYS[2], '_first')
+if not first or first ~= ARGV[2] then return false end
+local deadline = redis.call('HGET', KEYS[2], '_deadline')
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('SET', KEYS[4], id .. ' ' .. first .. ' ' .. deadline, 'EX', ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return id
 """
 
 # The alert with its cooldown claimed in the same step (set-if-absent with an expiry): one
@@ -118,6 +169,7 @@ class RedisStreams:
                                    {keys.frames(line): line for line in self.lines},
                                    start_id="0", cluster=self.cluster)
         self._publish = client.register_script(_PUBLISH)
+        self._emit_part = client.register_script(_EMIT_PART)
         self._alert = client.register_script(_ALERT)
         self._health = client.register_script(_HEALTH)
         self._own_recovered = False
@@ -166,12 +218,13 @@ class RedisStreams:
 
     # ------------------------------------------------------------------ ResultSink
 
-    async def publish(self, items: Sequence[tuple[Delivery, Result]],
-                      window_n: int) -> list[Published]:
-        return await self._call(lambda: self._publish_all(items, window_n), "publish")
+    async def publish(self, items: Sequence[tuple[Delivery, Result]], window_n: int,
+                      joins: Sequence[JoinRequest | None] = ()) -> list[Published]:
+        joins = list(joins) or [None] * len(items)
+        return await self._call(lambda: self._publish_all(items, window_n, joins), "publish")
 
-    async def _publish_all(self, items: Sequence[tuple[Delivery, Result]],
-                           window_n: int) -> list[Published]:
+    async def _publish_all(self, items: Sequence[tuple[Delivery, Result]], window_n: int,
+                           joins: list[JoinRequest | None]) -> list[Published]:
         by_line: dict[str, list[int]] = {}
         for i, (d, _) in enumerate(items):
             by_line.setdefault(d.stream, []).append(i)
@@ -179,33 +232,81 @@ class RedisStreams:
         # single server; on a cluster the calls run concurrently, each on its line's shard.
         if self.cluster:
             replies = await asyncio.gather(*(
-                self._publish_line(self.r, line, [items[i] for i in idx], window_n)
+                self._publish_line(self.r, line, [items[i] for i in idx], window_n,
+                                   [joins[i] for i in idx])
                 for line, idx in by_line.items()))
         else:
             async with self.r.pipeline(transaction=False) as pipe:
                 for line, idx in by_line.items():
-                    await self._publish_line(pipe, line, [items[i] for i in idx], window_n)
+                    await self._publish_line(pipe, line, [items[i] for i in idx], window_n,
+                                             [joins[i] for i in idx])
                 replies = await pipe.execute()
         out: list[Published | None] = [None] * len(items)
         for idx, reply in zip(by_line.values(), replies, strict=True):
             for i, r in zip(idx, reply, strict=True):
                 out[i] = Published(bool(r[0]), None if r[1] is None else text(r[1]),
                                    [RecentFrame.from_json(v) for v in r[2]],
-                                   text(r[3]) if len(r) > 3 else None)
+                                   text(r[3]) or None, _joined(r[4:]))
         return out
 
     def _publish_line(self, client, line: str, items: Sequence[tuple[Delivery, Result]],
-                      window_n: int):
+                      window_n: int, joins: Sequence[JoinRequest | None]):
         """The script call that publishes `items` (all of `line`) on `client`."""
-        keys_: list[str] = [keys.results(line), keys.frames(line)]
-        args: list = [self.group.group, self.s.dedup_ttl_s, self.s.results_maxlen, window_n]
-        for d, res in items:
+        keys_: list[str] = [keys.results(line), keys.frames(line), keys.parts_due(line)]
+        args: list = [self.group.group, self.s.dedup_ttl_s, self.s.results_maxlen, window_n,
+                      self.s.part_done_ttl_s]
+        for (d, res), req in zip(items, joins, strict=True):
+            part = req.part if req is not None else ""
             keys_ += [keys.seen(line, res.camera, res.frame_id),
-                      keys.alert_window(line, res.camera)]
+                      keys.alert_window(line, res.camera), keys.part_open(line, part),
+                      keys.part_done(line, part)]
             flat = res.to_flat()
             head, tail = RecentFrame.of(res, "").around_result_id()
-            args += [d.entry_id, head, tail, int(res.is_anomaly), len(flat), *flat]
+            args += [d.entry_id, head, tail, int(res.is_anomaly)]
+            args += [0] if req is None else [1, *req]
+            args += [len(flat), *flat]
         return self._publish(keys=keys_, args=args, client=client)
+
+    async def emit_part(self, verdict: PartVerdict, first_ms: int,
+                        done_ttl_s: int) -> str | None:
+        flat: list = []
+        for k, v in verdict.to_fields().items():
+            flat += [k, v]
+        line, part = verdict.line, verdict.part_id
+        rid = await self._call(lambda: self._emit_part(
+            keys=[keys.parts(line), keys.part_open(line, part), keys.parts_due(line),
+                  keys.part_done(line, part)],
+            args=[part, str(first_ms), done_ttl_s, self.s.parts_maxlen, *flat]), "emit_part")
+        return None if rid is None else text(rid)
+
+    async def due_parts(self, line: str, now_ms: int, count: int) -> list[tuple[str, dict]]:
+        due = await self._call(lambda: self.r.zrangebyscore(
+            keys.parts_due(line), "-inf", now_ms, start=0, num=count), "due_parts")
+        if not due:
+            return []
+        parts = [text(p) for p in due]
+
+        async def states() -> list:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for part in parts:
+                    pipe.hgetall(keys.part_open(line, part))
+                return await pipe.execute()
+
+        out, gone = [], []
+        for part, state in zip(parts, await self._call(states, "due_parts"), strict=True):
+            (out.append((part, state)) if state else gone.append(part))
+        if gone:  # decided meanwhile, or expired: nothing left to decide
+            await self._call(lambda: self.r.zrem(keys.parts_due(line), *gone), "due_parts")
+        return out
+
+    async def active_recipes(self, lines: Sequence[str]) -> dict[str, dict]:
+        async def go() -> list:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for line in lines:
+                    pipe.hgetall(keys.recipe_active(line))
+                return await pipe.execute()
+
+        return dict(zip(lines, await self._call(go, "active_recipes"), strict=True))
 
     async def publish_shadow(self, items: Sequence[tuple[str, Result]]) -> None:
         async def go() -> None:
@@ -286,3 +387,13 @@ class RedisStreams:
 
     async def close(self) -> None:
         await self.r.aclose()
+
+
+def _joined(reply: list) -> Joined | None:
+    """The join part of a publish reply: code, flat state, late verdict id."""
+    code = text(reply[0]) if reply else ""
+    if not code:
+        return None
+    flat = reply[1]
+    state = {text(flat[j]): text(flat[j + 1]) for j in range(0, len(flat), 2)}
+    return Joined(code, state or None, text(reply[2]) or None)

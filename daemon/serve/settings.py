@@ -15,6 +15,7 @@ from daemon.logs import LogSettings
 from daemon.models.settings import DeviceSettings, RolloutSettings
 from daemon.settings import PartSettings
 from daemon.supervisor import SupervisorSettings
+from daemon.wire import ids
 from daemon.wire.settings import LivenessSettings, StreamCapSettings, WireSettings
 
 if TYPE_CHECKING:  # torch is imported only by the commands that run a model
@@ -130,6 +131,34 @@ class PublishSettings(PartSettings):
                                  "own thumbnail without re-encoding")
 
 
+class StationSettings(PartSettings):
+    """Parts: how the views of one part are joined into one verdict on a line without an
+    active recipe (a recipe sets its own views, deadline and outcome)."""
+
+    part_views: str = Field("", description="comma-separated views that make up a part (empty: "
+                            "any one view completes it)")
+    part_deadline_ms: int = Field(2000, ge=10, le=600_000, description="a part still missing "
+                                  "a view this long after its first capture is incomplete")
+    part_incomplete: Literal["reject", "pass"] = Field(
+        "reject", description="what the gate does with an incomplete part (fail safe: reject)")
+    part_done_ttl_s: int = Field(86_400, ge=60, description="how long a decided part id is "
+                                 "remembered: a view of it arriving later is late, not a new part")
+    part_sweep_ms: int = Field(100, ge=10, le=10_000, description="how often a worker looks for "
+                               "parts past their deadline")
+
+    @field_validator("part_views")
+    @classmethod
+    def _views(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        for name in names:
+            ids.check("view", name)  # BadId is a ValueError: the setting's error names it
+        return ",".join(names)
+
+    @property
+    def station_views(self) -> tuple[str, ...]:
+        return tuple(n for n in self.part_views.split(",") if n)
+
+
 class AlertSettings(PartSettings):
     """The alert rule: k anomalous frames among a camera's last n, then a cool-down."""
 
@@ -213,7 +242,7 @@ class MetricsSettings(PartSettings):
 class WorkerSettings(WireSettings, StreamCapSettings, LivenessSettings, SupervisorSettings,
                      LogSettings, DeviceSettings, RolloutSettings, EngineChoice,
                      DeliverySettings, DecodeSettings, PublishSettings, AlertSettings,
-                     CameraHealthSettings, MetricsSettings):
+                     StationSettings, CameraHealthSettings, MetricsSettings):
     """The worker process (`rlrctl worker`)."""
 
     @model_validator(mode="after")

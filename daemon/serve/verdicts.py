@@ -25,8 +25,10 @@ class Verdict(NamedTuple):
 
 
 def infer_batch(serving: ServingSet, lines: list[str], frames: list[Frame],
-                images: list[np.ndarray], masks: str):
+                images: list[np.ndarray], masks: str,
+                thresholds: list[float | None] | None = None):
     """(verdicts, shadow verdicts [(index, verdict)], inference ms) for one batch.
+    `thresholds`: per frame, the recipe's threshold (None: the model's own for the class).
 
     One sub-batch per model the rollout routes frames to; a line's shadow model scores that
     line's frames too, for the shadow stream only (no masks, no alerts)."""
@@ -40,7 +42,8 @@ def infer_batch(serving: ServingSet, lines: list[str], frames: list[Frame],
         scores = served.infer([images[i] for i in idx])
         infer_ms += scores.infer_ms
         for j, i in enumerate(idx):
-            verdicts[i] = verdict(served, frames[i], scores, j, masks)
+            verdicts[i] = verdict(served, frames[i], scores, j, masks,
+                                  thresholds[i] if thresholds else None)
     shadow = []
     for line in sorted(set(lines)):
         served = serving.shadow_for(line)
@@ -53,11 +56,12 @@ def infer_batch(serving: ServingSet, lines: list[str], frames: list[Frame],
     return verdicts, shadow, infer_ms
 
 
-def verdict(served: ServedModel, frame: Frame, scores: Scores, j: int, masks: str) -> Verdict:
+def verdict(served: ServedModel, frame: Frame, scores: Scores, j: int, masks: str,
+            override: float | None = None) -> Verdict:
     """`masks`: RLR_MASKS (anomalous / always / never; a frame can still ask for one), or
-    "off" (shadow models: no masks at all)."""
+    "off" (shadow models: no masks at all). `override`: a recipe's threshold."""
     score = float(scores.scores[j])
-    threshold = served.threshold(frame.product_class)
+    threshold = override if override is not None else served.threshold(frame.product_class)
     anomalous = threshold is not None and score > threshold
     want = masks != "off" and (frame.want_mask or masks == "always" or
                                (masks == "anomalous" and anomalous))
@@ -74,4 +78,5 @@ def make_result(frame: Frame, delivery: Delivery, v: Verdict, start: float, infe
                 now: float, worker: str) -> Result:
     return Result(frame.frame_id, frame.camera, v.score, v.anomalous, v.threshold, v.version,
                   frame.ts, max(0.0, start * 1000 - delivery.enqueued_ms), infer_ms,
-                  (now - frame.ts) * 1000, worker, frame.product_class, v.mask)
+                  (now - frame.ts) * 1000, worker, frame.product_class, v.mask, frame.part,
+                  frame.view)

@@ -32,11 +32,13 @@ from daemon.serve.liveness import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
 from daemon.serve.publish import Publisher, Scored, WorkerStats
+from daemon.serve.recipes import LineRecipes
 from daemon.serve.rules.alerts import AlertRule
 from daemon.serve.rules.registry import build_rules
 from daemon.serve.served_model import ServedModel
 from daemon.serve.serving import ServingSet
 from daemon.serve.settings import WorkerSettings
+from daemon.serve.upkeep import backlog_loop, heartbeat_loop, read_recipes, stations_loop
 from daemon.serve.verdicts import infer_batch
 from daemon.supervisor import Supervisor
 from daemon.wire.backoff import Backoff
@@ -78,6 +80,7 @@ class Worker:
                                      on_fatal=self._on_fatal)
         self.outages = Outages(on_wait=self._active, on_error=self._failed)
         self.cameras = CameraMonitor(settings, self.metrics)
+        self.recipes = LineRecipes(settings, settings.lines)
         self._stopping = self._reader_done = self._hard = False
         self._last_activity = time.monotonic()
         self._queue: asyncio.Queue[_Item] | None = None
@@ -86,10 +89,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: set[tuple[str, str]] = set()  # (line, entry id) read and not yet settled
         self._errors: list[str] = []
-        self.publisher = Publisher(streams, settings,
-                                   build_rules(self.id, self.rule, self.cameras), self.metrics,
-                                   self.stats, self.backlogs, self.outages.retry,
-                                   self._cpu_pool, self._release, self._failed, self.supervisor)
+        self.publisher = Publisher(streams, settings, build_rules(
+            self.id, self.rule, self.cameras, settings.lines), self.metrics, self.stats,
+            self.backlogs, self.outages.retry, self._cpu_pool, self._release, self._failed,
+            self.supervisor, recipes=self.recipes)
 
     @property
     def status(self) -> str:
@@ -108,14 +111,16 @@ class Worker:
         self._queue = asyncio.Queue(self.s.prefetch_batches * self.s.batch_size)
         self._first_claim = asyncio.Event()
         spawn = self.supervisor.spawn
-        tasks = [spawn("heartbeat", self._heartbeat)]
+        tasks = [spawn("heartbeat", lambda: heartbeat_loop(self))]
         try:
             self._follow_rollouts()
+            await read_recipes(self)  # before the first frame is placed
             self.phase = "running"
             self.metrics.show_models(self.serving.versions(), self.serving.primary is not None)
             announce(self)
-            tasks += [spawn("backlog", self._backlog), spawn("claimer", self._claimer),
-                      spawn("reader", self._reader)]
+            tasks += [spawn("backlog", lambda: backlog_loop(self)),
+                      spawn("stations", lambda: stations_loop(self)),
+                      spawn("claimer", self._claimer), spawn("reader", self._reader)]
             await spawn("batcher", lambda: self._batcher(idle_s))
             await self.publisher.drain()
         except asyncio.CancelledError:
@@ -241,16 +246,18 @@ class Worker:
             self.stats.read += 1
             self.metrics.frames_in.labels(d.stream).inc()
         await self.publisher.skip(t.skipped)
-        await self.publisher.dead_letter([self.publisher.letter(d, exc) for d, exc in t.dead])
+        fresh, wrong = self.recipes.place_all(t.fresh)  # class and view as the recipe says
+        await self.publisher.dead_letter([self.publisher.letter(d, exc)
+                                          for d, exc in [*t.dead, *wrong]])
         primary = self.serving.primary  # sets the decode size; other models resize
         if primary is None:  # the model went away meanwhile: leave them for a redelivery
-            self._release(d for d, _ in t.fresh)
+            self._release(d for d, _ in fresh)
             return
         size, device = primary.image_size, self.threads.device(primary)
         loop = asyncio.get_running_loop()
         step = self.s.batch_size
-        for start in range(0, len(t.fresh), step):  # one decode job per batch-sized chunk
-            chunk = t.fresh[start:start + step]
+        for start in range(0, len(fresh), step):  # one decode job per batch-sized chunk
+            chunk = fresh[start:start + step]
             job = loop.run_in_executor(self._cpu_pool(), self.threads.decode_many,
                                        [f for _, f in chunk], size, self.cameras.measurer(
                                            [d.stream for d, _ in chunk]), device)
@@ -341,7 +348,8 @@ class Worker:
         try:
             verdicts, shadow, infer_ms = await asyncio.get_running_loop().run_in_executor(
                 self.threads.infer, infer_batch, serving, [d.stream for d, _ in items],
-                [f for _, f in items], [img for _, img in good], self.s.masks)
+                [f for _, f in items], [img for _, img in good], self.s.masks,
+                [self.recipes.threshold(d.stream, f) for d, f in items])
         except Exception as exc:
             # Left unacknowledged: another delivery retries it, and after
             # RLR_MAX_DELIVERIES it is dead-lettered instead of blocking the line.
@@ -380,34 +388,6 @@ class Worker:
                          entries=[d.entry_id for d in claimed.deliveries[:10]])
                 await self._admit(claimed.deliveries)
             await self._sleep(self.s.claim_interval_s)
-
-    async def _backlog(self) -> None:
-        """Backlog figures, held-back log counts, and now and then dead consumers pruned."""
-        next_prune = time.monotonic() + self.s.claim_interval_s
-        while True:
-            for line in self.s.lines:
-                with contextlib.suppress(SourceUnavailable):
-                    self.backlogs[line] = await self.io.backlog(line)
-                    self.metrics.pending.labels(line).set(self.backlogs[line])
-            self.publisher.flush_logs()
-            if time.monotonic() >= next_prune:
-                next_prune = time.monotonic() + min(self.s.prune_consumers_s, 600)
-                with contextlib.suppress(SourceUnavailable):
-                    gone = await self.io.prune_consumers(int(self.s.prune_consumers_s * 1000))
-                    if gone:
-                        log.info("consumers_pruned", consumers=gone,
-                                 idle_s=self.s.prune_consumers_s)
-            self.supervisor.beat("backlog")
-            await asyncio.sleep(0.5)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            with contextlib.suppress(SourceUnavailable):
-                await self.io.heartbeat(self.id, self.liveness(), self.s.heartbeat_ttl_s)
-            self.supervisor.beat("heartbeat")
-            if self.phase == "starting":
-                self.loop_at = time.time()  # alive, just not serving yet: liveness passes
-            await asyncio.sleep(self.s.heartbeat_s)
 
     def liveness(self) -> dict:
         """The heartbeat (`daemon.wire.heartbeat` reads and judges it)."""

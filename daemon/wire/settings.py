@@ -106,6 +106,7 @@ class StreamCapSettings(PartSettings):
     alerts_maxlen: int = Field(10_000, ge=10, description="cap of rlr:alerts:{line}")
     dlq_maxlen: int = Field(10_000, ge=10, description="cap of rlr:dlq:{line}")
     health_maxlen: int = Field(10_000, ge=10, description="cap of rlr:health:{line}")
+    parts_maxlen: int = Field(100_000, ge=10, description="cap of rlr:parts:{line}")
 
 
 class LivenessSettings(PartSettings):

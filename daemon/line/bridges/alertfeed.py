@@ -26,8 +26,7 @@ from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
-from daemon.wire.schema import (SCHEMA_MAJOR, SCHEMA_VERSION, Alert, DeadLetter, Fields,
-                                 HealthEvent)
+from daemon.wire.schema import SCHEMA_MAJOR, SCHEMA_VERSION, Alert, DeadLetter, Fields, HealthEvent
 from daemon.wire.text import entry_field
 
 log = logs.get(__name__)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from daemon.serve.ports import Published
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, HealthEvent, Result
 
 
@@ -35,6 +36,7 @@ class Emits(NamedTuple):
     health: tuple[HealthEvent, ...] = ()  # announced once per line by the sink
     alerts: tuple[tuple[Alert, float], ...] = ()  # (alert, cooldown_s): raised unless its
     # camera is still cooling down from an earlier alert of any worker
+    parts: tuple[PartVerdict, ...] = ()  # emitted unless the part is already decided
 
 
 class Shared(Protocol):
@@ -53,3 +55,6 @@ class Rule(Protocol):
 
     async def judge(self, batch: Sequence[Fresh], shared: Shared) -> Emits:
         """What the batch's new results make this rule emit."""
+
+    # A rule may also define `async def tick(self, shared) -> Emits`: the worker calls it
+    # every `RLR_PART_SWEEP_MS` (what time alone decides, such as a part's deadline).

@@ -49,9 +49,9 @@ class Recording(MemoryStreams):
         self.batches: list[int] = []
         self.beats: list[dict] = []
 
-    async def publish(self, items, window_n):
+    async def publish(self, items, window_n, joins=()):
         self.batches.append(len(items))
-        return await super().publish(items, window_n)
+        return await super().publish(items, window_n, joins)
 
     async def heartbeat(self, worker_id, status, ttl_s):
         self.beats.append(dict(status))

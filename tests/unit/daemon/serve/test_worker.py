@@ -358,7 +358,7 @@ def test_stop_drains_the_frames_already_read(engines):
 
 def test_a_second_stop_cancels_and_leaves_frames_pending(engines):
     class SlowPublish(StopAfterReads):
-        async def publish(self, items, window_n):
+        async def publish(self, items, window_n, joins=()):
             self.worker.request_stop()
             self.worker.request_stop()
             await asyncio.sleep(30)
