@@ -11,6 +11,10 @@
 With --compare-health, the cost of camera health instead: two workers on two lines, one with
 RLR_HEALTH=false, measured in alternating rounds, plus the checks' CPU time per frame.
 
+With --compare-parts, the cost of joining parts: two workers on two lines, one fed plain
+frames, the other the same frames as parts of two views (`top`, `side`); each worker's CPU
+time per frame (from /proc) in alternating rounds, and every part checked to have one verdict.
+
 The worker runs as its own process on the same machine, like in production; camera-side JPEG
 encoding is done before timing (cameras encode on their own hardware). Redis: an embedded
 server unless --redis-url is given.
@@ -254,6 +258,76 @@ def health_cost(args, client: redis.Redis, url: str, model: Path, images: list[n
             proc.wait(30)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def push_parts(client: redis.Redis, line: str, frames: list[bytes], n: int) -> None:
+    """`n` frames as parts of two views each (views `top` and `side` of one camera)."""
+    session, pipe = uuid.uuid4().hex[:6], client.pipeline(transaction=False)
+    for i in range(n):
+        part, view = f"SN-{session}-{i // 2}", ("top", "side")[i % 2]
+        pipe.xadd(keys.frames(line), encode_frame("cam-parts", f"{part}-{view}", time.time(),
+                                                  frames[i % len(frames)], "jpeg", part=part,
+                                                  view=view))
+        if len(pipe) >= 256:
+            pipe.execute()
+    pipe.execute()
+
+
+def parts_cost(args, client: redis.Redis, url: str, model: Path, frames: list[bytes],
+               work: Path) -> None:
+    """Each worker's CPU per frame, plain frames against the same frames as parts."""
+    lines = {"plain": f"pplain{uuid.uuid4().hex[:6]}", "parts": f"pparts{uuid.uuid4().hex[:6]}"}
+    null = args.engine == "null"
+    procs = {k: start_worker(url, lines[k], model, args.batch, args.device,
+                             work / f"worker-{k}.log", name=f"bench-{k}",
+                             probe=work / f"probe-{k}.json" if null else None, null=null,
+                             engine="torch" if null else args.engine,
+                             engine_cache=str(work / "engines"),
+                             **({"part_views": "top,side", "part_deadline_ms": "600000"}
+                                if k == "parts" else {}))
+             for k in lines}
+    try:
+        for k, proc in procs.items():
+            wait_ready(client, proc, work / f"worker-{k}.log", f"bench-{k}")
+        per_round = max(2 * int(args.seconds / args.rounds * 20), 8 * args.batch)
+        cpu: dict[str, list[float]] = {"plain": [], "parts": []}
+        sent = 0
+        for r in range(args.rounds + 1):  # round 0 warms both paths up and is not counted
+            for k in (("plain", "parts") if r % 2 == 0 else ("parts", "plain")):
+                have = client.xlen(keys.results(lines[k]))
+                c0 = cpu_s(procs[k].pid)
+                if k == "parts":
+                    push_parts(client, lines[k], frames, per_round)
+                else:
+                    push_images(client, lines[k], "cam-plain", (frames * per_round)[:per_round],
+                                maxlen=None)
+                wait_results(client, lines[k], have + per_round, timeout=60 + per_round)
+                if k == "parts":  # the last verdicts follow their results
+                    deadline = time.monotonic() + 30
+                    while client.xlen(keys.parts(lines[k])) < (sent + per_round) // 2 and \
+                            time.monotonic() < deadline:
+                        time.sleep(0.02)
+                if r:
+                    cpu[k].append(1000 * (cpu_s(procs[k].pid) - c0) / per_round)
+            sent += per_round
+        verdicts = client.xlen(keys.parts(lines["parts"]))
+        plain, parts = float(np.median(cpu["plain"])), float(np.median(cpu["parts"]))
+        for k, v in (("plain frames", plain), ("parts of 2 views", parts)):
+            rounds = ", ".join(f"{x:.2f}" for x in cpu[k.split()[0]])
+            print(f"{k:<17} {v:7.2f} ms CPU per frame in the worker (rounds: {rounds})",
+                  flush=True)
+        print(f"joining parts    {100 * (parts / plain - 1):+7.1f} % CPU per frame (target <= "
+              f"10 %); {verdicts} part verdicts for {sent // 2} parts", flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="lite", help="tiny or lite (or paper on a GPU)")
@@ -271,6 +345,8 @@ def main() -> None:
                          "CPU time per frame by stage (always on with --engine null)")
     ap.add_argument("--compare-health", action="store_true",
                     help="measure what camera health costs instead (workers with it on / off)")
+    ap.add_argument("--compare-parts", action="store_true",
+                    help="CPU per frame with and without part joining (two workers)")
     ap.add_argument("--cameras", type=int, default=1,
                     help="spread the throughput frames over this many cameras")
     ap.add_argument("--workers", type=int, default=1,
@@ -300,9 +376,12 @@ def main() -> None:
     server = None if args.redis_url else EmbeddedRedis(work / "redis").start()
     url = args.redis_url or server.url
     client = redis.Redis.from_url(url)
-    if args.compare_health:
+    if args.compare_health or args.compare_parts:
         try:
-            health_cost(args, client, url, model, images, frames, work)
+            if args.compare_parts:
+                parts_cost(args, client, url, model, frames, work)
+            else:
+                health_cost(args, client, url, model, images, frames, work)
         finally:
             if server is not None:
                 server.stop()

@@ -42,7 +42,7 @@ from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
 from daemon.wire import keys
 from daemon.wire.clients import connect
-from daemon.wire.schema import Alert
+from daemon.wire.schema import Alert, encode_frame
 from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
@@ -289,14 +289,22 @@ def test_worker_serves_a_deployed_model_with_least_privilege(
     producer = acl_redis.client("rlr-producer")
     push_images(producer, line, "cam1", frame_jpegs[:6])
     producer.xadd(keys.frames(line), {"garbage": "1"})  # dead-lettered as malformed
+    for view in ("top", "side"):  # a part of two views: joined, decided, emitted
+        producer.xadd(keys.frames(line), encode_frame(
+            "cam2", f"SN-1-{view}", time.time(), frame_jpegs[0], "jpeg", part="SN-1",
+            view=view))
+    producer.xadd(keys.frames(line), encode_frame(  # never completed: the sweep decides it
+        "cam2", "SN-2-top", time.time(), frame_jpegs[0], "jpeg", part="SN-2", view="top"))
 
     # registry mode: no RLR_MODEL, the worker fetches the line's versions as rlr-worker
-    w = start_worker(worker_url, line, None, name, tmp_path)
+    w = start_worker(worker_url, line, None, name, tmp_path, part_views="top,side",
+                     part_deadline_ms=1000)
     try:
         wait_ready(admin, w, names=(name,))
-        wait_for(lambda: admin.xlen(keys.results(line)) == 6 and
-                 admin.xlen(keys.shadow(line)) == 6 and admin.xlen(keys.dlq(line)) == 1,
-                 120, "results, shadow results and the dead letter", (w,))
+        wait_for(lambda: admin.xlen(keys.results(line)) == 9 and
+                 admin.xlen(keys.shadow(line)) == 9 and admin.xlen(keys.dlq(line)) == 1 and
+                 admin.xlen(keys.parts(line)) == 2,
+                 120, "results, shadow results, the dead letter and the parts", (w,))
         wait_for(lambda: admin.xlen(keys.alerts(line)) >= 1, 30, "an alert", (w,))
         beat = json.loads(admin.get(keys.worker(name)))
         assert beat["status"] == "ready" and beat["rollouts"] == {line: revision}
@@ -592,7 +600,7 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
     from daemon.records.recorder import Recorder, presence_key
     from daemon.records.settings import RecordsSettings
     from daemon.records.store import Store
-    from daemon.wire.schema import Result, encode_frame
+    from daemon.wire.schema import Result
 
     line, admin = _line(), acl_redis.admin
     for i in range(6):  # what the worker leaves: the frame, its seen key, its result
