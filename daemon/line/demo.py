@@ -27,9 +27,16 @@ import redis
 from daemon.errors import DaemonError
 from daemon.line.embedded import EmbeddedRedis, free_port
 from daemon.wire import keys
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, Result
 
 CLASSES = ("fabric", "tile", "washer")
+# The demo line makes three products in turn (one recipe each, a changeover between them); its
+# station has two cameras: cam-1 takes two views of each part, cam-2 one.
+PRODUCTS = (("fabric-roll", "FAB-100", "fabric"), ("tile-white", "TIL-200", "tile"),
+            ("washer-m8", "WSH-008", "washer"))
+STATION = (("cam-1", ("top", "detail")), ("cam-2", ("side",)))
+DEADLINE_MS = 5000
 
 
 @dataclass
@@ -89,6 +96,22 @@ def prepare(workdir: Path, preset: str, epochs: int, size: int, view: DemoView) 
     return model
 
 
+def write_recipes(workdir: Path) -> list[Path]:
+    """One recipe file per product (what a plant engineer writes; `rlrctl recipe add`)."""
+    folder = workdir / "recipes"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for number, (name, product, cls) in enumerate(PRODUCTS, 1):
+        views = "".join(f'\n[[views]]\nname = "{v}"\ncamera = "{cam}"\n'
+                        for cam, vs in STATION for v in vs)
+        path = folder / f"{name}.toml"
+        path.write_text(f'name = "{name}"\nnumber = {number}\nproduct = "{product}"\n'
+                        f'class = "{cls}"\ndeadline_ms = {DEADLINE_MS}\nincomplete = "reject"\n'
+                        f'description = "demo product {number}: {cls}"\n{views}')
+        out.append(path)
+    return out
+
+
 def write_feeds(workdir: Path) -> None:
     """Per camera, unseen normal images with the test defects spread among them."""
     for cls in CLASSES:
@@ -121,6 +144,16 @@ class Line:
         proc = subprocess.Popen(rlrctl(*args), env={**self.env, **env}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
+
+    def wait_logged(self, name: str, event: str, timeout: float = 60) -> None:
+        """Until child `name` logged `event` (its JSON log line)."""
+        deadline, needle = time.monotonic() + timeout, f'"event": "{event}"'
+        while needle not in (self.logs / f"{name}.log").read_text(errors="replace"):
+            self.check()
+            if time.monotonic() > deadline:
+                raise DaemonError(f"{name} did not log {event} in {timeout:.0f}s; see "
+                                  f"{self.logs / (name + '.log')}")
+            time.sleep(0.1)
 
     def check(self) -> None:
         for name, proc in self.procs:
@@ -166,31 +199,33 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
         stopping["n"] += 1
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    records = workdir / "records"
     try:
         _clear(client, line_name)
-        port = free_port()
-        # OpenVINO scores `lite` about 3x faster than eager torch on a CPU (docs/engines.md):
-        # with it one worker keeps up with the cameras and every frame is scored fresh.
-        engine = "openvino" if importlib.util.find_spec("openvino") else "torch"
-        view.step(f"starting a worker (engine {engine}, metrics on "
-                  f"http://127.0.0.1:{port}/metrics) and {len(CLASSES)} cameras at {fps:g} fps")
-        line.start("worker", ["worker", "--model", str(model), "--metrics-port", str(port)],
-                   RLR_CONSUMER="demo-worker", RLR_ENGINE=engine,
-                   RLR_ENGINE_CACHE=str(workdir / "engines"))
-        _wait_ready(client, line, stopping)
+        _start_worker(line, client, workdir, model, stopping, view)
+        view.step(f"starting the recorder (SQLite records under {records})")
+        line.start("recorder", ["recorder", "--migrate"], RLR_RECORDS_DIR=str(records))
         if console_port:
             _start_console(line, console_port, view)
-        for cls in CLASSES:
-            line.start(f"camera-{cls}", [
-                "produce", "--source", str(workdir / "feeds" / cls), "--camera", f"cam-{cls}",
-                "--class", cls, "--fps", str(fps), "--loop", "--encoding", "png"])
-        _watch(client, line, line_name, seconds, stopping, view)
+        for path in write_recipes(workdir):
+            subprocess.run(rlrctl("recipe", "add", str(path), "--by", "demo"), check=True,
+                           env=line.env, stdout=subprocess.DEVNULL)
+        each = seconds / len(PRODUCTS)
+        for name, product, cls in PRODUCTS:
+            if stopping["n"]:
+                break
+            _changeover(line, client, line_name, name, product, cls, workdir, fps, view)
+            _watch(client, line, line_name, each, stopping, view, Triggers(
+                client, line_name, product, fps))
+            line.stop(("camera",))
+        time.sleep(min(2.0, DEADLINE_MS / 1000))  # the last parts' verdicts
     finally:
-        view.step("stopping cameras, worker and Redis")
+        view.step("stopping cameras, worker, recorder and Redis")
         line.stop(("camera",))
         line.stop(("console",), timeout=10)
         line.stop(("worker",))
-        text = _summary(client, line_name, workdir)
+        line.stop(("recorder",))
+        text = _summary(client, line_name, workdir, line.env)
         if text:
             view.summary(text)
         client.close()
@@ -198,6 +233,53 @@ def run_demo(workdir: Path, seconds: float, fps: float, preset: str, epochs: int
             server.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _start_worker(line: Line, client: redis.Redis, workdir: Path, model: Path, stopping: dict,
+                  view: DemoView) -> None:
+    port = free_port()
+    # OpenVINO scores `lite` about 3x faster than eager torch on a CPU (docs/engines.md):
+    # with it one worker keeps up with the cameras and every frame is scored fresh.
+    engine = "openvino" if importlib.util.find_spec("openvino") else "torch"
+    view.step(f"starting a worker (engine {engine}, metrics on "
+              f"http://127.0.0.1:{port}/metrics)")
+    line.start("worker", ["worker", "--model", str(model), "--metrics-port", str(port)],
+               RLR_CONSUMER="demo-worker", RLR_ENGINE=engine,
+               RLR_ENGINE_CACHE=str(workdir / "engines"))
+    _wait_ready(client, line, stopping)
+
+
+def _changeover(line: Line, client: redis.Redis, line_name: str, recipe: str, product: str,
+                cls: str, workdir: Path, fps: float, view: DemoView) -> None:
+    """Activate the product's recipe, then start the station's cameras on its parts."""
+    view.step(f"changeover to {product} (recipe {recipe}, class {cls}): cameras "
+              + ", ".join(f"{cam} ({' + '.join(vs)})" for cam, vs in STATION)
+              + f", {fps:g} parts/s")
+    subprocess.run(rlrctl("recipe", "activate", recipe, "--line", line_name, "--by", "demo"),
+                   check=True, env=line.env, stdout=subprocess.DEVNULL)
+    for cam, views in STATION:
+        line.start(f"camera-{cam}-{cls}", [
+            "produce", "--source", str(workdir / "feeds" / cls), "--camera", cam,
+            "--part-from", "trigger", "--views", ",".join(views), "--loop",
+            "--encoding", "png", "--fps", "0"])
+    for cam, _ in STATION:  # a camera takes the triggers after it started: wait for it
+        line.wait_logged(f"camera-{cam}-{cls}", "producer_started")
+
+
+class Triggers:
+    """The demo's PLC: one trigger per part at `fps`, part ids `<product>-<n>`."""
+
+    def __init__(self, client: redis.Redis, line: str, product: str, fps: float) -> None:
+        self.client, self.line, self.product, self.every = client, line, product, 1 / fps
+        self.n, self.next = 0, time.monotonic()
+
+    def __call__(self) -> None:
+        while time.monotonic() >= self.next:
+            self.n += 1
+            self.client.xadd(keys.triggers(self.line), {
+                "part_id": f"{self.product}-{self.n:05d}", "ts": repr(time.time()),
+                "via": "demo"}, maxlen=10_000, approximate=True)
+            self.next += self.every
 
 
 def _start_console(line: Line, port: int, view: DemoView) -> None:
@@ -238,14 +320,16 @@ def _wait_ready(client: redis.Redis, line: Line, stopping: dict) -> None:
 
 
 def _watch(client: redis.Redis, line: Line, name: str, seconds: float, stopping: dict,
-           view: DemoView) -> None:
+           view: DemoView, tick=None) -> None:
     cams: dict[str, CameraView] = {}
     alerts: deque[Alert] = deque(maxlen=6)
-    cursors = {keys.results(name): "0-0", keys.alerts(name): "0-0"}
+    cursors = {keys.results(name): "$", keys.alerts(name): "$"}
     end = time.monotonic() + seconds
     next_draw = 0.0
     while time.monotonic() < end and not stopping["n"]:
         line.check()
+        if tick is not None:
+            tick()
         for key, entries in client.xread(cursors, block=200, count=500) or []:
             key = key.decode()
             for eid, fields in entries:
@@ -270,9 +354,10 @@ def _count(cams: dict[str, CameraView], res: Result) -> None:
     view.scores.append(res.normalized or 0.0)
 
 
-def _summary(client: redis.Redis, name: str, workdir: Path) -> str | None:
+def _summary(client: redis.Redis, name: str, workdir: Path, env: dict) -> str | None:
     try:
         res = [Result.from_fields(f) for _, f in client.xrange(keys.results(name))]
+        parts = [PartVerdict.from_fields(f) for _, f in client.xrange(keys.parts(name))]
         n_alerts = client.xlen(keys.alerts(name))
         n_dead = client.xlen(keys.dlq(name))
     except redis.RedisError:
@@ -280,7 +365,15 @@ def _summary(client: redis.Redis, name: str, workdir: Path) -> str | None:
     if not res:
         return "no frames were scored"
     lat = np.array([r.latency_ms for r in res])
+    by = {v: sum(p.verdict == v for p in parts) for v in ("pass", "reject", "incomplete")}
+    table = subprocess.run(rlrctl("records", "yield", "--by", "hour", "--line", name,
+                                  "--since", "1d"), env={**env, "RLR_RECORDS_DIR": str(
+                                      workdir / "records")}, capture_output=True, text=True)
     return (f"scored {len(res)} frames from {len({r.camera for r in res})} cameras: "
             f"{sum(r.is_anomaly for r in res)} anomalous, {n_alerts} alerts, {n_dead} "
             f"dead-lettered; latency p50 {np.percentile(lat, 50):.0f} ms, p99 "
-            f"{np.percentile(lat, 99):.0f} ms. Logs: {workdir / 'logs'}")
+            f"{np.percentile(lat, 99):.0f} ms.\n"
+            f"{len(parts)} parts: {by['pass']} pass, {by['reject']} reject, "
+            f"{by['incomplete']} incomplete.\n\n"
+            f"Yield from the records (`rlrctl records yield --by hour --line {name}`):\n"
+            f"{table.stdout.strip() or table.stderr.strip()}\n\nLogs: {workdir / 'logs'}")
