@@ -7,6 +7,7 @@ import signal
 import click
 
 from daemon.cli.options import connect, redis_options, settings_from
+from daemon.errors import SettingsError
 from daemon.wire.schema import ENCODINGS
 
 
@@ -41,30 +42,58 @@ def _install_signals(producer) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many frames sent.")
 @click.option("--loop/--no-loop", default=False, show_default=True,
               help="Replay a folder or video file forever.")
+@click.option("--part-from", "part_from", metavar="SPEC",
+              help="Give frames a part id: counter[:TEMPLATE][:start=N], name:REGEX, key or "
+                   "trigger (docs/cli.md, Part ids and views).  [default: no part ids]")
+@click.option("--views", help="The views this camera shoots of each part, in order "
+                              "(top,side): one frame each.  [default: one frame per part]")
+@click.option("--view", help="The one view this camera shoots (--views NAME).")
 @redis_options
 def produce(source, camera, line, fps, encoding, jpeg_quality, size, product_class, limit, loop,
-            redis_url, config_file) -> None:
+            part_from, views, view, redis_url, config_file) -> None:
     """Push frames from SOURCE to rlr:frames:{line} at a steady rate."""
     from daemon import logs
+    from daemon.line.part_ids import parse_views
     from daemon.line.producer import Producer, check_name
     from daemon.line.sources import open_source, redact
 
     settings = settings_from(config_file, redis_url, lines=line)
     line = settings.line
     check_name("camera", camera)
+    views = parse_views(views, view)
+    if views and not part_from:
+        raise SettingsError("--views needs --part-from: a view is one picture of a part, and "
+                            "the part needs an id")
     logs.configure(settings.log_format, settings.log_level, camera=camera, line=line)
     client = connect(settings, timeout_s=10)
     frames = open_source(source, loop)
+    part_ids = _part_ids(part_from, views, client, line, frames)
     producer = Producer(client, line, camera, fps=fps, encoding=encoding,
                         jpeg_quality=jpeg_quality, size=size, product_class=product_class,
-                        frames_maxlen=settings.frames_maxlen)
+                        frames_maxlen=settings.frames_maxlen, part_ids=part_ids)
     _install_signals(producer)
     logs.get().info("producer_started", source=redact(source), fps=fps, encoding=encoding,
-                    session=producer.session, limit=limit)
+                    session=producer.session, limit=limit, part_from=part_from,
+                    views=",".join(views) or None)
     try:
         stats = producer.run(frames, limit)
     finally:
         client.close()
-    click.echo(f"sent {stats.sent} frames to {line} in {stats.elapsed:.1f} s "
+    parts = f" ({stats.parts} parts)" if part_ids is not None else ""
+    skipped = f", skipped {stats.skipped} without a usable part id" if part_ids is not None else ""
+    click.echo(f"sent {stats.sent} frames{parts} to {line} in {stats.elapsed:.1f} s "
                f"({stats.fps:.1f} fps, {stats.bytes / 1e6:.1f} MB); dropped "
-               f"{stats.dropped_late} late, {stats.dropped_offline} while Redis was away")
+               f"{stats.dropped_late} late, {stats.dropped_offline} while Redis was away"
+               f"{skipped}")
+
+
+def _part_ids(spec, views, client, line, frames):
+    """The part ids `--part-from` names, or None; `name:` needs a source with file names."""
+    if not spec:
+        return None
+    from daemon.line.part_ids import open_part_ids
+
+    if spec.startswith("name:") and getattr(frames, "live", False):
+        raise SettingsError(f"--part-from {spec!r} reads file names, and a live camera has "
+                            "none: use a folder source, or counter, key or trigger")
+    return open_part_ids(spec, views, client, line)

@@ -1,12 +1,14 @@
 """Camera producer: push a source's frames (`daemon.line.sources`) to `rlr:frames:{line}` at a
-steady rate, surviving Redis and camera outages."""
+steady rate, surviving Redis and camera outages. With part ids (`daemon.line.part_ids`) each
+frame carries its part and view: frame-driven kinds tag the frames as they come, part-driven
+ones (a PLC's key or trigger) wait for a part and then take one frame per view."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,8 @@ import redis
 
 from daemon import logs
 from daemon.errors import DaemonError
+from daemon.line.newest import Newest
+from daemon.line.part_ids import NoPart, PartIds
 from daemon.line.sources.base import Captured, nap
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
@@ -65,6 +69,8 @@ class ProducerStats:
     dropped_offline: int = 0  # frames captured while Redis was unreachable
     bytes: int = 0  # image payload sent
     elapsed: float = 0.0
+    parts: int = 0  # parts whose frames were taken (with --part-from)
+    skipped: int = 0  # frames or announced parts without a usable part id
 
     @property
     def fps(self) -> float:
@@ -85,7 +91,7 @@ class Producer:
                  encoding: str = "jpeg", jpeg_quality: int = 90, size: int | None = None,
                  product_class: str | None = None, frames_maxlen: int = 10_000,
                  progress_every_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, part_ids: PartIds | None = None) -> None:
         if encoding not in ENCODINGS:
             raise DaemonError(f"encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
         if not 1 <= jpeg_quality <= 100:
@@ -101,6 +107,9 @@ class Producer:
         self.pacer = Pacer(fps, clock, lambda s: nap(s, self._is_stopped))
         self.backoff = backoff or Backoff(0.2, 2.0)  # short cap: every retry gap drops frames
         self.stats = ProducerStats()
+        self.part_ids = part_ids
+        self._skips = logs.Throttle(5.0)
+        self._last_part: str | None = None
         self._seq = 0
         self._stopping = False
         self._source: Iterable[Captured] | None = None
@@ -120,30 +129,87 @@ class Producer:
     def run(self, source: Iterable[Captured], limit: int | None = None) -> ProducerStats:
         """Send frames until `limit` are sent, the source ends, or `stop()`."""
         self._source = source
-        start = last_t = self.clock()
-        last_sent, frames = 0, iter(source)
+        start = self._last_t = self.clock()
+        self._last_sent = 0
         try:
-            while not self._stopping and (limit is None or self.stats.sent < limit):
-                self.stats.dropped_late += self.pacer.wait()
-                if self._stopping:
-                    break
-                captured = next(frames, None)
-                if captured is None:
-                    break
-                self.send(captured.image, time.time())
-                now = self.clock()
-                if now - last_t >= self.progress_every_s:
-                    self._progress(now - last_t, self.stats.sent - last_sent)
-                    last_t, last_sent = now, self.stats.sent
+            if self.part_ids is not None and not self.part_ids.frame_driven:
+                self._run_parts(source, limit)
+            else:
+                self._run_frames(iter(source), limit)
         finally:
             self.stats.elapsed = self.clock() - start
             self._log.info("producer_stopped", sent=self.stats.sent, fps=round(self.stats.fps, 2),
-                           dropped_late=self.stats.dropped_late,
+                           dropped_late=self.stats.dropped_late, parts=self.stats.parts,
+                           skipped=self.stats.skipped,
                            dropped_offline=self.stats.dropped_offline, bytes=self.stats.bytes)
         return self.stats
 
-    def send(self, image: np.ndarray, ts: float) -> bool:
-        """Encode and XADD one frame; False when it was dropped because Redis is away."""
+    def _run_frames(self, frames: Iterator[Captured], limit: int | None) -> None:
+        """At the pacer's rate: each frame as it comes, tagged when there are part ids."""
+        while not self._stopping and (limit is None or self.stats.sent < limit):
+            self.stats.dropped_late += self.pacer.wait()
+            if self._stopping:
+                break
+            captured = next(frames, None)
+            if captured is None:
+                break
+            part = view = None
+            if self.part_ids is not None:
+                try:
+                    part, view = self.part_ids.tag(captured)
+                except NoPart as exc:
+                    self._skip(exc)
+                    continue
+                self.stats.parts += view is None or part != self._last_part
+                self._last_part = part
+            self.send(captured.image, time.time(), part, view)
+            self._tick()
+
+    def _run_parts(self, source: Iterable[Captured], limit: int | None) -> None:
+        """At the PLC's rate: wait for a part id, then take one frame per view (the newest
+        frames of a live camera, the next ones of a file source)."""
+        assert self.part_ids is not None and not self.part_ids.frame_driven
+        if getattr(source, "live", False):
+            newest = Newest(source)
+            self._source, take = newest, lambda: newest.take(self._is_stopped)
+        else:
+            frames = iter(source)
+            take = lambda: next(frames, None)  # noqa: E731
+        while not self._stopping and (limit is None or self.stats.sent < limit):
+            try:
+                part = self.part_ids.next_id(self._is_stopped)
+            except NoPart as exc:
+                self._skip(exc)
+                continue
+            if part is None:
+                return
+            self.stats.parts += 1
+            for view in self.part_ids.views or (None,):
+                captured = None if self._stopping else take()
+                if captured is None:
+                    self._log.warning("part_unfinished", part=part, view=view,
+                                      why="the source ended or the producer stopped")
+                    return
+                self.send(captured.image, time.time(), part, view)
+            self._tick()
+
+    def _skip(self, exc: NoPart) -> None:
+        """Count a frame or part without a usable id; warn at most every few seconds."""
+        self.stats.skipped += 1
+        if n := self._skips.due("no_part"):
+            self._log.warning("part_id_skipped", error=str(exc), skipped=n,
+                              skipped_total=self.stats.skipped)
+
+    def _tick(self) -> None:
+        now = self.clock()
+        if now - self._last_t >= self.progress_every_s:
+            self._progress(now - self._last_t, self.stats.sent - self._last_sent)
+            self._last_t, self._last_sent = now, self.stats.sent
+
+    def send(self, image: np.ndarray, ts: float, part: str | None = None,
+             view: str | None = None) -> bool:
+        """Encode and XADD one frame (of `part`, as `view`); False when it was dropped because
+        Redis is away."""
         if self._retry_at is not None:
             if self.pacer.period == 0:  # as fast as possible: wait instead of spinning
                 nap(self._retry_at - self.clock(), self._is_stopped)
@@ -156,7 +222,7 @@ class Producer:
         self._seq += 1
         frame_id = f"{self.camera}-{self.session}-{self._seq}"
         fields = encode_frame(self.camera, frame_id, ts, data, self.encoding,
-                              product_class=self.product_class, **extra)
+                              product_class=self.product_class, part=part, view=view, **extra)
         try:
             self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
         except redis.RedisError as exc:

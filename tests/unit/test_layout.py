@@ -41,6 +41,7 @@ TESTED_ELSEWHERE = {
     "daemon/cli/score.py": "tests/integration/cli/test_cli.py",
     "daemon/cli/status.py": "tests/integration/deploy/test_acl.py",
     "daemon/cli/train.py": "tests/integration/cli/test_cli.py",
+    "daemon/cli/trigger.py": "tests/integration/line/test_producer.py",
     "daemon/cli/worker.py": "tests/integration/serve/test_worker.py",
     # the console: its security and rendering in one unit file, its live feed against Redis
     "daemon/console/app.py": "tests/unit/daemon/console/test_security.py",

@@ -23,11 +23,15 @@ _NAP = 0.1  # longest uninterrupted sleep, so stop() (a signal handler) takes ef
 
 class Captured(NamedTuple):
     image: np.ndarray  # uint8 RGB (H, W, 3)
-    name: str | None = None  # file name or frame position, for logs
+    name: str | None = None  # file name (`--part-from name:` reads it) or frame position
 
 
 class Source(Protocol):
-    """Frames of one camera (or what stands in for one), until the end or `stop()`."""
+    """Frames of one camera (or what stands in for one), until the end or `stop()`.
+
+    A source whose frames are of now (a camera, not a file) says so with a class attribute
+    `live = True`: a triggered producer then takes its newest frame, never a buffered one.
+    """
 
     def __iter__(self) -> Iterator[Captured]: ...
 

@@ -16,6 +16,8 @@ class LiveSource:
     """A camera index or a stream URL. Read failures reopen it with backoff; never ends
     until stopped, because a camera that drops out usually comes back."""
 
+    live = True  # frames are of now: a triggered shot takes the newest (`daemon.line.newest`)
+
     def __init__(self, target: int | str, backoff: Backoff | None = None) -> None:
         self.target = target
         self.backoff = backoff or Backoff(0.5, 10.0)

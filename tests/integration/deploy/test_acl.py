@@ -38,6 +38,7 @@ from daemon.jobs import queue as jobs
 from daemon.line import embedded
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
+from daemon.line.part_ids import KeyWatch, TriggerReader, announce
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
 from daemon.wire import keys
@@ -253,6 +254,21 @@ def test_producer_can_add_frames_and_nothing_else(acl_redis, frame_jpegs):
     assert admin.xlen(frames) == 4  # nothing was removed
     # the ACL LOG that the "no denials" checks read does record refusals
     assert ("command", "toplevel", "flushall") in acl_redis.denials("rlr-producer")
+
+
+def test_producer_reads_the_part_ids_the_plc_announces_and_cannot_forge_them(acl_redis):
+    line, admin = _line(), acl_redis.admin
+    producer = acl_redis.client("rlr-producer")
+    admin.xadd(keys.triggers(line), {"part_id": "OLD", "ts": "1", "via": "cli"})
+    reader = TriggerReader(producer, line)  # reads the newest entry id at start
+    announce(admin, line, "P1", via="modbus")
+    acl_redis.reset_log()
+    assert reader.next_id(lambda: False) == "P1"
+    assert KeyWatch(producer, line).next_id(lambda: False) == "P1"
+    assert acl_redis.denials("rlr-producer") == []
+    assert_denied(producer, ("XADD", keys.triggers(line), "*", "part_id", "X"),
+                  ("SET", keys.next_part(line), "X"), ("DEL", keys.triggers(line)),
+                  ("XTRIM", keys.triggers(line), "MAXLEN", "0"))
 
 
 def test_keda_user_reads_stream_metadata_only(acl_redis, frame_jpegs):
@@ -530,6 +546,9 @@ def test_operator_changes_rollouts_and_reads_but_never_touches_the_data_path(
     status = json.loads(_cli("status", "--line", line, "--json", "--redis-url", url))
     assert json.dumps(status).count(a) >= 1
     assert a in _cli("models", "--redis-url", url)
+    entry = _cli("trigger", "SN-1", "--line", line, "--redis-url", url).strip()
+    assert admin.xrange(keys.triggers(line))[0][0].decode() == entry
+    assert admin.get(keys.next_part(line)) == b"SN-1"
     assert acl_redis.denials("rlr-operator") == []
 
     frames = keys.frames(line)

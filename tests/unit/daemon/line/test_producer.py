@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from daemon.errors import DaemonError
+from daemon.line.part_ids import NoPart, open_part_ids
 from daemon.line.producer import Pacer, Producer
 from daemon.line.sources import Captured
 from daemon.wire.backoff import Backoff
@@ -130,3 +131,69 @@ def test_producer_refuses_bad_names_and_options():
         Producer(FakeRedis(), "l1", "cam 1")
     with pytest.raises(DaemonError, match="JPEG quality"):
         Producer(FakeRedis(), "l1", "cam", jpeg_quality=0)
+
+
+# ----------------------------------------------------------------------------- part ids
+
+
+def _parts_and_views(client):
+    frames = [parse_frame(fields, 10**6) for _, fields, _, _ in client.entries]
+    return [(f.part, f.view) for f in frames], [f.frame_id for f in frames]
+
+
+def test_frame_driven_part_ids_tag_every_frame_and_skip_the_unnamed():
+    client = FakeRedis()
+    part_ids = open_part_ids(r"name:^(\d+)-", views=("top", "side"))
+    named = [Captured(img, name) for img, name in
+             zip(_images(5), ["1-a", "1-b", "junk", "2-a", "2-b"], strict=True)]
+    stats = Producer(client, "l1", "cam", fps=0, part_ids=part_ids).run(named)
+    tags, frame_ids = _parts_and_views(client)
+    assert tags == [("1", "top"), ("1", "side"), ("2", "top"), ("2", "side")]
+    assert stats.sent == 4 and stats.parts == 2 and stats.skipped == 1
+    assert len(set(frame_ids)) == 4
+
+
+class Announced:
+    """Part ids as a PLC would announce them (the Redis kinds have integration tests)."""
+
+    frame_driven = False
+
+    def __init__(self, parts, views=()):
+        self.parts, self.views = list(parts), views
+
+    def next_id(self, stopped):
+        if not self.parts:
+            return None
+        part = self.parts.pop(0)
+        if part is None:
+            raise NoPart("part id '' is empty")
+        return part
+
+
+def test_part_driven_ids_take_one_frame_per_view_for_each_part():
+    client = FakeRedis()
+    prod = Producer(client, "l1", "cam", fps=0, part_ids=Announced(["A", None, "B"], ("x", "y")))
+    stats = prod.run(_captured(10))
+    tags, _ = _parts_and_views(client)
+    assert tags == [("A", "x"), ("A", "y"), ("B", "x"), ("B", "y")]
+    assert stats.parts == 2 and stats.skipped == 1 and stats.sent == 4
+
+
+def test_part_driven_ids_stop_when_the_source_runs_out():
+    client = FakeRedis()
+    prod = Producer(client, "l1", "cam", fps=0, part_ids=Announced(["A", "B"], ("x", "y")))
+    assert prod.run(_captured(3)).sent == 3  # B's second view never came
+    assert _parts_and_views(client)[0][-1] == ("B", "x")
+
+
+def test_part_driven_ids_take_the_newest_frame_of_a_live_source():
+    class Live(list):
+        live = True
+
+        def stop(self):
+            pass
+
+    client = FakeRedis()
+    prod = Producer(client, "l1", "cam", fps=0, part_ids=Announced(["A"]))
+    assert prod.run(Live(_captured(3))).sent == 1
+    assert _parts_and_views(client)[0] == [("A", None)]
