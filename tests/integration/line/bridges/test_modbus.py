@@ -240,7 +240,7 @@ def test_part_verdicts_with_their_id_and_the_plcs_trigger(redis_url, line, rclie
         assert _part(client) == (3, [3, 2, 85], "Kamera-Süd-" + "x" * 100)
 
         # The PLC announces and triggers the next part.
-        assert not _write_part_id(client, "SN-40123".encode()).isError()
+        assert not _write_part_id(client, b"SN-40123").isError()
         assert rclient.get(keys.next_part(line)) == b"SN-40123"
         (_, trig), = rclient.xrange(keys.triggers(line))
         assert trig[b"part_id"] == b"SN-40123" and trig[b"via"] == b"modbus"
@@ -271,8 +271,9 @@ def test_part_verdicts_with_their_id_and_the_plcs_trigger(redis_url, line, rclie
 @pytest.mark.skipif(STORE_MISSING, reason="daemon.recipes.store (RecipeStore) is not in this "
                     "tree yet; this test runs once it is")
 def test_the_plc_selects_a_recipe_by_number(redis_url, line, rclient, tmp_path):
-    from daemon.recipes.recipe import parse
     from daemon.recipes.store import RecipeStore
+
+    from daemon.recipes.recipe import parse
 
     name, number = f"r{uuid.uuid4().hex[:8]}", 20_000 + uuid.uuid4().int % 40_000
     RecipeStore(rclient).add(parse({"name": name, "number": number, "product": "P-1",

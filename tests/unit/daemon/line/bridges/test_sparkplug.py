@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.errors import SettingsError
 from daemon.cli.settings import load_settings
+from daemon.errors import SettingsError
 from daemon.line.bridges import sparkplug
 from daemon.line.bridges.linestate import PartState
 from daemon.wire.parts import PartVerdict
@@ -38,8 +38,9 @@ def test_a_lines_last_part_is_a_set_of_node_metrics():
                      "Part/line1/Recipe": "", "Part/line1/Time": 0, "Part/line1/Count": 0}
 
     class Feed:
-        parts = {"line1": PartState("line1", PartVerdict(
-            "line1", "SN-1", "incomplete", "reject", 2.5, 2.4, 100.0, {}, recipe="r@3"), 4)}
+        def __init__(self) -> None:
+            self.parts = {"line1": PartState("line1", PartVerdict(
+                "line1", "SN-1", "incomplete", "reject", 2.5, 2.4, 100.0, {}, recipe="r@3"), 4)}
 
     edge.feed = Feed()
     metrics = {n: (t, v) for n, t, v in edge._part_metrics("line1")}
