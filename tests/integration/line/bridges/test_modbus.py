@@ -19,6 +19,7 @@ from daemon.cli import main
 from daemon.line.bridges import partblock as pb
 from daemon.line.bridges.modbus import CAMERA_BLOCK, COIL_BLOCK
 from daemon.line.producer import push_images
+from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.schema import Alert, HealthEvent
 from tests.integration.line.bridges.helpers import add_part
@@ -272,8 +273,6 @@ def test_part_verdicts_with_their_id_and_the_plcs_trigger(redis_url, line, rclie
                     "tree yet; this test runs once it is")
 def test_the_plc_selects_a_recipe_by_number(redis_url, line, rclient, tmp_path):
     from daemon.recipes.store import RecipeStore
-
-    from daemon.recipes.recipe import parse
 
     name, number = f"r{uuid.uuid4().hex[:8]}", 20_000 + uuid.uuid4().int % 40_000
     RecipeStore(rclient).add(parse({"name": name, "number": number, "product": "P-1",

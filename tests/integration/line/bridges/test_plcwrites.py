@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from daemon.line.bridges import plcwrites
+from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.ids import BadId
 
@@ -37,8 +38,6 @@ def test_a_bad_part_id_is_refused_and_nothing_is_written(rclient, line, bad):
 
 
 def _recipe(name: str, number: int):
-    from daemon.recipes.recipe import parse
-
     return parse({"name": name, "number": number, "product": f"P-{name}", "class": "washer",
                   "views": [{"name": "top", "camera": "cam1"}]})
 
