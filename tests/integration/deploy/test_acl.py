@@ -392,7 +392,7 @@ def test_bridge_reads_alerts_and_writes_only_dead_letters(acl_redis):
 
 class _Listener:
     def __init__(self) -> None:
-        self.results, self.alerts, self.healths = [], [], []
+        self.results, self.alerts, self.healths, self.parts = [], [], [], []
 
     def result(self, cam, fresh) -> None:
         self.results.append(cam.camera)
@@ -406,13 +406,18 @@ class _Listener:
     def health(self, cam) -> None:
         self.healths.append(cam.health)
 
+    def part(self, state, fresh) -> None:
+        self.parts.append(state.last.part_id)
+
 
 @pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
 def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_redis, kind):
     import asyncio
 
+    from daemon.line.bridges import plcwrites
     from daemon.line.bridges.linestate import LineFeed, discover_cameras
     from daemon.wire.clients import connect_async
+    from daemon.wire.parts import PartVerdict
     from daemon.wire.schema import HealthEvent, Result
 
     line, admin, user = _line(), acl_redis.admin, f"rlr-{kind}"
@@ -423,6 +428,8 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
     admin.xadd(keys.health(line), HealthEvent(line, "cam1", "dark", "raised", time.time(),
                                               time.time()).to_fields())
     admin.hset(keys.camera_health(line), "cam1", json.dumps({"dark": {}}))
+    admin.xadd(keys.parts(line), PartVerdict(line, "SN-1", "pass", "pass", time.time(),
+                                             time.time(), 5.0, {}).to_fields())
     acl_redis.reset_log()
     settings = load_settings(redis_url=acl_redis.url(user), lines=[line], claim_idle_ms=100)
     sync = connect(settings)
@@ -434,6 +441,8 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         feed = LineFeed(client, settings, kind, [line], listener,
                         hold_alerts=kind != "sparkplug")
         await feed.start()
+        admin.xadd(keys.parts(line), PartVerdict(line, "SN-2", "reject", "reject", time.time(),
+                                                 time.time(), 5.0, {}).to_fields())
         await feed.step(100)
         await feed.step(100)
         if kind != "sparkplug":
@@ -441,8 +450,13 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         await client.aclose()
 
     asyncio.run(run())
+    if kind != "sparkplug":  # the PLC triggers the next part
+        plcwrites.trigger(sync, line, "SN-3", kind)
+        assert admin.get(keys.next_part(line)) == b"SN-3"
     assert listener.results == ["cam1"] and listener.alerts == [f"{line}-a1"]
     assert listener.healths == [("dark",)]
+    assert listener.parts == ["SN-1", "SN-2"], "the last part at start, then each new one"
+    assert admin.xpending(keys.parts(line), f"rlr-bridge-{kind}")["pending"] == 0
     assert admin.xpending(keys.alerts(line), f"rlr-bridge-{kind}")["pending"] == 0
     assert admin.hexists(keys.alert_acks(line), f"{line}-a1") == (kind != "sparkplug")
     assert acl_redis.denials(user) == []
@@ -453,8 +467,12 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         ("XADD", keys.dlq(line), "*", "f", "1"), ("HGET", keys.alert_acks(line), "x"),
         ("HSET", keys.camera_health(line), "cam1", "{}"), ("DEL", keys.alerts(line)),
         ("XGROUP", "DESTROY", keys.alerts(line), f"rlr-bridge-{kind}"),
-        ("HSET", keys.alias(line), "production", "x"), ("HGET", keys.MODELS, "x"),
-        *([("HSET", keys.alert_acks(line), "x", "1")] if kind == "sparkplug" else []),
+        ("HSET", keys.alias(line), "production", "x"), ("XADD", keys.parts(line), "*", "f", "1"),
+        ("GET", keys.next_part(line)), ("XRANGE", keys.triggers(line), "-", "+"),
+        ("HSET", keys.RECIPES, "x", "{}"), ("XRANGE", keys.recipe_log(line), "-", "+"),
+        *([("HSET", keys.alert_acks(line), "x", "1"), ("HGET", keys.MODELS, "x"),
+           ("SET", keys.next_part(line), "x"), ("XADD", keys.triggers(line), "*", "f", "1")]
+          if kind == "sparkplug" else []),
         *_denied_everywhere(line))
 
 
