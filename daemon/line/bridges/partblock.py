@@ -51,8 +51,8 @@ PART_REGISTERS = (
      "first zero byte)", 1),
     (NEXT_ID, "next_part_id", f"WRITE: the next part id, laid out as part_id, {ID_REGISTERS} "
      "registers", ID_REGISTERS),
-    (TRIGGER, "trigger", "WRITE 1: trigger the next part (sets rlr:nextpart, adds to "
-     "rlr:triggers; reads 0)", 1),
+    (TRIGGER, "trigger", "WRITE 1 (any non-zero): trigger the next part (sets rlr:nextpart, "
+     "adds to rlr:triggers; reads 0)", 1),
     (TRIGGERS, "triggers", "+1 for every trigger accepted (wraps at 65535)", 1),
 )
 _U16 = 0xFFFF

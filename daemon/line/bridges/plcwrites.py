@@ -57,6 +57,7 @@ def select_recipe(client: redis.Redis, line: str, via: str, *, name: str | None 
                   number: int | None = None, by: str = "plc") -> str:
     """Activate a recipe on `line`, by name or by its number; the activation's label
     (`name@revision`). `Refused` with the store's reason when it refuses."""
+    # Imported on the first switch: a bridge that is never asked to switch needs neither.
     from daemon.models.registry import Registry
     from daemon.recipes.recipe import RecipeError
     from daemon.recipes.store import RecipeStore

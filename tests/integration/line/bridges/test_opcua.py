@@ -293,8 +293,9 @@ async def _parts_scenario(endpoint, line, rclient, bridge):
     assert await var("LastVerdict") == "pass" and await var("LastRecipe") == "washer@2"
     assert await var("LastTotalMs") == pytest.approx(parts[-1].total_ms)
     # Anonymous clients may not trigger.
-    with pytest.raises(ua.UaStatusCodeError):
+    with pytest.raises(ua.UaStatusCodeError) as err:
         await line_obj.call_method(f"{idx}:Trigger", "SN-1")
+    assert err.value.code == ua.StatusCodes.BadUserAccessDenied
     assert not rclient.exists(keys.triggers(line))
     await client.disconnect()
 
