@@ -29,14 +29,7 @@ from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
 from daemon.wire.parts import PartVerdict
-from daemon.wire.schema import (
-    SCHEMA_MAJOR,
-    SCHEMA_VERSION,
-    Alert,
-    DeadLetter,
-    Fields,
-    HealthEvent,
-)
+from daemon.wire.schema import SCHEMA_MAJOR, SCHEMA_VERSION, Alert, DeadLetter, Fields, HealthEvent
 from daemon.wire.text import entry_field
 
 log = logs.get(__name__)
@@ -199,7 +192,8 @@ class AlertFeed:
         line, fields = _line(d), d.fields
         if not fields:  # trimmed by MAXLEN while pending: say so in the DLQ rather than vanish
             self._dead_letter(d, "trimmed", "the entry was trimmed from the stream before "
-                              "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN", 0)
+                              "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN / "
+                              "RLR_PARTS_MAXLEN", 0)
             return
         try:
             alert = parse_health(fields) if d.stream.startswith(_HEALTH) else \

@@ -199,7 +199,6 @@ class ModbusTable(ModbusServerContext, Listener):
         addrs = range(address, address + len(values))
         if any(a >= len(self.entries) * COIL_BLOCK or a % COIL_BLOCK != _RESET for a in addrs):
             return ExcCodes.ILLEGAL_ADDRESS
-        self._echo = [bool(v) for v in values] if func_code == 5 else None
         for a, v in zip(addrs, values, strict=True):
             if v and self.feed is not None:
                 line, cam = self.entries[a // COIL_BLOCK]
@@ -208,6 +207,9 @@ class ModbusTable(ModbusServerContext, Listener):
                 except Exception as exc:  # Redis away: the PLC gets an error and retries
                     log.warning("alert_reset_failed", line=line, camera=cam, error=str(exc))
                     return ExcCodes.DEVICE_FAILURE
+        # Set last, with no await before pymodbus reads it back: another client's write
+        # handled meanwhile cannot take this echo.
+        self._echo = [bool(v) for v in values] if func_code == 5 else None
         return None
 
     async def _write_registers(self, func_code: int, address: int, values: list):
@@ -218,7 +220,6 @@ class ModbusTable(ModbusServerContext, Listener):
         if not all(pb.check_write(off, int(v)) for (_, off), v in zip(spots, values,
                                                                       strict=True)):
             return ExcCodes.ILLEGAL_VALUE
-        self._echo = [int(v) for v in values] if func_code == 6 else None
         for (j, off), v in zip(spots, values, strict=True):
             if off == pb.TRIGGER:
                 error = await self._trigger(j) if v else None
@@ -227,8 +228,8 @@ class ModbusTable(ModbusServerContext, Listener):
             else:
                 self.registers[pb.block_base(j) + off], error = int(v), None
             if error is not None:
-                self._echo = None
                 return error
+        self._echo = [int(v) for v in values] if func_code == 6 else None  # as for coils
         return None
 
     def _block_offset(self, address: int) -> tuple[int, int] | None:
