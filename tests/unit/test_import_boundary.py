@@ -26,7 +26,7 @@ ALLOWED_PARTS = {
     "models": {"wire"},
     "serve": {"wire", "models", "recipes"},
     "jobs": {"wire", "models"},
-    "line": {"wire", "recipes", "models"},  # models: the PLC recipe switch checks the rollout
+    "line": {"wire", "recipes"},
     "cli": {"wire", "models", "serve", "jobs", "line", "console", "records", "recipes"},
     "console": {"wire", "models", "jobs", "recipes"},
     "records": {"wire"},

@@ -20,6 +20,7 @@ import time
 import redis
 
 from daemon import logs
+from daemon.recipes.recipe import RecipeError
 from daemon.wire import keys
 from daemon.wire.ids import check
 
@@ -57,10 +58,8 @@ def select_recipe(client: redis.Redis, line: str, via: str, *, name: str | None 
                   number: int | None = None, by: str = "plc") -> str:
     """Activate a recipe on `line`, by name or by its number; the activation's label
     (`name@revision`). `Refused` with the store's reason when it refuses."""
-    # Imported on the first switch: a bridge that is never asked to switch needs neither.
-    from daemon.models.registry import Registry
-    from daemon.recipes.recipe import RecipeError
-    from daemon.recipes.store import RecipeStore
+    # Imported on the first switch: a bridge that is never asked to switch does not need it.
+    from daemon.recipes.store import RecipeStore, registry_for
 
     store = RecipeStore(client)
     if name is None:
@@ -71,8 +70,8 @@ def select_recipe(client: redis.Redis, line: str, via: str, *, name: str | None 
             raise Refused(str(exc), unknown=True) from None
     try:
         # The model checks need the line's rollout; a line without one has no model to check.
-        registry = Registry(client) if client.exists(keys.alias(line)) else None
-        activation = store.activate(line, name, by=by, via=via, registry=registry)
+        activation = store.activate(line, name, by=by, via=via,
+                                    registry=registry_for(client, line))
     except RecipeError as exc:
         log.warning("recipe_refused", line=line, recipe=name, number=number, via=via,
                     why=str(exc))

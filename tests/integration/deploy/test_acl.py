@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import re
 import secrets
@@ -36,10 +37,12 @@ from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError
 from daemon.jobs import queue as jobs
 from daemon.line import embedded
+from daemon.line.bridges import plcwrites
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
+from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import Alert
@@ -410,11 +413,26 @@ class _Listener:
         self.parts.append(state.last.part_id)
 
 
+def _plc_switches_recipes(admin, sync, line: str, kind: str) -> None:
+    from daemon.recipes.store import RecipeStore
+
+    name = f"r{line}"
+    RecipeStore(admin).add(parse({"name": name, "product": "P-1", "class": "washer",
+                                  "views": [{"name": "top"}]}), by="test")
+    try:
+        assert plcwrites.select_recipe(sync, line, kind, name=name) == f"{name}@1"
+        with pytest.raises(plcwrites.Refused):  # refusals are logged, as this user too
+            plcwrites.select_recipe(sync, line, kind, name=f"{name}-missing")
+        assert admin.xlen(keys.recipe_log(line)) == 2
+    finally:
+        admin.hdel(keys.RECIPES, name)
+        admin.delete(keys.recipe_revisions(name))
+
+
 @pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
 def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_redis, kind):
     import asyncio
 
-    from daemon.line.bridges import plcwrites
     from daemon.line.bridges.linestate import LineFeed, discover_cameras
     from daemon.wire.clients import connect_async
     from daemon.wire.parts import PartVerdict
@@ -450,9 +468,11 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         await client.aclose()
 
     asyncio.run(run())
-    if kind != "sparkplug":  # the PLC triggers the next part
+    if kind != "sparkplug":  # the PLC triggers the next part and switches recipes
         plcwrites.trigger(sync, line, "SN-3", kind)
         assert admin.get(keys.next_part(line)) == b"SN-3"
+        if importlib.util.find_spec("daemon.recipes.store") is not None:
+            _plc_switches_recipes(admin, sync, line, kind)
     assert listener.results == ["cam1"] and listener.alerts == [f"{line}-a1"]
     assert listener.healths == [("dark",)]
     assert listener.parts == ["SN-1", "SN-2"], "the last part at start, then each new one"
