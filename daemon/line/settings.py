@@ -14,13 +14,16 @@ from daemon.wire.settings import StreamCapSettings, WireSettings
 
 
 class MqttSettings(PartSettings):
-    """The MQTT broker alerts and health events go to (also Sparkplug B's)."""
+    """The MQTT broker alerts, health events and part verdicts go to (also Sparkplug B's)."""
 
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// broker")
     mqtt_topic: str = Field("rlr/{line}/alerts/{camera}", description="topic template")
     mqtt_health_topic: str = Field("rlr/{line}/health/{camera}", description="topic template "
                                    "of camera health events")
-    mqtt_qos: int = Field(1, ge=0, le=2, description="MQTT QoS of alert messages")
+    mqtt_parts_topic: str = Field("rlr/{line}/parts", description="topic template of part "
+                                  "verdicts")
+    mqtt_qos: int = Field(1, ge=0, le=2, description="MQTT QoS of alert messages and part "
+                          "verdicts")
     mqtt_username: str | None = Field(None, description="MQTT user")
     mqtt_password: SecretStr | None = Field(None, description="MQTT password")
 

@@ -68,6 +68,7 @@ TESTED_ELSEWHERE = {
     "daemon/wire/groups.py": "tests/integration/wire/test_groups.py",
     # a bridge's pure parts in its unit file; OPC UA only against its real peer
     "daemon/line/bridges/opcua.py": "tests/integration/line/bridges/test_opcua.py",
+    "daemon/line/bridges/plcwrites.py": "tests/integration/line/bridges/test_plcwrites.py",
     # per-part settings classes: checked together where they are composed (cli/settings.py)
     "daemon/line/settings.py": "tests/unit/daemon/cli/test_settings.py",
     "daemon/models/settings.py": "tests/unit/daemon/cli/test_settings.py",

@@ -1,11 +1,13 @@
-"""The alert bridges' feed (`mqtt`, `webhook`): deliver `rlr:alerts:{line}` entries and camera
-health events (`rlr:health:{line}`) one at a time to a `Sink`, the plug-in's receiver.
+"""The alert bridges' feed (`mqtt`, `webhook`): deliver `rlr:alerts:{line}` entries, camera
+health events (`rlr:health:{line}`) and part verdicts (`rlr:parts:{line}`) one at a time to a
+`Sink`, the plug-in's receiver.
 
 Each bridge kind reads through its own consumer group (`rlr-bridge-mqtt`, `rlr-bridge-webhook`),
 so every kind sees every alert, and several bridges of one kind share the work. Delivery is
 at-least-once: an alert is acked only after the sink confirmed it, or after it was written to
 `rlr:dlq:{line}` with kind=alert. Receivers de-duplicate by `alert_id` (the webhook sends it as
-`Idempotency-Key`).
+`Idempotency-Key`). Part verdicts are delivered the same way (dead letters with kind=part),
+from the verdicts decided after the kind's group was first created (`PARTS_START_ID`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from daemon.wire import keys
 from daemon.wire.backoff import Backoff
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_sync
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import SCHEMA_MAJOR, SCHEMA_VERSION, Alert, DeadLetter, Fields, HealthEvent
 from daemon.wire.text import entry_field
 
@@ -37,7 +40,12 @@ log = logs.get(__name__)
 # know. The cost is a one-off replay of at most `alerts_maxlen` old alerts; to skip history,
 # run `XGROUP CREATE rlr:alerts:{<line>} rlr-bridge-<kind> $ MKSTREAM` before the first start.
 GROUP_START_ID = "0"
+# Part verdicts are many (one per part, where alerts are rare): a group created for the first
+# time starts at the stream's end, so adding a bridge to a running line does not resend days of
+# verdicts to the MES. The recorder keeps every verdict; a group that exists misses nothing.
+PARTS_START_ID = "$"
 _HEALTH = "health:"  # the group's name for a line's health stream: "health:<line>"
+_PARTS = "parts:"  # ... and for its part verdicts: "parts:<line>"
 _EXCERPT = 300
 
 
@@ -54,6 +62,9 @@ class Sink(Protocol):
     def deliver_health(self, event: HealthEvent) -> None:
         """The same for a camera health event (raised or cleared)."""
 
+    def deliver_part(self, part: PartVerdict) -> None:
+        """The same for a part verdict."""
+
     def close(self) -> None: ...
 
 
@@ -68,10 +79,14 @@ class AlertFeed:
         self.consumer = settings.consumer_name
         self.lines = {keys.alerts(name): name for name in (lines or settings.lines)}
         # Camera health events travel the same way, on their own stream (and topic).
-        streams = {**self.lines, **{keys.health(name): f"{_HEALTH}{name}"
-                                    for name in (lines or settings.lines)}}
+        names = list(lines or settings.lines)
+        parts = {keys.parts(name): f"{_PARTS}{name}" for name in names}
+        streams = {**self.lines, **{keys.health(name): f"{_HEALTH}{name}" for name in names},
+                   **parts}
         self.reader = ConsumerGroup(self.group, self.consumer, streams, start_id=start_id,
                                     cluster=is_cluster(client))
+        self.parts_start = ConsumerGroup(self.group, self.consumer, parts,
+                                         start_id=PARTS_START_ID, cluster=is_cluster(client))
         self.retry_first_s, self.retry_cap_s = retry_first_s, retry_cap_s
         self.delivered = self.dead_lettered = 0
         self._stop = threading.Event()
@@ -147,6 +162,9 @@ class AlertFeed:
         self.ensure_groups()
 
     def ensure_groups(self) -> None:
+        for key in run_sync(self.client, self.parts_start.ensure()):
+            log.info("group_created", key=key, group=self.group,
+                     start_id=self.parts_start.start_id)
         for key in run_sync(self.client, self.reader.ensure()):
             log.info("group_created", key=key, group=self.group, start_id=self.reader.start_id)
         self._groups_ready = True
@@ -171,13 +189,15 @@ class AlertFeed:
 
     # ------------------------------------------------------------------ one alert
     def _handle(self, d: Delivery) -> None:
-        line, fields = d.stream.removeprefix(_HEALTH), d.fields
+        line, fields = _line(d), d.fields
         if not fields:  # trimmed by MAXLEN while pending: say so in the DLQ rather than vanish
             self._dead_letter(d, "trimmed", "the entry was trimmed from the stream before "
-                              "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN", 0)
+                              "delivery; raise RLR_ALERTS_MAXLEN / RLR_HEALTH_MAXLEN / "
+                              "RLR_PARTS_MAXLEN", 0)
             return
         try:
-            alert = parse_health(fields) if d.stream.startswith(_HEALTH) else parse_alert(fields)
+            alert = parse_health(fields) if d.stream.startswith(_HEALTH) else \
+                parse_part(fields) if d.stream.startswith(_PARTS) else parse_alert(fields)
         except DeliveryError as exc:
             self._dead_letter(d, exc.reason, exc.detail, 0)
             return
@@ -187,6 +207,8 @@ class AlertFeed:
             try:
                 if isinstance(alert, HealthEvent):
                     self.sink.deliver_health(alert)
+                elif isinstance(alert, PartVerdict):
+                    self.sink.deliver_part(alert)
                 else:
                     self.sink.deliver(alert)
             except DeliveryError as exc:
@@ -196,7 +218,7 @@ class AlertFeed:
             else:
                 self.delivered += 1
                 log.info("alert_delivered", line=line, alert_id=_ident(alert),
-                         camera=alert.camera, attempts=attempts)
+                         camera=getattr(alert, "camera", ""), attempts=attempts)
                 self._ack(d)
                 return
             if error.permanent or attempts >= self.settings.bridge_max_attempts:
@@ -230,9 +252,10 @@ class AlertFeed:
             self._unacked.pop(0)
 
     def _dead_letter(self, d: Delivery, reason: str, detail: str, attempts: int) -> None:
+        kind = "part" if d.stream.startswith(_PARTS) else "alert"
         letter = DeadLetter(d.entry_id, reason, detail[:1000], self.consumer, time.time(),
-                            attempts, kind="alert", original=dict(d.fields))
-        line = d.stream.removeprefix(_HEALTH)
+                            attempts, kind=kind, original=dict(d.fields))
+        line = _line(d)
         dead_letter(self.client, self.settings, self.reader.keys[d.stream], self.group, d, line,
                     letter)
         self.dead_lettered += 1
@@ -245,9 +268,21 @@ def parse_health(fields: Fields) -> HealthEvent:
     return _parse(fields, HealthEvent, "health event")
 
 
-def _ident(item: Alert | HealthEvent) -> str:
+def parse_part(fields: Fields) -> PartVerdict:
+    """A parts-stream entry as a `PartVerdict`; `DeliveryError` (permanent) when unreadable."""
+    return _parse(fields, PartVerdict, "part verdict")
+
+
+def _line(d: Delivery) -> str:
+    return d.stream.removeprefix(_HEALTH) if d.stream.startswith(_HEALTH) else \
+        d.stream.removeprefix(_PARTS) if d.stream.startswith(_PARTS) else d.stream
+
+
+def _ident(item: Alert | HealthEvent | PartVerdict) -> str:
     if isinstance(item, HealthEvent):
         return f"health:{item.camera}:{item.kind}:{item.state}:{item.ts!r}"
+    if isinstance(item, PartVerdict):
+        return f"part:{item.part_id}:{item.ts!r}"
     return item.alert_id
 
 

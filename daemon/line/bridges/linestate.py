@@ -1,11 +1,13 @@
 """The line state the PLC and SCADA bridges serve (`modbus`, `opcua`, `sparkplug`):
 per camera the last result, counters, the alerts not yet acknowledged and the camera's raised
-health conditions, fed from `rlr:results:{line}`, `rlr:alerts:{line}` and `rlr:health:{line}`.
+health conditions, and per line the last part verdict and a count of verdicts, fed from
+`rlr:results:{line}`, `rlr:alerts:{line}`, `rlr:health:{line}` and `rlr:parts:{line}`.
 
 Each bridge kind reads through its own consumer group (`rlr-bridge-modbus`, `rlr-bridge-opcua`,
-`rlr-bridge-sparkplug`) on the three streams; on results the group starts at the stream's end
-and the start reads each camera's last values from the latest results. Results and health
-events are acknowledged once applied: the state is "the latest", and a client that reconnects
+`rlr-bridge-sparkplug`) on the four streams; on results and parts the group starts at the
+stream's end and the start reads each camera's last values from the latest results and the
+line's last part verdict (which the part count does not include). Results, part verdicts and
+health events are acknowledged once applied: the state is "the latest", and a client that reconnects
 reads it from the server. An alert is acknowledged only when the PLC or operator acknowledges
 it (the Modbus reset coil, the OPC UA Acknowledge method): until then it stays pending in the
 group, so a bridge that restarts (or another one of its kind that claims it, `claim_idle_ms`
@@ -31,6 +33,7 @@ from daemon.line.settings import PlcBridgeSettings
 from daemon.wire import keys
 from daemon.wire.clients import connect_ready, is_cluster
 from daemon.wire.groups import ConsumerGroup, Delivery, run_async
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import SCHEMA_MAJOR, SCHEMA_VERSION, Alert, HealthEvent, Result
 from daemon.wire.settings import GroupSettings
 from daemon.wire.text import entry_field, text
@@ -40,7 +43,7 @@ log = logs.get(__name__)
 # A result older than this when it reaches the bridge (a replay after a restart, a backlog)
 # updates the state but pulses nothing: a reject signal for a part long gone is wrong.
 PULSE_MAX_AGE_S = 2.0
-_R, _A, _H = "results:", "alerts:", "health:"
+_R, _A, _H, _P = "results:", "alerts:", "health:", "parts:"
 _PENDING_READ = 1000  # latched alerts re-read per line at start
 _SEED = 200  # latest results read per line at start, for each camera's last values
 
@@ -65,6 +68,25 @@ class CameraState:
         return "none" if self.is_anomaly is None else "anomalous" if self.is_anomaly else "normal"
 
 
+@dataclass
+class PartState:
+    """A line's last part verdict. `count`: verdicts read since the bridge started (the one
+    loaded at start, from before, is not counted); `entry_id`: the verdict's stream entry."""
+
+    line: str
+    last: PartVerdict | None = None
+    count: int = 0
+    entry_id: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "none" if self.last is None else self.last.verdict
+
+    @property
+    def outcome(self) -> str:
+        return "none" if self.last is None else self.last.outcome
+
+
 async def _maybe(value: Any) -> None:
     if inspect.isawaitable(value):
         await value
@@ -81,6 +103,9 @@ class Listener:
     def cleared(self, cam: CameraState, alert_ids: Sequence[str]) -> None: ...
 
     def health(self, cam: CameraState) -> None: ...
+
+    def part(self, state: PartState, fresh: bool) -> None:
+        """A part verdict (`fresh`: just decided, not replayed or loaded at start)."""
 
 
 def parse_cameras(value: str | None) -> list[str]:
@@ -102,17 +127,19 @@ class LineFeed:
         streams = {}
         for name in self.lines:
             streams.update({keys.results(name): _R + name, keys.alerts(name): _A + name,
-                            keys.health(name): _H + name})
+                            keys.health(name): _H + name, keys.parts(name): _P + name})
         # Start id "0": no alert raised before the first bridge came up is missed; results
         # older than PULSE_MAX_AGE_S only set the state.
         self.reader = ConsumerGroup(self.group, settings.consumer_name, streams,
                                     cluster=is_cluster(client))
-        # The results group starts at the end: a first start does not replay a stream of up
-        # to RLR_RESULTS_MAXLEN results; `start()` reads the latest ones instead.
-        self.results_start = ConsumerGroup(
-            self.group, settings.consumer_name, {keys.results(n): _R + n for n in self.lines},
-            start_id="$", cluster=is_cluster(client))
+        # The results and parts groups start at the end: a first start does not replay a
+        # stream of up to RLR_RESULTS_MAXLEN results; `start()` reads the latest ones instead.
+        tails = {keys.results(n): _R + n for n in self.lines}
+        tails.update({keys.parts(n): _P + n for n in self.lines})
+        self.results_start = ConsumerGroup(self.group, settings.consumer_name, tails,
+                                           start_id="$", cluster=is_cluster(client))
         self.cameras: dict[tuple[str, str], CameraState] = {}
+        self.parts = {name: PartState(name) for name in self.lines}
         # A fixed list of (line, camera) (the Modbus map): other cameras are skipped.
         self.fixed = bool(cameras)
         for name, cam in cameras:
@@ -139,6 +166,7 @@ class LineFeed:
                                               seed=True)
                     except (KeyError, ValueError, TypeError):
                         continue
+                await self._seed_part(name)
             self._seeded = True
         for name in self.lines:
             raw = await self.client.hgetall(keys.camera_health(name))
@@ -152,6 +180,14 @@ class LineFeed:
         own = await run_async(self.client, self.reader.pending_own(_PENDING_READ))
         await self._apply(own.deliveries, replay=True)
         await run_async(self.client, self.reader.ack(own.trimmed))
+
+    async def _seed_part(self, line: str) -> None:
+        for entry_id, fields in await self.client.xrevrange(keys.parts(line), count=1):
+            try:
+                part = PartVerdict.from_fields(fields)
+            except (KeyError, ValueError, TypeError):
+                continue
+            await self._on_part(line, part, text(entry_id), replay=True, seed=True)
 
     def camera(self, line: str, name: str) -> CameraState | None:
         cam = self.cameras.get((line, name))
@@ -191,6 +227,9 @@ class LineFeed:
                         continue  # stays pending until acknowledged
                 elif kind + ":" == _R:
                     await self._on_result(line, Result.from_fields(d.fields), replay)
+                elif kind + ":" == _P:
+                    await self._on_part(line, PartVerdict.from_fields(d.fields), d.entry_id,
+                                        replay)
                 else:
                     await self._on_health(line, HealthEvent.from_fields(d.fields))
             except (KeyError, ValueError, TypeError) as exc:
@@ -213,6 +252,16 @@ class LineFeed:
         fresh = not replay and time.time() - r.capture_ts - r.latency_ms / 1000 \
             < PULSE_MAX_AGE_S
         await _maybe(self.listener.result(cam, fresh))
+
+    async def _on_part(self, line: str, p: PartVerdict, entry_id: str, replay: bool,
+                       seed: bool = False) -> None:
+        state = self.parts[line]
+        if entry_id == state.entry_id:
+            return  # the group re-delivered what the start read as the latest
+        state.last, state.entry_id = p, entry_id
+        state.count += 0 if seed else 1
+        fresh = not replay and time.time() - p.ts < PULSE_MAX_AGE_S
+        await _maybe(self.listener.part(state, fresh))
 
     async def _on_alert(self, line: str, a: Alert, d: Delivery) -> bool:
         cam = self.camera(line, a.camera)

@@ -6,6 +6,11 @@ A reject coil is pulsed for `RLR_MODBUS_PULSE_MS` when a fresh anomalous result 
 alert latches until the PLC writes 1 to the camera's reset coil, which acknowledges the alerts
 (recorded in `rlr:alertack:{line}`, the stream entries acked). The state lives in the bridge, so
 a PLC that reconnects reads the latest values and every latch still set.
+
+Each line also has a part block (`partblock`): the last part verdict with its part id, and the
+only writable registers: the next part id and its trigger, and a recipe number to switch to
+(`plcwrites`). A bad value is refused with ILLEGAL DATA VALUE (03), a write that could not be
+stored (Redis away) with SLAVE DEVICE FAILURE (04); any other write gets ILLEGAL ADDRESS (02).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
 from daemon import logs
+from daemon.errors import SettingsError
+from daemon.line.bridges import partblock as pb
 from daemon.line.bridges.base import (
     CAMERA,
     LINE,
@@ -28,14 +35,24 @@ from daemon.line.bridges.base import (
     afeed_forever,
     run_line_bridge,
 )
-from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, mapped_cameras
+from daemon.line.bridges.linestate import (
+    CameraState,
+    LineFeed,
+    Listener,
+    PartState,
+    mapped_cameras,
+)
+from daemon.line.bridges.plcwrites import PlcActions, Refused
 from daemon.line.settings import PlcBridgeSettings
+from daemon.wire.clients import connect
+from daemon.wire.ids import BadId
 from daemon.wire.schema import Alert
 
 log = logs.get(__name__)
 
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: the part blocks
 CAMERA_BLOCK = 16  # holding registers per camera, after the 16 global ones
+MAX_CAMERAS = pb.PART_BASE // CAMERA_BLOCK - 1  # the camera blocks end below the part blocks
 COIL_BLOCK = 8  # coils per camera
 # Bit of each camera health condition in the camera's health register (bit 15: any other).
 HEALTH_BITS = ("frozen", "dark", "bright", "blur", "shift", "score_drift", "alarm_rate")
@@ -46,6 +63,8 @@ GLOBAL_REGISTERS = (
     (1, "cameras", "cameras in this map"),
     (2, "map_version", f"layout version of this map ({MAP_VERSION})"),
     (3, "redis_ok", "1 while the bridge reads the line's streams, 0 while Redis is away"),
+    (4, "lines", f"lines in this map (line j's part block at {pb.PART_BASE} + "
+     f"{pb.PART_BLOCK}*j)"),
 )
 CAMERA_REGISTERS = (
     (0, "heartbeat", "+1 for every result of the camera (wraps at 65535)"),
@@ -84,13 +103,20 @@ class MapRow:
     meaning: str
 
 
-def register_map(entries: Sequence[tuple[str, str]]) -> list[MapRow]:
-    """The documented register map for cameras `entries` ((line, camera), in map order)."""
+def register_map(entries: Sequence[tuple[str, str]],
+                 lines: Sequence[str] | None = None) -> list[MapRow]:
+    """The documented register map for cameras `entries` ((line, camera), in map order) and
+    the part blocks of `lines` (default: the lines of `entries`)."""
     rows = [MapRow("holding register", off, "", "", name, meaning)
             for off, name, meaning in GLOBAL_REGISTERS]
     for i, (line, cam) in enumerate(entries):
         rows += [MapRow("holding register", CAMERA_BLOCK * (i + 1) + off, line, cam, name, m)
                  for off, name, m in CAMERA_REGISTERS]
+    for j, line in enumerate(_lines(entries, lines)):
+        rows += [MapRow("holding register", pb.block_base(j) + off, line, "", name,
+                        m if n == 1 else f"{m} ({pb.block_base(j) + off}-"
+                                         f"{pb.block_base(j) + off + n - 1})")
+                 for off, name, m, n in pb.PART_REGISTERS]
     for i, (line, cam) in enumerate(entries):
         rows += [MapRow("coil", COIL_BLOCK * i + off, line, cam, name, m)
                  for off, name, m in CAMERA_COILS]
@@ -102,6 +128,10 @@ def format_map(rows: Sequence[MapRow]) -> str:
     out += [f"| {r.table} | {r.address} | {r.line or '-'} | {r.camera or '-'} | {r.name} | "
             f"{r.meaning} |" for r in rows]
     return "\n".join(out)
+
+
+def _lines(entries: Sequence[tuple[str, str]], lines: Sequence[str] | None) -> list[str]:
+    return list(lines) if lines is not None else list(dict.fromkeys(ln for ln, _ in entries))
 
 
 def _u32(value: int) -> tuple[int, int]:
@@ -117,13 +147,19 @@ class ModbusTable(ModbusServerContext, Listener):
     """The server's data (one unit; every unit id answers the same) and the listener that
     keeps it current. Holding registers are also served as input registers (FC 4)."""
 
-    def __init__(self, entries: Sequence[tuple[str, str]], pulse_ms: float) -> None:
+    def __init__(self, entries: Sequence[tuple[str, str]], pulse_ms: float,
+                 lines: Sequence[str] | None = None) -> None:
         # No super().__init__(): this class is the whole datastore (pymodbus calls only
         # async_getValues / async_setValues / device_ids on it).
         self.old_simulator, self.simdevices = True, []
         self.entries = list(entries)
+        if len(self.entries) > MAX_CAMERAS:
+            raise SettingsError(f"{len(self.entries)} cameras: a Modbus map holds at most "
+                                f"{MAX_CAMERAS}; run a bridge per line (--line)")
+        self.lines = _lines(self.entries, lines)
         self.index = {e: i for i, e in enumerate(self.entries)}
-        self.registers = [0] * (CAMERA_BLOCK * (len(self.entries) + 1))
+        self.registers = [0] * pb.block_base(len(self.lines))
+        self.actions: PlcActions | None = None
         self.coils = [False] * (COIL_BLOCK * max(1, len(self.entries)))
         self.pulse_s = pulse_ms / 1000
         self.feed: LineFeed | None = None
@@ -131,6 +167,7 @@ class ModbusTable(ModbusServerContext, Listener):
         self._pulse_until = [0.0] * len(self.entries)
         self._pulse_handles: list[asyncio.TimerHandle | None] = [None] * len(self.entries)
         self.registers[1], self.registers[2] = len(self.entries), MAP_VERSION
+        self.registers[4] = len(self.lines)
         for i in range(len(self.entries)):
             self.coils[COIL_BLOCK * i + 3] = True
 
@@ -140,7 +177,7 @@ class ModbusTable(ModbusServerContext, Listener):
 
     async def async_getValues(self, device_id: int, func_code: int, address: int,
                               count: int = 1):
-        if func_code == 5 and self._echo is not None:  # a write's reply echoes the request
+        if func_code in (5, 6) and self._echo is not None:  # a write's reply echoes it
             echo, self._echo = self._echo, None
             return echo
         table = self.coils if func_code in (1, 5, 15) else self.registers \
@@ -152,14 +189,16 @@ class ModbusTable(ModbusServerContext, Listener):
         return list(table[address:address + count])
 
     async def async_setValues(self, device_id: int, func_code: int, address: int, values):
-        """Only the reset coils are writable (FC 5 / 15); everything else is read-only."""
+        """Only the reset coils (FC 5 / 15) and the part blocks' write registers (FC 6 / 16)
+        are writable; everything else is read-only."""
+        values = values if isinstance(values, list) else [values]
+        if func_code in (6, 16):
+            return await self._write_registers(func_code, address, values)
         if func_code not in (5, 15):
             return ExcCodes.ILLEGAL_ADDRESS
-        values = values if isinstance(values, list) else [values]
         addrs = range(address, address + len(values))
         if any(a >= len(self.entries) * COIL_BLOCK or a % COIL_BLOCK != _RESET for a in addrs):
             return ExcCodes.ILLEGAL_ADDRESS
-        self._echo = [bool(v) for v in values] if func_code == 5 else None
         for a, v in zip(addrs, values, strict=True):
             if v and self.feed is not None:
                 line, cam = self.entries[a // COIL_BLOCK]
@@ -168,6 +207,67 @@ class ModbusTable(ModbusServerContext, Listener):
                 except Exception as exc:  # Redis away: the PLC gets an error and retries
                     log.warning("alert_reset_failed", line=line, camera=cam, error=str(exc))
                     return ExcCodes.DEVICE_FAILURE
+        # Set last, with no await before pymodbus reads it back: another client's write
+        # handled meanwhile cannot take this echo.
+        self._echo = [bool(v) for v in values] if func_code == 5 else None
+        return None
+
+    async def _write_registers(self, func_code: int, address: int, values: list):
+        """Store a write into a part block; a trigger or recipe_select in it acts at once."""
+        spots = [self._block_offset(a) for a in range(address, address + len(values))]
+        if any(s is None or s[1] not in pb.WRITABLE for s in spots):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if not all(pb.check_write(off, int(v)) for (_, off), v in zip(spots, values,
+                                                                      strict=True)):
+            return ExcCodes.ILLEGAL_VALUE
+        for (j, off), v in zip(spots, values, strict=True):
+            if off == pb.TRIGGER:
+                error = await self._trigger(j) if v else None
+            elif off == pb.RECIPE_SELECT:
+                error = await self._select(j, int(v))
+            else:
+                self.registers[pb.block_base(j) + off], error = int(v), None
+            if error is not None:
+                return error
+        self._echo = [int(v) for v in values] if func_code == 6 else None  # as for coils
+        return None
+
+    def _block_offset(self, address: int) -> tuple[int, int] | None:
+        j, off = divmod(address - pb.PART_BASE, pb.PART_BLOCK)
+        return (j, off) if address >= pb.PART_BASE and j < len(self.lines) else None
+
+    async def _trigger(self, j: int):
+        base, line = pb.block_base(j), self.lines[j]
+        raw = pb.decode_id(self.registers[base + pb.NEXT_ID:], self.registers[base + pb.NEXT_LEN])
+        try:
+            if self.actions is None:
+                raise RuntimeError("the bridge is starting")
+            await self.actions.trigger(line, raw)
+        except BadId as exc:
+            log.warning("trigger_refused", line=line, why=str(exc))
+            return ExcCodes.ILLEGAL_VALUE
+        except Exception as exc:  # Redis away: the PLC gets an error and writes again
+            log.warning("trigger_failed", line=line, error=str(exc))
+            return ExcCodes.DEVICE_FAILURE
+        self.registers[base + pb.TRIGGERS] = (self.registers[base + pb.TRIGGERS] + 1) & _U16
+        return None
+
+    async def _select(self, j: int, number: int):
+        base, line = pb.block_base(j), self.lines[j]
+        r = self.registers
+        r[base + pb.RECIPE_REQUESTS] = (r[base + pb.RECIPE_REQUESTS] + 1) & _U16
+        try:
+            if self.actions is None:
+                raise RuntimeError("the bridge is starting")
+            await self.actions.select_recipe(line, number=number, by="plc")
+        except Refused as exc:
+            r[base + pb.RECIPE_STATUS] = pb.RECIPE_UNKNOWN if exc.unknown else pb.RECIPE_REFUSED
+            return ExcCodes.ILLEGAL_VALUE
+        except Exception as exc:  # Redis away, no recipe store: write again later
+            log.warning("recipe_select_failed", line=line, number=number, error=str(exc))
+            r[base + pb.RECIPE_STATUS] = pb.RECIPE_FAILED
+            return ExcCodes.DEVICE_FAILURE
+        r[base + pb.RECIPE_SELECT], r[base + pb.RECIPE_STATUS] = number, pb.RECIPE_ACTIVE
         return None
 
     # ------------------------------------------------------------------ state side
@@ -207,6 +307,10 @@ class ModbusTable(ModbusServerContext, Listener):
         self.coils[COIL_BLOCK * i] = False
         self._pulse_handles[i] = None
 
+    def part(self, state: PartState, fresh: bool) -> None:
+        if state.line in self.lines:
+            pb.show(self.registers, pb.block_base(self.lines.index(state.line)), state)
+
     def alert(self, cam: CameraState, alert: Alert) -> None:
         self._latch(cam)
 
@@ -244,6 +348,8 @@ async def serve(feed_factory, table: ModbusTable, host: str, port: int,
     """Serve `table` on host:port and keep it fed until `stop` is set."""
     feed: LineFeed = feed_factory(table)
     table.feed = feed
+    for state in feed.parts.values():
+        table.part(state, fresh=False)
     server = ModbusTcpServer(table, address=(host, port))
     await server.serve_forever(background=True)  # raises when the port cannot be bound
     log.info("modbus_listening", host=host, port=port, cameras=len(table.entries))
@@ -266,15 +372,20 @@ def run(settings: PlcBridgeSettings, cameras: Sequence[str] = (), print_map: boo
     """Serve the line state on Modbus TCP until SIGTERM / Ctrl-C (or print the map)."""
     entries = mapped_cameras(settings, cameras)
     if print_map:
-        print(format_map(register_map(entries)))
+        print(format_map(register_map(entries, settings.lines)))
         return
     logs.configure(settings.log_format, settings.log_level, bridge="modbus")
 
     async def serve_on(client, stop: asyncio.Event) -> None:
-        table = ModbusTable(entries, settings.modbus_pulse_ms)
-        await serve(lambda listener: LineFeed(client, settings, "modbus", settings.lines,
-                                              listener, entries),
-                    table, settings.modbus_host, settings.modbus_port, stop, settings.block_ms)
+        table = ModbusTable(entries, settings.modbus_pulse_ms, settings.lines)
+        table.actions = PlcActions(connect(settings), "modbus")
+        try:
+            await serve(lambda listener: LineFeed(client, settings, "modbus", settings.lines,
+                                                  listener, entries),
+                        table, settings.modbus_host, settings.modbus_port, stop,
+                        settings.block_ms)
+        finally:
+            table.actions.close()
 
     run_line_bridge(settings, "modbus", serve_on)
 

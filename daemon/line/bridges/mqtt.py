@@ -1,7 +1,8 @@
 """`rlrctl bridge mqtt`: every alert as JSON to `RLR_MQTT_TOPIC` on an MQTT broker, camera
-health events to `RLR_MQTT_HEALTH_TOPIC` (`--format sparkplug` runs the `sparkplug` bridge
-instead). `MqttSink` returns once the broker confirmed a message at `RLR_MQTT_QOS`; the alert
-feed (`alertfeed`) does the retries and dead letters."""
+health events to `RLR_MQTT_HEALTH_TOPIC`, part verdicts to `RLR_MQTT_PARTS_TOPIC`
+(`--format sparkplug` runs the `sparkplug` bridge instead). `MqttSink` returns once the broker
+confirmed a message at `RLR_MQTT_QOS`; the alert feed (`alertfeed`) does the retries and dead
+letters."""
 
 from __future__ import annotations
 
@@ -17,22 +18,27 @@ from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.bridges.base import BridgeSpec, Option, serve_until_signal
 from daemon.line.settings import AlertBridgeSettings
 from daemon.wire.clients import connect_ready
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, HealthEvent
 
 log = logs.get(__name__)
 
 
-def check_topic_template(template: str) -> None:
+def check_topic_template(template: str, setting: str = "RLR_MQTT_TOPIC",
+                         camera: bool = True) -> None:
     try:
-        template.format(line="line", camera="camera")
+        template.format(line="line", **({"camera": "camera"} if camera else {}))
     except (KeyError, IndexError, ValueError) as exc:
-        raise SettingsError(f"RLR_MQTT_TOPIC={template!r} is not a valid topic template ({exc}); "
-                            "use the fields {line} and {camera}, e.g. rlr/{line}/alerts/{camera}"
-                            ) from None
+        fields, example = ("{line} and {camera}", "rlr/{line}/alerts/{camera}") if camera \
+            else ("{line}", "rlr/{line}/parts")
+        raise SettingsError(f"{setting}={template!r} is not a valid topic template ({exc}); "
+                            f"use the fields {fields}, e.g. {example}") from None
 
 
-def mqtt_topic(template: str, alert: Alert | HealthEvent) -> str:
-    topic = template.format(line=alert.line, camera=alert.camera)
+def mqtt_topic(template: str, alert: Alert | HealthEvent | PartVerdict) -> str:
+    """The topic of a message; `DeliveryError` (permanent: dead-lettered) when a name puts an
+    MQTT wildcard in it."""
+    topic = template.format(line=alert.line, camera=getattr(alert, "camera", ""))
     if not topic or any(c in topic for c in "+#\0"):
         raise DeliveryError("bad_topic", f"topic {topic!r} is empty or holds an MQTT wildcard; "
                             "fix RLR_MQTT_TOPIC or the camera name", permanent=True)
@@ -47,8 +53,10 @@ class MqttSink:
     def __init__(self, settings: AlertBridgeSettings, client_id: str | None = None,
                  timeout_s: float = 5.0) -> None:
         check_topic_template(settings.mqtt_topic)
-        check_topic_template(settings.mqtt_health_topic)
+        check_topic_template(settings.mqtt_health_topic, "RLR_MQTT_HEALTH_TOPIC")
+        check_topic_template(settings.mqtt_parts_topic, "RLR_MQTT_PARTS_TOPIC", camera=False)
         self.health_template = settings.mqtt_health_topic
+        self.parts_template = settings.mqtt_parts_topic
         url = urlsplit(settings.mqtt_url)
         tls = url.scheme == "mqtts"
         self.host, self.port = url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883)
@@ -82,6 +90,9 @@ class MqttSink:
 
     def deliver_health(self, event: HealthEvent) -> None:
         self._publish(mqtt_topic(self.health_template, event), event.to_json())
+
+    def deliver_part(self, part: PartVerdict) -> None:
+        self._publish(mqtt_topic(self.parts_template, part), part.to_json())
 
     def _publish(self, topic: str, payload: dict) -> None:
         # Publishing while disconnected would queue the message inside paho and send it on

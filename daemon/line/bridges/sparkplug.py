@@ -2,11 +2,13 @@
 (`RLR_SPARKPLUG_GROUP` / `RLR_SPARKPLUG_NODE`), each camera one device, fed by the line state of
 `linestate` (consumer group `rlr-bridge-sparkplug`). Also run by `rlrctl bridge sparkplug`.
 
-Topics `spBv1.0/<group>/<type>/<node>[/<device>]`: NBIRTH on every (re)connect, then a DBIRTH
-with every metric of each camera, DDATA with the metrics that changed, NDEATH as the MQTT will
-(and on a clean stop). Every message carries `seq` (0-255, NBIRTH is 0); NBIRTH and NDEATH
-carry the same `bdSeq`, one per MQTT session. A host that sends NCMD `Node Control/Rebirth`
-gets the births again; a host that was away gets the current state from them.
+Topics `spBv1.0/<group>/<type>/<node>[/<device>]`: NBIRTH on every (re)connect (with each
+line's last part verdict as node metrics `Part/<line>/...`), then a DBIRTH with every metric of
+each camera, DDATA with the metrics that changed, NDATA with a line's part metrics per verdict,
+NDEATH as the MQTT will (and on a clean stop). Every message carries `seq` (0-255, NBIRTH is
+0); NBIRTH and NDEATH carry the same `bdSeq`, one per MQTT session. A host that sends NCMD
+`Node Control/Rebirth` gets the births again; a host that was away gets the current state from
+them.
 
 Payloads are the Sparkplug B protobuf (`org.eclipse.tahu.protobuf.Payload`), built here from
 its field numbers (the subset of scalar metrics this bridge sends).
@@ -25,7 +27,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from daemon import logs
 from daemon.errors import SettingsError
 from daemon.line.bridges.base import LINE, BridgeSpec, Option, afeed_forever, run_line_bridge
-from daemon.line.bridges.linestate import CameraState, LineFeed, Listener
+from daemon.line.bridges.linestate import CameraState, LineFeed, Listener, PartState
 from daemon.line.settings import PlcBridgeSettings
 from daemon.wire.schema import Alert
 
@@ -54,6 +56,16 @@ ALERT_METRICS: tuple[tuple[str, int, Callable[[CameraState], object]], ...] = (
 HEALTH_METRICS: tuple[tuple[str, int, Callable[[CameraState], object]], ...] = (
     ("Health/Raised", STRING, lambda c: ",".join(c.health)),
     ("Health/Healthy", BOOLEAN, lambda c: not c.health),
+)
+# Node metrics of a line's last part verdict, named `Part/<line>/<name>`
+PART_METRICS: tuple[tuple[str, int, Callable[[PartState], object]], ...] = (
+    ("PartId", STRING, lambda s: s.last.part_id if s.last else ""),
+    ("Verdict", STRING, lambda s: s.verdict),
+    ("Outcome", STRING, lambda s: s.outcome),
+    ("TotalMs", DOUBLE, lambda s: float(s.last.total_ms) if s.last else 0.0),
+    ("Recipe", STRING, lambda s: s.last.recipe if s.last else ""),
+    ("Time", DATETIME, lambda s: int(s.last.ts * 1000) if s.last else 0),
+    ("Count", UINT64, lambda s: s.count),
 )
 REBIRTH = "Node Control/Rebirth"
 
@@ -124,6 +136,7 @@ class SparkplugEdge(Listener):
         self.group = check_id(settings.sparkplug_group, "RLR_SPARKPLUG_GROUP")
         self.node = check_id(settings.sparkplug_node or
                              (lines[0] if len(lines) == 1 else "rlr"), "RLR_SPARKPLUG_NODE")
+        self.lines = list(lines)
         self.multi_line = len(lines) > 1
         url = urlsplit(settings.mqtt_url)
         tls = url.scheme == "mqtts"
@@ -207,8 +220,9 @@ class SparkplugEdge(Listener):
         """NBIRTH (seq 0) and a DBIRTH for every known camera."""
         self.rebirth.clear()
         self.connected, self.seq = True, 0
+        parts = [m for line in self.lines for m in self._part_metrics(line)]
         self._publish(self.topic("NBIRTH"), [("bdSeq", UINT64, self.bd_seq),
-                                             (REBIRTH, BOOLEAN, False)])
+                                             (REBIRTH, BOOLEAN, False), *parts])
         self.born.clear()
         for cam in (self.feed.cameras.values() if self.feed else []):
             self._birth(cam)
@@ -226,8 +240,15 @@ class SparkplugEdge(Listener):
         self._publish(self.topic("DDATA", self.device(cam)),
                       [(n, t, get(cam)) for n, t, get in defs], ts_ms)
 
+    def _part_metrics(self, line: str) -> list[tuple[str, int, object]]:
+        state = self.feed.parts[line] if self.feed else PartState(line)
+        return [(f"Part/{line}/{n}", t, get(state)) for n, t, get in PART_METRICS]
+
     def result(self, cam: CameraState, fresh: bool) -> None:
         self._data(cam, RESULT_METRICS)
+
+    def part(self, state: PartState, fresh: bool) -> None:
+        self._publish(self.topic("NDATA"), self._part_metrics(state.line))
 
     def alert(self, cam: CameraState, alert: Alert) -> None:
         self._data(cam, ALERT_METRICS)

@@ -1,7 +1,7 @@
-"""`rlrctl bridge webhook`: POST every alert (and camera health event) as JSON, with an
-`Idempotency-Key` header, to `RLR_WEBHOOK_URL`. `WebhookSink` returns once the receiver answered
-2xx and raises `DeliveryError` otherwise (permanent for a 4xx other than 408 / 429, or a
-redirect); the alert feed (`alertfeed`) does the retries and dead letters."""
+"""`rlrctl bridge webhook`: POST every alert (and camera health event and part verdict) as JSON,
+with an `Idempotency-Key` header, to `RLR_WEBHOOK_URL`. `WebhookSink` returns once the receiver
+answered 2xx and raises `DeliveryError` otherwise (permanent for a 4xx other than 408 / 429, or
+a redirect); the alert feed (`alertfeed`) does the retries and dead letters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 from daemon import logs
 from daemon.errors import DeliveryError, SettingsError
@@ -16,6 +17,7 @@ from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.bridges.base import BridgeSpec, Option, serve_until_signal
 from daemon.line.settings import AlertBridgeSettings
 from daemon.wire.clients import connect_ready
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, HealthEvent
 
 _EXCERPT = 300
@@ -44,6 +46,12 @@ class WebhookSink:
         """The event's JSON (`"type": "camera_health"`) to the same URL."""
         self._post(event.to_json(), f"health-{event.line}-{event.camera}-{event.kind}-"
                                     f"{event.state}-{event.ts!r}")
+
+    def deliver_part(self, part: PartVerdict) -> None:
+        """The verdict's JSON (`"type": "part"`) to the same URL; one key per verdict (the
+        part id percent-encoded: a header is ASCII, a part id need not be)."""
+        self._post(part.to_json(), f"part-{quote(part.line, safe='')}-"
+                                   f"{quote(part.part_id, safe='')}-{part.ts!r}")
 
     def _post(self, payload: dict, idempotency_key: str) -> None:
         request = urllib.request.Request(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import re
 import secrets
@@ -36,11 +37,13 @@ from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError
 from daemon.jobs import queue as jobs
 from daemon.line import embedded
+from daemon.line.bridges import plcwrites
 from daemon.line.bridges.alertfeed import AlertFeed
 from daemon.line.embedded import EmbeddedRedis
 from daemon.line.part_ids import KeyWatch, TriggerReader, announce
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
+from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.clients import connect
 from daemon.wire.schema import Alert, encode_frame
@@ -416,7 +419,7 @@ def test_bridge_reads_alerts_and_writes_only_dead_letters(acl_redis):
 
 class _Listener:
     def __init__(self) -> None:
-        self.results, self.alerts, self.healths = [], [], []
+        self.results, self.alerts, self.healths, self.parts = [], [], [], []
 
     def result(self, cam, fresh) -> None:
         self.results.append(cam.camera)
@@ -430,6 +433,25 @@ class _Listener:
     def health(self, cam) -> None:
         self.healths.append(cam.health)
 
+    def part(self, state, fresh) -> None:
+        self.parts.append(state.last.part_id)
+
+
+def _plc_switches_recipes(admin, sync, line: str, kind: str) -> None:
+    from daemon.recipes.store import RecipeStore
+
+    name = f"r{line}"
+    RecipeStore(admin).add(parse({"name": name, "product": "P-1", "class": "washer",
+                                  "views": [{"name": "top"}]}), by="test")
+    try:
+        assert plcwrites.select_recipe(sync, line, kind, name=name) == f"{name}@1"
+        with pytest.raises(plcwrites.Refused):  # refusals are logged, as this user too
+            plcwrites.select_recipe(sync, line, kind, name=f"{name}-missing")
+        assert admin.xlen(keys.recipe_log(line)) == 2
+    finally:
+        admin.hdel(keys.RECIPES, name)
+        admin.delete(keys.recipe_revisions(name))
+
 
 @pytest.mark.parametrize("kind", ["modbus", "opcua", "sparkplug"])
 def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_redis, kind):
@@ -437,6 +459,7 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
 
     from daemon.line.bridges.linestate import LineFeed, discover_cameras
     from daemon.wire.clients import connect_async
+    from daemon.wire.parts import PartVerdict
     from daemon.wire.schema import HealthEvent, Result
 
     line, admin, user = _line(), acl_redis.admin, f"rlr-{kind}"
@@ -447,6 +470,8 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
     admin.xadd(keys.health(line), HealthEvent(line, "cam1", "dark", "raised", time.time(),
                                               time.time()).to_fields())
     admin.hset(keys.camera_health(line), "cam1", json.dumps({"dark": {}}))
+    admin.xadd(keys.parts(line), PartVerdict(line, "SN-1", "pass", "pass", time.time(),
+                                             time.time(), 5.0, {}).to_fields())
     acl_redis.reset_log()
     settings = load_settings(redis_url=acl_redis.url(user), lines=[line], claim_idle_ms=100)
     sync = connect(settings)
@@ -458,6 +483,8 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         feed = LineFeed(client, settings, kind, [line], listener,
                         hold_alerts=kind != "sparkplug")
         await feed.start()
+        admin.xadd(keys.parts(line), PartVerdict(line, "SN-2", "reject", "reject", time.time(),
+                                                 time.time(), 5.0, {}).to_fields())
         await feed.step(100)
         await feed.step(100)
         if kind != "sparkplug":
@@ -465,8 +492,15 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         await client.aclose()
 
     asyncio.run(run())
+    if kind != "sparkplug":  # the PLC triggers the next part and switches recipes
+        plcwrites.trigger(sync, line, "SN-3", kind)
+        assert admin.get(keys.next_part(line)) == b"SN-3"
+        if importlib.util.find_spec("daemon.recipes.store") is not None:
+            _plc_switches_recipes(admin, sync, line, kind)
     assert listener.results == ["cam1"] and listener.alerts == [f"{line}-a1"]
     assert listener.healths == [("dark",)]
+    assert listener.parts == ["SN-1", "SN-2"], "the last part at start, then each new one"
+    assert admin.xpending(keys.parts(line), f"rlr-bridge-{kind}")["pending"] == 0
     assert admin.xpending(keys.alerts(line), f"rlr-bridge-{kind}")["pending"] == 0
     assert admin.hexists(keys.alert_acks(line), f"{line}-a1") == (kind != "sparkplug")
     assert acl_redis.denials(user) == []
@@ -477,8 +511,12 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
         ("XADD", keys.dlq(line), "*", "f", "1"), ("HGET", keys.alert_acks(line), "x"),
         ("HSET", keys.camera_health(line), "cam1", "{}"), ("DEL", keys.alerts(line)),
         ("XGROUP", "DESTROY", keys.alerts(line), f"rlr-bridge-{kind}"),
-        ("HSET", keys.alias(line), "production", "x"), ("HGET", keys.MODELS, "x"),
-        *([("HSET", keys.alert_acks(line), "x", "1")] if kind == "sparkplug" else []),
+        ("HSET", keys.alias(line), "production", "x"), ("XADD", keys.parts(line), "*", "f", "1"),
+        ("GET", keys.next_part(line)), ("XRANGE", keys.triggers(line), "-", "+"),
+        ("HSET", keys.RECIPES, "x", "{}"), ("XRANGE", keys.recipe_log(line), "-", "+"),
+        *([("HSET", keys.alert_acks(line), "x", "1"), ("HGET", keys.MODELS, "x"),
+           ("SET", keys.next_part(line), "x"), ("XADD", keys.triggers(line), "*", "f", "1")]
+          if kind == "sparkplug" else []),
         *_denied_everywhere(line))
 
 

@@ -1,5 +1,5 @@
-"""What the alert bridges' integration tests share: alerts and health events on the streams, a
-bridge process, a sink that records."""
+"""What the bridges' integration tests share: alerts, health events and part verdicts on the
+streams, a bridge process, a sink that records."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis
 
 from daemon.errors import DeliveryError
 from daemon.wire import keys
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, HealthEvent
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
@@ -76,6 +77,9 @@ class ListSink:
             raise DeliveryError("flaky", "try again")
         self.got.append(alert)
 
+    def deliver_part(self, part: PartVerdict) -> None:
+        self.got.append(part)
+
     def close(self) -> None:
         pass
 
@@ -88,3 +92,32 @@ def raise_health(rclient, line: str) -> list[HealthEvent]:
     for e in events:
         rclient.xadd(keys.health(line), e.to_fields())
     return events
+
+
+def make_part(line: str, part_id: str, verdict: str = "reject", **kw) -> PartVerdict:
+    """A part verdict as the worker's part rule writes it (two views, one anomalous)."""
+    now = time.time()
+    views = {"top": {"camera": "cam0", "frame_id": f"{part_id}-top", "score": 0.91,
+                     "threshold": 0.6, "is_anomaly": verdict == "reject",
+                     "model_version": "m-1", "latency_ms": 31.0, "result_id": "1-0"},
+             "side": {"camera": "cam1", "frame_id": f"{part_id}-side", "score": 0.2,
+                      "threshold": 0.6, "is_anomaly": False, "model_version": "m-1",
+                      "latency_ms": 29.0, "result_id": "2-0"}}
+    outcome = "pass" if verdict == "pass" else "reject"
+    return PartVerdict(line, part_id, verdict, outcome, now, now - 0.0846, 84.6, views,
+                       recipe="washer@2", product="WSH-1", product_class="washer",
+                       worker="w1", **kw)
+
+
+def add_part(rclient, line: str, part_id: str, verdict: str = "reject") -> PartVerdict:
+    part = make_part(line, part_id, verdict)
+    rclient.xadd(keys.parts(line), part.to_fields())
+    return part
+
+
+def has_group(rclient, key: str, group: str) -> bool:
+    """Whether `group` exists on stream `key` (a bridge created it: it reads from now on)."""
+    try:
+        return any(g["name"].decode() == group for g in rclient.xinfo_groups(key))
+    except redis.ResponseError:
+        return False

@@ -13,6 +13,8 @@ from daemon.wire import keys
 from tests.integration.line.bridges.helpers import (
     MQTT_HOST,
     MQTT_PORT,
+    add_part,
+    has_group,
     make_alert,
     pending,
     raise_alerts,
@@ -83,3 +85,20 @@ def test_mqtt_bridge_carries_camera_health_on_its_own_topic(redis_url, line, rcl
     assert health == [(f"rlr/{line}/health/cam0", e.to_json()) for e in events]
     assert [p["alert_id"] for t, p in mqtt_subscriber if "/alerts/" in t] == [alert.alert_id]
     assert rclient.xpending(keys.health(line), "rlr-bridge-mqtt")["pending"] == 0
+
+
+def test_mqtt_bridge_publishes_part_verdicts_on_the_lines_parts_topic(redis_url, line, rclient,
+                                                                      mqtt_subscriber):
+    add_part(rclient, line, "SN-0")  # decided before the bridge's group existed: not resent
+    proc = start_bridge(redis_url, line, "mqtt", "--mqtt-url", f"mqtt://{MQTT_HOST}:{MQTT_PORT}")
+    try:
+        wait(lambda: has_group(rclient, keys.parts(line), "rlr-bridge-mqtt"), proc=proc)
+        parts = [add_part(rclient, line, "SN-1"), add_part(rclient, line, "部品/7", "pass")]
+        wait(lambda: len(mqtt_subscriber) >= 2, proc=proc)
+        time.sleep(0.3)  # a duplicate would arrive now
+    finally:
+        rc, err = stop_bridge(proc)
+    assert rc == 0, err
+    assert mqtt_subscriber == [(f"rlr/{line}/parts", p.to_json()) for p in parts]
+    assert mqtt_subscriber[1][1]["part_id"] == "部品/7" and mqtt_subscriber[1][1]["type"] == "part"
+    assert rclient.xpending(keys.parts(line), "rlr-bridge-mqtt")["pending"] == 0

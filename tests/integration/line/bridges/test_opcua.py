@@ -1,11 +1,12 @@
 """`rlrctl bridge opcua` against a real Redis, a real worker and a real OPC UA client (asyncua):
 browse the tree, subscribe to values and alert events, acknowledge as a user (anonymous
 clients may only read), and alerts raised while the client was away, or across a bridge
-restart, are still listed."""
+restart, are still listed; the Parts folder, part events, Trigger and SelectRecipe."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import time
@@ -14,11 +15,14 @@ import pytest
 from asyncua import Client, ua
 
 from daemon.line.producer import push_images
+from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.schema import Alert, HealthEvent
+from tests.integration.line.bridges.helpers import add_part, has_group
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
 USER, PASSWORD = "scada", "test-secret"
+STORE_MISSING = importlib.util.find_spec("daemon.recipes.store") is None
 
 
 def _endpoint() -> str:
@@ -235,3 +239,97 @@ def test_basic256sha256_with_a_user_and_no_anonymous_access_off_loopback(
     assert proc.p.wait(60) == 2
     assert "RLR_OPCUA_USERNAME" in proc.log_path.read_text()
     proc.stop()
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+async def _raw_call(client: Client, idx: int, line: str, method: str, arg: str):
+    """A method call's whole result: status, and the reason in the diagnostic info."""
+    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=ua.NodeId(line, idx), MethodId=ua.NodeId(f"{line}.{method}", idx),
+        InputArguments=[ua.Variant(arg, ua.VariantType.String)])])
+    infos = result.InputArgumentDiagnosticInfos
+    return result.StatusCode, (infos[0].AdditionalInfo if infos else None), \
+        result.OutputArguments
+
+
+def test_parts_folder_part_events_and_the_plcs_trigger(redis_url, line, rclient, tmp_path):
+    endpoint = _endpoint()
+    bridge = _start_bridge(redis_url, line, endpoint, tmp_path, "parts")
+    try:
+        asyncio.run(_parts_scenario(endpoint, line, rclient, bridge))
+    finally:
+        bridge.stop()
+
+
+async def _parts_scenario(endpoint, line, rclient, bridge):
+    client = await _connect(endpoint)  # anonymous, loopback
+    idx = await client.get_namespace_index("urn:rlr")
+    line_obj = client.get_node(ua.NodeId(line, idx))
+    names = {(await n.read_browse_name()).Name for n in await line_obj.get_children()}
+    assert {"Parts", "Trigger", "SelectRecipe", "camA"} <= names
+    folder = await line_obj.get_child(f"{idx}:Parts")
+    assert {(await n.read_browse_name()).Name for n in await folder.get_children()} == {
+        "LastPartId", "LastVerdict", "LastOutcome", "LastTotalMs", "LastRecipe",
+        "LastPartTime", "PartCount"}
+    handler = _Handler()
+    sub = await client.create_subscription(20, handler)
+    etype = await client.nodes.root.get_child(
+        ["0:Types", "0:EventTypes", "0:BaseEventType", f"{idx}:RlrPartEventType"])
+    await sub.subscribe_events(client.nodes.server, etype)
+    wait_for(lambda: has_group(rclient, keys.parts(line), "rlr-bridge-opcua"), 20,
+             "the bridge reads parts", (bridge,))
+    parts = [add_part(rclient, line, "SN-40122"), add_part(rclient, line, "SN-40122", "pass")]
+    await _until(lambda: len(handler.events) >= 2, 15, "two part events")
+    assert [(e.PartId, e.Verdict, e.Outcome) for e in handler.events] == \
+        [("SN-40122", "reject", "reject"), ("SN-40122", "pass", "pass")]
+    assert handler.events[0].Recipe == "washer@2" and handler.events[0].Product == "WSH-1"
+
+    def var(name: str):
+        return client.get_node(ua.NodeId(f"{line}.Parts.{name}", idx)).read_value()
+
+    assert await var("PartCount") == 2 and await var("LastPartId") == "SN-40122"
+    assert await var("LastVerdict") == "pass" and await var("LastRecipe") == "washer@2"
+    assert await var("LastTotalMs") == pytest.approx(parts[-1].total_ms)
+    # Anonymous clients may not trigger.
+    with pytest.raises(ua.UaStatusCodeError) as err:
+        await line_obj.call_method(f"{idx}:Trigger", "SN-1")
+    assert err.value.code == ua.StatusCodes.BadUserAccessDenied
+    assert not rclient.exists(keys.triggers(line))
+    await client.disconnect()
+
+    client = await _connect(endpoint, user=True)
+    line_obj = client.get_node(ua.NodeId(line, idx))
+    entry = await line_obj.call_method(f"{idx}:Trigger", "SN-40123")
+    (entry_id, trig), = rclient.xrange(keys.triggers(line))
+    assert entry == entry_id.decode() and trig[b"via"] == b"opcua"
+    assert rclient.get(keys.next_part(line)) == b"SN-40123"
+    status, why, _ = await _raw_call(client, idx, line, "Trigger", "SN 40124")
+    assert status.value == ua.StatusCodes.BadInvalidArgument and "whitespace" in why
+    status, why, _ = await _raw_call(client, idx, line, "SelectRecipe", "")
+    assert status.value == ua.StatusCodes.BadInvalidArgument and "empty" in why
+    status, why, _ = await _raw_call(client, idx, line, "SelectRecipe", f"no-such-{line}")
+    expected = ua.StatusCodes.BadResourceUnavailable if STORE_MISSING \
+        else ua.StatusCodes.BadRequestNotAllowed
+    assert status.value == expected and why
+    assert rclient.xlen(keys.triggers(line)) == 1
+    if not STORE_MISSING:
+        await _select_a_recipe(client, idx, line, rclient)
+    await client.disconnect()
+
+
+async def _select_a_recipe(client, idx, line, rclient):
+    from daemon.recipes.store import RecipeStore
+
+    name = f"r{line}"
+    RecipeStore(rclient).add(parse({"name": name, "product": "P-1", "class": "washer",
+                                    "views": [{"name": "top"}]}), by="test")
+    try:
+        label = await client.get_node(ua.NodeId(line, idx)).call_method(
+            f"{idx}:SelectRecipe", name)
+        active = RecipeStore(rclient).active(line)
+        assert label == f"{name}@1" and (active.by, active.via) == ("scada", "opcua")
+    finally:
+        rclient.hdel(keys.RECIPES, name)
+        rclient.delete(keys.recipe_revisions(name))

@@ -16,6 +16,7 @@ import pytest
 from daemon.line.producer import push_images
 from daemon.wire import keys
 from daemon.wire.schema import Alert
+from tests.integration.line.bridges.helpers import add_part, has_group
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
 BROKER = ("127.0.0.1", 1883)
@@ -182,4 +183,37 @@ def test_births_data_seq_rebirth_and_death_with_real_worker(redis_url, line, rcl
     finally:
         bridge.stop()
         worker.stop()
+        host.close()
+
+
+@pytest.mark.skipif(not _broker_up(), reason="needs Mosquitto on 127.0.0.1:1883")
+def test_a_lines_last_part_in_nbirth_and_ndata(redis_url, line, rclient, tmp_path):
+    group = f"g{uuid.uuid4().hex[:8]}"
+    host = _Host(group)
+    bridge = Proc(["bridge", "sparkplug"], daemon_env(redis_url, line, sparkplug_group=group),
+                  tmp_path / "spb-parts.log")
+    prefix = f"Part/{line}/"
+    try:
+        wait_for(lambda: host.of("NBIRTH"), 30, "NBIRTH", (bridge,))
+        birth = host.of("NBIRTH")[0]["metrics"]
+        assert birth[prefix + "Verdict"] == "none" and birth[prefix + "PartId"] == ""
+        wait_for(lambda: has_group(rclient, keys.parts(line), "rlr-bridge-sparkplug"), 20,
+                 "the bridge reads parts", (bridge,))
+        part = add_part(rclient, line, "SN-40122")
+        wait_for(lambda: host.of("NDATA"), 15, "NDATA", (bridge,))
+        data = host.of("NDATA")[0]["metrics"]
+        assert data[prefix + "PartId"] == "SN-40122" and data[prefix + "Verdict"] == "reject"
+        assert data[prefix + "Outcome"] == "reject" and data[prefix + "Recipe"] == "washer@2"
+        assert data[prefix + "TotalMs"] == pytest.approx(part.total_ms)
+        assert data[prefix + "Count"] == 1
+        with host.lock:
+            seqs = [p["seq"] for _, p in host.msgs]
+        assert seqs == list(range(len(seqs)))
+        # A rebirth carries the last part.
+        host.client.publish(f"spBv1.0/{group}/NCMD/{line}", encode_rebirth(), qos=1)
+        wait_for(lambda: len(host.of("NBIRTH")) > 1, 10, "rebirth", (bridge,))
+        assert host.of("NBIRTH")[-1]["metrics"][prefix + "PartId"] == "SN-40122"
+        assert rclient.xpending(keys.parts(line), "rlr-bridge-sparkplug")["pending"] == 0
+    finally:
+        bridge.stop()
         host.close()

@@ -15,6 +15,8 @@ from daemon.wire import keys
 from daemon.wire.schema import DeadLetter
 from tests.http_receiver import Receiver
 from tests.integration.line.bridges.helpers import (
+    add_part,
+    has_group,
     pending,
     raise_alerts,
     raise_health,
@@ -74,3 +76,21 @@ def test_webhook_without_url_names_the_setting(monkeypatch, redis_url, line):
     res = CliRunner().invoke(main, ["bridge", "webhook", "--line", line,
                                     "--redis-url", redis_url])
     assert res.exit_code == 2 and "RLR_WEBHOOK_URL" in res.output
+
+
+def test_webhook_bridge_posts_part_verdicts(redis_url, line, rclient):
+    with Receiver([200, 200]) as rx:
+        proc = start_bridge(redis_url, line, "webhook", "--url", rx.url)
+        try:
+            wait(lambda: has_group(rclient, keys.parts(line), "rlr-bridge-webhook"), proc=proc)
+            parts = [add_part(rclient, line, "SN-40122"), add_part(rclient, line, "SN-40122")]
+            wait(lambda: len(rx.requests) >= 2, proc=proc)
+            time.sleep(0.3)
+        finally:
+            rc, err = stop_bridge(proc)
+    assert rc == 0, err
+    assert [json.loads(body) for _, body in rx.requests] == [p.to_json() for p in parts]
+    keys_sent = [h["Idempotency-Key"] for h, _ in rx.requests]
+    assert len(set(keys_sent)) == 2, "one part id decided twice: two verdicts, two keys"
+    assert all(k.startswith(f"part-{line}-SN-40122-") for k in keys_sent)
+    assert rclient.xpending(keys.parts(line), "rlr-bridge-webhook")["pending"] == 0

@@ -7,6 +7,7 @@ import pytest
 from daemon.cli.settings import load_settings
 from daemon.errors import DeliveryError, SettingsError
 from daemon.line.bridges.mqtt import MqttSink, check_topic_template, mqtt_topic
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert
 
 
@@ -38,3 +39,14 @@ def test_mqtts_url_selects_tls_and_port_8883():
     sink = MqttSink(load_settings(mqtt_url="mqtts://broker.example"))
     assert (sink.host, sink.port) == ("broker.example", 8883)
     assert sink.client._ssl_context is not None  # tls_set() ran; nothing connects yet
+
+
+def test_part_verdicts_go_to_the_parts_topic_of_their_line():
+    part = PartVerdict("line1", "SN-1", "reject", "reject", 1.0, 0.9, 80.0, {})
+    assert mqtt_topic("rlr/{line}/parts", part) == "rlr/line1/parts"
+    with pytest.raises(DeliveryError):
+        mqtt_topic("rlr/{line}/parts", PartVerdict("l#1", "SN-1", "pass", "pass", 1.0, 0.9,
+                                                   80.0, {}))
+    with pytest.raises(SettingsError, match="RLR_MQTT_PARTS_TOPIC"):
+        MqttSink(load_settings(mqtt_parts_topic="rlr/{line}/parts/{camera}"))
+    assert MqttSink(load_settings()).parts_template == "rlr/{line}/parts"

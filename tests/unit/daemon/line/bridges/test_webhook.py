@@ -9,6 +9,7 @@ import pytest
 
 from daemon.errors import DeliveryError
 from daemon.line.bridges.webhook import WebhookSink
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert
 from tests.http_receiver import Receiver
 
@@ -58,3 +59,14 @@ def test_webhook_unreachable_is_retried():
     with pytest.raises(DeliveryError) as err:
         WebhookSink(f"http://127.0.0.1:{port}/x", timeout_s=1).deliver(_alert())
     assert not err.value.permanent and err.value.reason == "network"
+
+
+def test_webhook_posts_a_part_verdict_with_an_ascii_idempotency_key():
+    part = PartVerdict("line1", "部品 7", "reject", "reject", 1714550000.5, 1714550000.4, 95.0,
+                       {"top": {"camera": "cam-1", "score": 0.9}}, recipe="washer@2")
+    with Receiver([200]) as rx:
+        WebhookSink(rx.url, timeout_s=2).deliver_part(part)
+    (headers, body), = rx.requests
+    assert headers["Idempotency-Key"] == \
+        "part-line1-%E9%83%A8%E5%93%81%207-1714550000.5"
+    assert json.loads(body) == part.to_json() and json.loads(body)["type"] == "part"
