@@ -146,7 +146,7 @@ def test_a_decided_part_leaves_no_state_but_its_done_marker(redis_url, line, rcl
     asyncio.run(go())
     assert not rclient.exists(keys.part_open(line, "Q1"))
     assert rclient.zcard(keys.parts_due(line)) == 0
-    entry, first, deadline = rclient.get(keys.part_done(line, "Q1")).decode().split(" ")
+    _entry, first, deadline = rclient.get(keys.part_done(line, "Q1")).decode().split(" ")
     assert int(deadline) - int(first) == STATION.deadline_ms
     assert 0 < rclient.ttl(keys.part_done(line, "Q1")) <= 3600
 
