@@ -63,6 +63,7 @@ class ProducerStats:
     sent: int = 0
     dropped_late: int = 0  # schedule ticks missed because capture or XADD was too slow
     dropped_offline: int = 0  # frames captured while Redis was unreachable
+    lost_camera: int = 0  # frames an industrial camera's frame counter skipped
     bytes: int = 0  # image payload sent
     elapsed: float = 0.0
 
@@ -130,7 +131,9 @@ class Producer:
                 captured = next(frames, None)
                 if captured is None:
                     break
-                self.send(captured.image, time.time())
+                self._lost(captured)
+                self.send(captured.image, time.time(), part=captured.part,
+                          camera_fields=_camera_fields(captured))
                 now = self.clock()
                 if now - last_t >= self.progress_every_s:
                     self._progress(now - last_t, self.stats.sent - last_sent)
@@ -139,11 +142,21 @@ class Producer:
             self.stats.elapsed = self.clock() - start
             self._log.info("producer_stopped", sent=self.stats.sent, fps=round(self.stats.fps, 2),
                            dropped_late=self.stats.dropped_late,
-                           dropped_offline=self.stats.dropped_offline, bytes=self.stats.bytes)
+                           dropped_offline=self.stats.dropped_offline,
+                           lost_camera=self.stats.lost_camera, bytes=self.stats.bytes)
         return self.stats
 
-    def send(self, image: np.ndarray, ts: float) -> bool:
-        """Encode and XADD one frame; False when it was dropped because Redis is away."""
+    def _lost(self, captured: Captured) -> None:
+        if captured.lost:
+            self.stats.lost_camera += captured.lost
+            self._log.warning("camera_frames_lost", lost=captured.lost,
+                              total=self.stats.lost_camera, cam_frame=captured.cam_frame)
+
+    def send(self, image: np.ndarray, ts: float, part: str | None = None,
+             camera_fields: dict[str, bytes] | None = None) -> bool:
+        """Encode and XADD one frame; False when it was dropped because Redis is away.
+        `camera_fields` (cam_ts, cam_frame) travel beside the schema's fields; readers
+        ignore fields they do not know."""
         if self._retry_at is not None:
             if self.pacer.period == 0:  # as fast as possible: wait instead of spinning
                 nap(self._retry_at - self.clock(), self._is_stopped)
@@ -156,7 +169,8 @@ class Producer:
         self._seq += 1
         frame_id = f"{self.camera}-{self.session}-{self._seq}"
         fields = encode_frame(self.camera, frame_id, ts, data, self.encoding,
-                              product_class=self.product_class, **extra)
+                              product_class=self.product_class, part=part, **extra)
+        fields.update(camera_fields or {})
         try:
             self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
         except redis.RedisError as exc:
@@ -187,7 +201,17 @@ class Producer:
         self._log.info("producer_progress", sent=self.stats.sent, fps=round(sent / dt, 2),
                        dropped_late=self.stats.dropped_late,
                        dropped_offline=self.stats.dropped_offline,
-                       mbytes=round(self.stats.bytes / 1e6, 2))
+                       lost_camera=self.stats.lost_camera, mbytes=round(self.stats.bytes / 1e6, 2))
+
+
+def _camera_fields(captured: Captured) -> dict[str, bytes]:
+    """The camera's own clock and frame counter, when the source has them."""
+    out = {}
+    if captured.cam_ts is not None:
+        out["cam_ts"] = str(int(captured.cam_ts)).encode()
+    if captured.cam_frame is not None:
+        out["cam_frame"] = str(int(captured.cam_frame)).encode()
+    return out
 
 
 def push_images(client: redis.Redis, line: str, camera: str,
