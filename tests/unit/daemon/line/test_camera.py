@@ -13,8 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.line.camera import (CameraConfig, CameraGone, CameraSource, FeatureRefused, Grab,
-                                PartTrigger, Trigger, configure, to_rgb)
+from daemon.line.camera import (
+    CameraConfig,
+    CameraGone,
+    CameraSource,
+    FeatureRefused,
+    Grab,
+    PartTrigger,
+    Trigger,
+    configure,
+    to_rgb,
+)
 from daemon.line.camera import FrameCounter as Counter
 from daemon.wire.backoff import Backoff
 from rlr.errors import DataError

@@ -16,9 +16,9 @@ from PIL import Image
 
 os.environ["PYLON_CAMEMU"] = "2"  # read when pylon starts: before the first camera is listed
 
-from daemon.line.camera import CameraConfig, PartTrigger, Trigger  # noqa: E402
-from daemon.line.sources import open_source  # noqa: E402
-from rlr.errors import DataError  # noqa: E402
+from daemon.line.camera import CameraConfig, PartTrigger, Trigger
+from daemon.line.sources import open_source
+from rlr.errors import DataError
 
 SERIAL = "0815-0000"
 H, W = 48, 64
