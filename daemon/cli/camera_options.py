@@ -3,6 +3,8 @@ gain, pixel format, ROI and the trigger, turned into one `CameraConfig`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from daemon.line.camera import EDGES, TRIGGER_MODES
@@ -14,11 +16,25 @@ NAMES = ("feature", "exposure", "gain", "pixel_format", "roi", "trigger", "trigg
 def _feature(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out = []
     for value in values:
-        name, sep, setting = value.partition("=")
-        if not sep or not name.strip() or not setting.strip():
-            raise click.BadParameter(f"{value!r}: write Name=Value, e.g. ExposureTime=800")
-        out.append((name.strip(), setting.strip()))
+        out += _from_file(value[1:]) if value.startswith("@") else [_pair(value, "=")]
     return tuple(out)
+
+
+def _pair(text: str, sep: str) -> tuple[str, str]:
+    name, found, setting = text.partition(sep)
+    if not found or not name.strip() or not setting.strip():
+        raise click.BadParameter(f"{text!r}: write Name=Value, e.g. ExposureTime=800")
+    return name.strip(), setting.strip()
+
+
+def _from_file(path: str) -> list[tuple[str, str]]:
+    """Name=Value lines, or a pylon feature file (.pfs: Name<TAB>Value); # comments."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"feature file {path}: {exc}") from None
+    return [_pair(line, "=" if "=" in line else "\t") for line in map(str.strip, lines)
+            if line and not line.startswith("#")]
 
 
 def _roi(ctx, param, value: str | None) -> tuple[int, int, int, int] | None:
@@ -39,7 +55,8 @@ def camera_options(command):
     options = [
         click.option("--feature", multiple=True, callback=_feature, metavar="NAME=VALUE",
                      help="Set any GenICam feature of the camera (repeatable), checked against "
-                          "its node map, e.g. --feature BalanceWhiteAuto=Continuous."),
+                          "its node map, e.g. --feature BalanceWhiteAuto=Continuous; @FILE "
+                          "reads Name=Value lines (or a pylon .pfs file)."),
         click.option("--exposure", type=click.FloatRange(min=0, min_open=True), metavar="US",
                      help="Exposure time in microseconds (ExposureTime)."),
         click.option("--gain", type=float, help="Gain (Gain, or GainRaw on older cameras)."),

@@ -284,10 +284,7 @@ class CameraSource:
                 if software:
                     self._log.warning("trigger_without_frame", part=part)
                 continue
-            lost = self.counter.see(grab.cam_frame)
-            if lost:
-                self._log.warning("camera_frames_lost", lost=lost, total=self.counter.lost,
-                                  cam_frame=grab.cam_frame)
+            lost = self.counter.see(grab.cam_frame)  # the producer logs and counts it
             yield Captured(to_rgb(grab.raw, pixel_format), None, part=part, cam_ts=grab.cam_ts,
                            cam_frame=grab.cam_frame, lost=lost)
 

@@ -6,6 +6,7 @@ long gone by the camera."""
 from __future__ import annotations
 
 import collections
+import time
 
 import redis
 
@@ -14,6 +15,7 @@ from daemon.line.camera import PartTrigger
 from daemon.wire import ids, keys
 
 _BATCH = 64
+_RETRY_S = 0.5  # between reads while Redis is away
 
 
 class RedisTriggers:
@@ -25,6 +27,7 @@ class RedisTriggers:
         last = client.xrevrange(self.key, count=1)
         self.last_id: bytes | str = last[0][0] if last else "0-0"
         self._waiting: collections.deque[PartTrigger] = collections.deque()
+        self._away = False
         self._log = logs.get()
 
     def next(self, timeout_s: float) -> PartTrigger | None:
@@ -45,8 +48,14 @@ class RedisTriggers:
         try:
             reply = self.client.xread({self.key: self.last_id}, count=_BATCH, block=block_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._log.warning("triggers_unavailable", error=str(exc))
+            if not self._away:  # once per outage, not once per poll
+                self._log.warning("triggers_unavailable", error=str(exc))
+            self._away = True
+            time.sleep(_RETRY_S if block_ms else 0)
             return 0
+        if self._away:
+            self._log.info("triggers_back")
+            self._away = False
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
             self.last_id = entry_id

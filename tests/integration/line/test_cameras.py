@@ -126,8 +126,12 @@ def _trigger(rclient, line, *parts):
 def test_pylon_free_run_sends_the_pictures_with_the_camera_counter(redis_url, line, rclient,
                                                                      pictures, producers):
     folder, images = pictures
+    pfs = folder / "emulator.pfs"  # pylon's feature file: comments, then Name<TAB>Value
+    pfs.write_text("# GenApi persistence file\nTestImageSelector\tOff\n"
+                   f"ImageFilename\t{folder}\nImageFileMode\tOn\n")
     producer = producers(redis_url, line, "pylon://0815-0000", "--fps", "30", "--limit", "6",
-                         *_emulator_feed(folder))
+                         "--pixel-format", "RGB8Packed", "--roi", f"0,0,{W},{H}",
+                         "--encoding", "png", "--feature", f"@{pfs}")
     assert "sent 6 frames" in producer.finish()
     frames = _frames(rclient, line)
     counters = [int(fields[b"cam_frame"]) for fields, _ in frames]
