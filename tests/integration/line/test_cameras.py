@@ -126,7 +126,7 @@ def _trigger(rclient, line, *parts):
 def test_pylon_free_run_sends_the_pictures_with_the_camera_counter(redis_url, line, rclient,
                                                                      pictures, producers):
     folder, images = pictures
-    pfs = folder / "emulator.pfs"  # pylon's feature file: comments, then Name<TAB>Value
+    pfs = folder.parent / f"{folder.name}.pfs"  # pylon's: Name<TAB>Value lines
     pfs.write_text("# GenApi persistence file\nTestImageSelector\tOff\n"
                    f"ImageFilename\t{folder}\nImageFileMode\tOn\n")
     producer = producers(redis_url, line, "pylon://0815-0000", "--fps", "30", "--limit", "6",
