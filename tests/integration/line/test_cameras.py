@@ -193,7 +193,9 @@ def fake_camera():
         def start(self):
             self.proc = subprocess.Popen([FAKE, "-i", "127.0.0.1", "-s", "RLRTEST"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.3)
+            time.sleep(0.5)
+            assert self.proc.poll() is None, "the fake camera did not start: is another one " \
+                "holding GVCP's port 3956 on 127.0.0.1?"
 
         def kill(self):
             self.proc.kill()
