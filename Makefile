@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The GigE Vision tests need PyGObject, built against the system's GObject introspection
+	# (.ci/run installs it with Aravis); without it they are skipped and say why.
+	if pkg-config --exists girepository-1.0 cairo 2>/dev/null; then \
+		$(BIN)/python -m pip install --quiet -e '.[genicam]'; fi
 	touch $(STAMP)
 
 install: $(STAMP)

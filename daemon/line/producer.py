@@ -67,6 +67,7 @@ class ProducerStats:
     sent: int = 0
     dropped_late: int = 0  # schedule ticks missed because capture or XADD was too slow
     dropped_offline: int = 0  # frames captured while Redis was unreachable
+    lost_camera: int = 0  # frames an industrial camera's frame counter skipped
     bytes: int = 0  # image payload sent
     elapsed: float = 0.0
     parts: int = 0  # parts whose frames were taken (with --part-from)
@@ -141,7 +142,8 @@ class Producer:
             self._log.info("producer_stopped", sent=self.stats.sent, fps=round(self.stats.fps, 2),
                            dropped_late=self.stats.dropped_late, parts=self.stats.parts,
                            skipped=self.stats.skipped,
-                           dropped_offline=self.stats.dropped_offline, bytes=self.stats.bytes)
+                           dropped_offline=self.stats.dropped_offline,
+                           lost_camera=self.stats.lost_camera, bytes=self.stats.bytes)
         return self.stats
 
     def _run_frames(self, frames: Iterator[Captured], limit: int | None) -> None:
@@ -153,7 +155,8 @@ class Producer:
             captured = next(frames, None)
             if captured is None:
                 break
-            part = view = None
+            self._lost(captured)
+            part, view = captured.part, None  # a camera's own trigger names its part
             if self.part_ids is not None:
                 try:
                     part, view = self.part_ids.tag(captured)
@@ -162,7 +165,7 @@ class Producer:
                     continue
                 self.stats.parts += view is None or part != self._last_part
                 self._last_part = part
-            self.send(captured.image, time.time(), part, view)
+            self.send(captured.image, time.time(), part, view, _camera_fields(captured))
             self._tick()
 
     def _run_parts(self, source: Iterable[Captured], limit: int | None) -> None:
@@ -190,7 +193,8 @@ class Producer:
                     self._log.warning("part_unfinished", part=part, view=view,
                                       why="the source ended or the producer stopped")
                     return
-                self.send(captured.image, time.time(), part, view)
+                self._lost(captured)
+                self.send(captured.image, time.time(), part, view, _camera_fields(captured))
             self._tick()
 
     def _skip(self, exc: NoPart) -> None:
@@ -206,10 +210,17 @@ class Producer:
             self._progress(now - self._last_t, self.stats.sent - self._last_sent)
             self._last_t, self._last_sent = now, self.stats.sent
 
+    def _lost(self, captured: Captured) -> None:
+        if captured.lost:
+            self.stats.lost_camera += captured.lost
+            self._log.warning("camera_frames_lost", lost=captured.lost,
+                              total=self.stats.lost_camera, cam_frame=captured.cam_frame)
+
     def send(self, image: np.ndarray, ts: float, part: str | None = None,
-             view: str | None = None) -> bool:
+             view: str | None = None, camera_fields: dict[str, bytes] | None = None) -> bool:
         """Encode and XADD one frame (of `part`, as `view`); False when it was dropped because
-        Redis is away."""
+        Redis is away. `camera_fields` (cam_ts, cam_frame) travel beside the schema's
+        fields; readers ignore fields they do not know."""
         if self._retry_at is not None:
             if self.pacer.period == 0:  # as fast as possible: wait instead of spinning
                 nap(self._retry_at - self.clock(), self._is_stopped)
@@ -223,6 +234,7 @@ class Producer:
         frame_id = f"{self.camera}-{self.session}-{self._seq}"
         fields = encode_frame(self.camera, frame_id, ts, data, self.encoding,
                               product_class=self.product_class, part=part, view=view, **extra)
+        fields.update(camera_fields or {})
         try:
             self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
         except redis.RedisError as exc:
@@ -253,7 +265,17 @@ class Producer:
         self._log.info("producer_progress", sent=self.stats.sent, fps=round(sent / dt, 2),
                        dropped_late=self.stats.dropped_late,
                        dropped_offline=self.stats.dropped_offline,
-                       mbytes=round(self.stats.bytes / 1e6, 2))
+                       lost_camera=self.stats.lost_camera, mbytes=round(self.stats.bytes / 1e6, 2))
+
+
+def _camera_fields(captured: Captured) -> dict[str, bytes]:
+    """The camera's own clock and frame counter, when the source has them."""
+    out = {}
+    if captured.cam_ts is not None:
+        out["cam_ts"] = str(int(captured.cam_ts)).encode()
+    if captured.cam_frame is not None:
+        out["cam_frame"] = str(int(captured.cam_frame)).encode()
+    return out
 
 
 def push_images(client: redis.Redis, line: str, camera: str,

@@ -25,6 +25,7 @@ TESTED_ELSEWHERE = {
     "daemon/cli/bridge.py": "tests/integration/line/bridges/test_modbus.py",
     "daemon/cli/calibrate.py": "tests/integration/cli/test_cli.py",
     "daemon/cli/camera_health.py": "tests/integration/serve/test_camera_health.py",
+    "daemon/cli/camera_options.py": "tests/integration/line/test_cameras.py",
     "daemon/cli/check.py": "tests/integration/serve/test_worker.py",
     "daemon/cli/collect.py": "tests/integration/line/test_capture.py",
     "daemon/cli/console.py": "tests/integration/console/test_console_browser.py",
@@ -63,6 +64,9 @@ TESTED_ELSEWHERE = {
     "daemon/line/capture.py": "tests/integration/line/test_capture.py",
     "daemon/line/demo.py": "tests/integration/line/test_demo.py",
     "daemon/line/embedded.py": "tests/integration/wire/test_cluster.py",
+    "daemon/line/triggers.py": "tests/integration/line/test_cameras.py",
+    # a GigE Vision camera (Aravis's fake one) is a server process: not in tests/unit
+    "daemon/line/sources/gige.py": "tests/integration/line/test_cameras.py",
     "daemon/models/status.py": "tests/integration/serve/test_worker.py",
     "daemon/serve/redis_io.py": "tests/integration/serve/test_worker.py",
     "daemon/wire/groups.py": "tests/integration/wire/test_groups.py",

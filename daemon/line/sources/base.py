@@ -24,6 +24,10 @@ _NAP = 0.1  # longest uninterrupted sleep, so stop() (a signal handler) takes ef
 class Captured(NamedTuple):
     image: np.ndarray  # uint8 RGB (H, W, 3)
     name: str | None = None  # file name (`--part-from name:` reads it) or frame position
+    part: str | None = None  # the part this frame shows (a software trigger's part id)
+    cam_ts: int | None = None  # an industrial camera's own timestamp (its ticks)
+    cam_frame: int | None = None  # and its frame counter
+    lost: int = 0  # frames the camera's counter skipped just before this one
 
 
 class Source(Protocol):
@@ -55,7 +59,7 @@ def redact(target: str | int) -> str:
 
 # ----------------------------------------------------------------------------- registry
 
-Opener = Callable[[str, bool], Source]  # (spec, loop) -> a source
+Opener = Callable[..., Source]  # (spec, loop) -> a source; (spec, loop, camera) for cameras
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class SourceKind:
     rank: int = 50  # `accepts` tests run by rank, lowest first
     needs: tuple[str, ...] = ()  # modules of an optional extra, e.g. ("pypylon",)
     extra: str | None = None  # pip extra that installs `needs`: rlr[<extra>]
+    camera: bool = False  # an industrial camera: its opener takes the camera settings too
 
 
 _KINDS: dict[str, SourceKind] = {}
@@ -77,19 +82,21 @@ _KINDS: dict[str, SourceKind] = {}
 
 def register(name: str, *, form: str, schemes: tuple[str, ...] = (),
              accepts: Callable[[str], bool] | None = None, rank: int = 50,
-             needs: tuple[str, ...] = (), extra: str | None = None) -> Callable[[Opener], Opener]:
+             needs: tuple[str, ...] = (), extra: str | None = None,
+             camera: bool = False) -> Callable[[Opener], Opener]:
     """Decorator for a source module's opener: `@register("folder", form=..., accepts=...)`.
 
     A source with an optional extra lists its modules in `needs` and imports them inside the
     opener, so the registry loads without them and only opening that source says what to
-    install.
+    install. A `camera` kind's opener is called with the camera settings as a third
+    argument (a `daemon.line.camera.CameraConfig`, or None for the camera's own).
     """
     if not schemes and accepts is None:
         raise ValueError(f"source {name!r} registers no scheme and no accepts test")
 
     def add(opens: Opener) -> Opener:
         _KINDS[name] = SourceKind(name, form, opens, tuple(s.lower() for s in schemes),
-                                  accepts, rank, needs, extra)
+                                  accepts, rank, needs, extra, camera)
         return opens
 
     return add
@@ -127,12 +134,17 @@ def find_kind(spec: str) -> SourceKind:
                     "path or the spelling")
 
 
-def open_source(spec: str, loop: bool = False) -> Source:
+def open_source(spec: str, loop: bool = False, camera: object | None = None) -> Source:
     """The source `spec` names (folder, video file, camera index "0", "rtsp://..." ...);
-    `loop` replays a finite one forever."""
+    `loop` replays a finite one forever; `camera` (a CameraConfig) sets up an industrial
+    camera and is refused for any other kind."""
     kind = find_kind(spec)
+    if camera is not None and not kind.camera:
+        raise DataError(f"camera settings (--feature, --trigger, --exposure ...) apply to "
+                        f"industrial cameras (pylon://, gige://), not to the {kind.name} source "
+                        f"{redact(spec)}")
     missing = [m for m in kind.needs if importlib.util.find_spec(m) is None]
     if missing:
         raise DataError(f"the {kind.name} source needs {', '.join(missing)}, which is not "
                         f"installed: pip install 'rlr[{kind.extra or kind.name}]'")
-    return kind.opens(spec, loop)
+    return kind.opens(spec, loop, camera) if kind.camera else kind.opens(spec, loop)

@@ -52,10 +52,18 @@ class LiveSource:
             nap(delay, lambda: self._closed)
 
 
-# Last in rank: any other URL (rtmp://, udp:// ...) is left to FFmpeg, after every source
-# with a scheme of its own has had its turn.
-@register("live", form="a camera index (0, 1, ...) or stream URL (rtsp://, http:// ...)",
-          schemes=("rtsp://", "rtsps://", "http://", "https://"), rank=90,
-          accepts=lambda spec: spec.isdigit() or "://" in spec)
+# The other stream protocols FFmpeg reads; a scheme nobody claims (a typo such as
+# "pylom://") is refused with the list of forms instead of retried forever.
+_FFMPEG = ("rtmp", "rtmps", "udp", "tcp", "srt", "rtp", "mms", "mmsh", "hls", "file")
+
+
+def _stream_url(spec: str) -> bool:
+    return spec.isdigit() or ("://" in spec and spec.partition("://")[0].lower() in _FFMPEG)
+
+
+# Last in rank: after every source with a scheme of its own has had its turn.
+@register("live", form="a camera index (0, 1, ...) or stream URL (rtsp://, http://, rtmp:// "
+          "...)", schemes=("rtsp://", "rtsps://", "http://", "https://"), rank=90,
+          accepts=_stream_url)
 def open_live(spec: str, loop: bool) -> LiveSource:
     return LiveSource(int(spec) if spec.isdigit() else spec)  # a live feed has no loop

@@ -197,3 +197,17 @@ def test_part_driven_ids_take_the_newest_frame_of_a_live_source():
     prod = Producer(client, "l1", "cam", fps=0, part_ids=Announced(["A"]))
     assert prod.run(Live(_captured(3))).sent == 1
     assert _parts_and_views(client)[0] == [("A", None)]
+
+
+def test_a_cameras_part_clock_and_lost_frames_travel_with_its_frames():
+    fake = FakeRedis()
+    frames = [Captured(img, None, part=f"SN-{i}", cam_ts=1000 * i, cam_frame=i,
+                       lost=2 if i == 3 else 0) for i, img in enumerate(_images(3), 1)]
+    stats = Producer(fake, "L1", "cam1", fps=None).run(frames)
+    assert stats.lost_camera == 2
+    fields = [entry[1] for entry in fake.entries]
+    assert [parse_frame(f, 10**6).part for f in fields] == ["SN-1", "SN-2", "SN-3"]
+    assert [(f["cam_ts"], f["cam_frame"]) for f in fields][2] == (b"3000", b"3")
+    plain = FakeRedis()
+    Producer(plain, "L1", "cam1", fps=None).run([Captured(_images(1)[0])])
+    assert "cam_ts" not in plain.entries[0][1] and "part" not in plain.entries[0][1]

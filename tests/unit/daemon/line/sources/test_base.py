@@ -66,7 +66,14 @@ def test_a_new_file_in_the_folder_is_found_and_opened(registry, monkeypatch):
 def test_a_registered_scheme_wins_over_the_catch_all_url(registry):
     registry.register("cam", form="cam://ID", schemes=("cam://",))(lambda spec, loop: spec)
     assert open_source("cam://7") == "cam://7"
-    assert isinstance(open_source("other://7"), LiveSource)  # nobody's scheme: FFmpeg's turn
+    assert isinstance(open_source("rtmp://7"), LiveSource)  # another of FFmpeg's protocols
+
+
+def test_a_scheme_nobody_reads_is_one_line_listing_the_forms():
+    with pytest.raises(DataError) as err:
+        open_source("pylom://0815-0000")  # a typo is refused, not retried forever by FFmpeg
+    message = str(err.value)
+    assert "\n" not in message and "pylon://[SERIAL]" in message and "gige://" in message
 
 
 def test_a_missing_extra_is_one_line_naming_it(registry):
