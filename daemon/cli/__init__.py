@@ -64,6 +64,7 @@ _COMMANDS = {
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
     "records": ("records", "records"), "recorder": ("records", "recorder"),
+    "recipe": ("recipe", "recipe"),
 }
 
 
