@@ -160,7 +160,6 @@ class RecipeStore:
                     new = Activation(line=line, recipe=recipe, revision=rev, since=time.time(),
                                      by=by, via=via, previous=old)
                     pipe.multi()
-                    pipe.delete(key)
                     pipe.hset(key, mapping=new.to_hash())
                     self._log(pipe, line, new.since, "activated", name, rev, by, via, "")
                     if not is_cluster(self.r):
