@@ -64,7 +64,7 @@ _COMMANDS = {
     "export": ("engines", "export"), "engines": ("engines", "engines_group"),
     "console": ("console", "console"),
     "records": ("records", "records"), "recorder": ("records", "recorder"),
-    "trigger": ("trigger", "trigger"),
+    "trigger": ("trigger", "trigger"), "recipe": ("recipe", "recipe"),
 }
 
 

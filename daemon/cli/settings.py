@@ -27,6 +27,7 @@ from daemon.line.settings import (
 )
 from daemon.logs import LogSettings
 from daemon.models.settings import DeviceSettings, RolloutSettings
+from daemon.recipes.settings import RecipeSettings
 from daemon.records.settings import RecorderSettings, RecordsSettings
 from daemon.serve.settings import (
     AlertSettings,
@@ -51,12 +52,12 @@ PARTS: tuple[type[PartSettings], ...] = (
     PublishSettings, StationSettings, AlertSettings, CameraHealthSettings, MetricsSettings,
     LogSettings, SupervisorSettings, RolloutSettings, ConsoleSettings, JobSettings,
     MqttSettings, WebhookSettings, BridgeSettings, PlcSettings, ModbusSettings, OpcuaSettings,
-    SparkplugSettings, RecordsSettings,
+    SparkplugSettings, RecordsSettings, RecipeSettings,
 )
 
 
 class AllSettings(WorkerSettings, TrainerSettings, ConsoleServerSettings, AlertBridgeSettings,
-                  PlcBridgeSettings, ProducerSettings, RecorderSettings):
+                  PlcBridgeSettings, ProducerSettings, RecorderSettings, RecipeSettings):
     """Every process's settings: what `rlrctl` loads, so any command can pass it on."""
 
 

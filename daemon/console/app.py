@@ -37,6 +37,7 @@ from daemon.console import pages, views
 from daemon.console.hub import Hub
 from daemon.console.settings import ConsoleServerSettings
 from daemon.errors import BadRequest, ConsoleError, JobError, RegistryError
+from daemon.recipes.recipe import RecipeError
 from daemon.wire.clients import connect, connect_async
 
 STATIC = Path(__file__).parent / "static"
@@ -127,6 +128,7 @@ class Console:
             Route("/thumb", self.thumb), Route("/overlay", self.overlay),
             Route("/evidence", self.evidence), Route("/api/alerts", self.alert_list),
             Route("/api/joblog", self.job_log),
+            Route("/api/lines/{line}/recipe", self.recipe, methods=["GET", "POST"]),
             Route("/api/{what}", self.action, methods=["POST"]),
             Route("/healthz", healthz),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -240,6 +242,30 @@ class Console:
             out = await self._act(what, body, by)
         except (ValueError, BadRequest, RegistryError, JobError, redis.ResponseError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"ok": True, "result": out, "by": by})
+
+    async def recipe(self, request: Request) -> Response:
+        """GET: the line's active recipe and the recipes to choose from. POST (an action:
+        token, same-origin JSON) `{"name": ..., "by": ...}`: switch; a refusal is 409 with
+        its one line, and the old recipe stays."""
+        line = self._line(request.path_params["line"])
+        if request.method == "GET":
+            return JSONResponse(await run_in_threadpool(views.recipes, self.sync, line))
+        refused = refuse_action(request, self.token)
+        if refused:
+            return JSONResponse({"error": refused}, 403)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+                raise ValueError('send a JSON object with the recipe\'s "name"')
+            by = views.operator(body["by"]) if body.get("by") else "console"
+            out = await run_in_threadpool(views.switch_recipe, self.sync, line, body["name"],
+                                          by)
+        except RecipeError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except (ValueError, redis.ResponseError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        self.hub.broadcast({"type": "recipe", "line": line, "active": out})
         return JSONResponse({"ok": True, "result": out, "by": by})
 
     async def _act(self, what: str, body: dict, by: str):

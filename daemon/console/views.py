@@ -17,6 +17,8 @@ from daemon.errors import BadRequest, JobError, RegistryError
 from daemon.jobs import queue as jobs
 from daemon.models import status as line_status
 from daemon.models.registry import Registry
+from daemon.recipes.recipe import Activation
+from daemon.recipes.store import RecipeStore, registry_for
 from daemon.wire import keys
 from daemon.wire.schema import Alert, DeadLetter, Result, alert_evidence
 from daemon.wire.text import text
@@ -152,6 +154,32 @@ def acknowledge(client: redis.Redis, line: str, alert_id: str, by: str) -> dict:
     own_id = text(got[0][1].get(b"alert_id", b"")) or alert_id
     client.hset(keys.alert_acks(line), own_id, json.dumps(ack))
     return ack
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def activation_json(act: Activation | None) -> dict | None:
+    if act is None:
+        return None
+    return {"name": act.recipe.name, "revision": act.revision, "label": act.label,
+            "since": act.since, "by": act.by, "via": act.via,
+            "previous": act.previous.label if act.previous is not None else None,
+            "recipe": act.recipe.to_json()}
+
+
+def recipes(client: redis.Redis, line: str) -> dict:
+    """The line's active recipe, every recipe to switch to, and the recent switches."""
+    store = RecipeStore(client)
+    return {"line": line, "active": activation_json(store.active(line)),
+            "recipes": store.list(), "history": store.history(line, 20)}
+
+
+def switch_recipe(client: redis.Redis, line: str, name: str, by: str) -> dict:
+    """Activate `name` on the line (via the console); RecipeError (one line) when refused."""
+    store = RecipeStore(client)
+    act = store.activate(line, name, by=by, via="console", registry=registry_for(client, line))
+    return activation_json(act)
 
 
 # ----------------------------------------------------------------------------- rollouts

@@ -37,6 +37,7 @@ TESTED_ELSEWHERE = {
     "daemon/cli/models.py": "tests/integration/models/test_registry.py",
     "daemon/cli/options.py": "tests/integration/cli/test_errors.py",
     "daemon/cli/produce.py": "tests/integration/line/test_producer.py",
+    "daemon/cli/recipe.py": "tests/integration/cli/test_recipe.py",
     "daemon/cli/records.py": "tests/integration/records/test_pictures.py",
     "daemon/cli/rollout.py": "tests/integration/models/test_registry.py",
     "daemon/cli/score.py": "tests/integration/cli/test_cli.py",
@@ -51,6 +52,7 @@ TESTED_ELSEWHERE = {
     "daemon/console/views.py": "tests/unit/daemon/console/test_security.py",
     # Redis-backed by nature: tested against a real server
     "daemon/jobs/queue.py": "tests/integration/jobs/test_jobs.py",
+    "daemon/recipes/store.py": "tests/integration/recipes/test_store.py",
     "daemon/records/frame_source.py": "tests/integration/records/test_pictures.py",
     "daemon/records/keeper.py": "tests/integration/records/test_pictures.py",
     "daemon/records/recorder.py": "tests/integration/records/test_recorder.py",

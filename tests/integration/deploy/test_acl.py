@@ -587,6 +587,13 @@ def test_operator_changes_rollouts_and_reads_but_never_touches_the_data_path(
     entry = _cli("trigger", "SN-1", "--line", line, "--redis-url", url).strip()
     assert admin.xrange(keys.triggers(line))[0][0].decode() == entry
     assert admin.get(keys.next_part(line)) == b"SN-1"
+    recipe = tmp_path / "tile.toml"
+    recipe.write_text('name = "tile-a"\nproduct = "T1"\nclass = "tile"\n'
+                      '[[views]]\nname = "top"\n')
+    _cli("recipe", "add", str(recipe), "--redis-url", url)
+    assert "tile-a@1 active" in _cli("recipe", "activate", "tile-a", "--line", line,
+                                     "--redis-url", url)
+    assert "tile-a" in _cli("recipe", "history", "--line", line, "--redis-url", url)
     assert acl_redis.denials("rlr-operator") == []
 
     frames = keys.frames(line)
@@ -610,6 +617,8 @@ def test_console_reads_the_line_and_acts_with_least_privilege(
     from starlette.testclient import TestClient
 
     from daemon.console.app import create_app
+    from daemon.recipes.recipe import parse
+    from daemon.recipes.store import RecipeStore
     from daemon.wire.schema import Result
 
     line, admin = _line(), acl_redis.admin
@@ -637,6 +646,11 @@ def test_console_reads_the_line_and_acts_with_least_privilege(
                         headers=act).status_code == 200
         assert web.post("/api/rollout", json={"line": line, "action": "promote", "by": "ann"},
                         headers=act).status_code == 200
+        RecipeStore(admin).add(parse({"name": "tile-b", "product": "T1", "class": "tile",
+                                      "views": [{"name": "top"}]}), "ops")
+        assert web.post(f"/api/lines/{line}/recipe", json={"name": "tile-b", "by": "ann"},
+                        headers=act).status_code == 200
+        assert web.get(f"/api/lines/{line}/recipe").json()["active"]["label"] == "tile-b@1"
     assert Registry(admin).rollout(line).production == b
     assert acl_redis.denials("rlr-console") == []
     con = acl_redis.client("rlr-console")
