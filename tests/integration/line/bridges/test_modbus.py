@@ -5,7 +5,6 @@ verdicts with their part id, the PLC's trigger and recipe select."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import time
@@ -25,7 +24,6 @@ from daemon.wire.schema import Alert, HealthEvent
 from tests.integration.line.bridges.helpers import add_part
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
-STORE_MISSING = importlib.util.find_spec("daemon.recipes.store") is None
 CAMS = ("camA", "camB")
 PULSE_MS = 300
 
@@ -269,8 +267,6 @@ def test_part_verdicts_with_their_id_and_the_plcs_trigger(redis_url, line, rclie
         bridge.stop()
 
 
-@pytest.mark.skipif(STORE_MISSING, reason="daemon.recipes.store (RecipeStore) is not in this "
-                    "tree yet; this test runs once it is")
 def test_the_plc_selects_a_recipe_by_number(redis_url, line, rclient, tmp_path):
     from daemon.recipes.store import RecipeStore
 

@@ -6,7 +6,6 @@ restart, are still listed; the Parts folder, part events, Trigger and SelectReci
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import socket
 import time
@@ -22,7 +21,6 @@ from tests.integration.line.bridges.helpers import add_part, has_group
 from tests.integration.procs import Proc, daemon_env, results, start_worker, wait_for, wait_ready
 
 USER, PASSWORD = "scada", "test-secret"
-STORE_MISSING = importlib.util.find_spec("daemon.recipes.store") is None
 
 
 def _endpoint() -> str:
@@ -310,12 +308,9 @@ async def _parts_scenario(endpoint, line, rclient, bridge):
     status, why, _ = await _raw_call(client, idx, line, "SelectRecipe", "")
     assert status.value == ua.StatusCodes.BadInvalidArgument and "empty" in why
     status, why, _ = await _raw_call(client, idx, line, "SelectRecipe", f"no-such-{line}")
-    expected = ua.StatusCodes.BadResourceUnavailable if STORE_MISSING \
-        else ua.StatusCodes.BadRequestNotAllowed
-    assert status.value == expected and why
+    assert status.value == ua.StatusCodes.BadRequestNotAllowed and why
     assert rclient.xlen(keys.triggers(line)) == 1
-    if not STORE_MISSING:
-        await _select_a_recipe(client, idx, line, rclient)
+    await _select_a_recipe(client, idx, line, rclient)
     await client.disconnect()
 
 

@@ -4,7 +4,6 @@ number or name through the recipe store, and a refusal says why."""
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 
 import pytest
@@ -13,10 +12,6 @@ from daemon.line.bridges import plcwrites
 from daemon.recipes.recipe import parse
 from daemon.wire import keys
 from daemon.wire.ids import BadId
-
-STORE_MISSING = importlib.util.find_spec("daemon.recipes.store") is None
-NEEDS_STORE = pytest.mark.skipif(STORE_MISSING, reason="daemon.recipes.store (RecipeStore) is "
-                                 "not in this tree yet; this test runs once it is")
 
 
 def test_a_trigger_sets_the_next_part_and_adds_a_trigger(rclient, line):
@@ -54,7 +49,6 @@ def recipe(rclient):
     rclient.delete(keys.recipe_revisions(name))
 
 
-@NEEDS_STORE
 def test_a_recipe_is_selected_by_number_or_name_and_recorded(rclient, line, recipe):
     from daemon.recipes.store import RecipeStore
 
@@ -67,7 +61,6 @@ def test_a_recipe_is_selected_by_number_or_name_and_recorded(rclient, line, reci
     assert RecipeStore(rclient).active(line).since == active.since
 
 
-@NEEDS_STORE
 def test_an_unknown_recipe_is_refused_and_the_old_one_stays(rclient, line, recipe):
     from daemon.recipes.store import RecipeStore
 
