@@ -3,7 +3,8 @@
 switches stay for their own, longer age (RLR_RECORDS_ROLLUP_DAYS). Run by the recorder every
 RLR_RECORDS_PRUNE_EVERY_S and by `rlrctl records prune`.
 
-The size is the pictures folder's bytes plus the rows counted at an estimated size each
+The size is the pictures folder's bytes (its running tally, `Pictures.used_bytes`: no walk of
+the folder at each run) plus the rows counted at an estimated size each
 (`FRAME_ROW_BYTES`, `PART_ROW_BYTES`, indexes included): a database's file does not shrink when
 rows are deleted, so its own size could never come down to the limit. Over the limit, whole
 hours go, oldest first, until what they held (rows and pictures) covers the excess.
@@ -96,7 +97,7 @@ def _size_cutoff(conn: sa.Connection, pictures: Pictures, lines: list[str], max_
             .group_by(t.c.hour_ms)
         for hour, n in conn.execute(q):
             hours[hour] = hours.get(hour, 0) + int(n) * row_bytes
-    used = pictures.total_bytes() + sum(hours.values())
+    used = pictures.used_bytes() + sum(hours.values())
     excess = used - max_bytes
     if excess <= 0:
         return None
@@ -180,4 +181,5 @@ def prune(store: Store, pictures: Pictures, settings: RecordsSettings | None = N
         files, freed = len(gone), sum(pictures.size(ref) for ref in gone)
     else:
         files, freed = pictures.remove(gone)
+        pictures.flush()
     return PruneReport(cutoff, frames, parts, files, freed, rollup_rows, dry_run)
