@@ -196,6 +196,24 @@ def test_records_commands_read_what_the_recorder_wrote(redis_url, rclient, line,
     out = rlrctl("records", "export", "-o", str(tmp_path / "x.csv"), env=env)
     assert out.returncode == 0 and out.stdout.startswith("90 frames rows")
 
+    add_recipe_switches(rclient, line)
+    pv = PartVerdict(line, "SN-1", "incomplete", "reject", 1796601600.5, 1796601600.0, 500.0,
+                     {}, ("side",), "bottle-a@2", "b", "bottle")
+    rclient.xadd(keys.parts(line), pv.to_fields())
+    recorder(rclient, store, line).run_until_idle()
+    out = rlrctl("records", "recipes", "--line", line, "--since", "2026-12-01", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "refused" in lines[1] and "unknown recipe bottle-x" in lines[1]
+    assert "bottle-a@2" in lines[2] and "anna" in lines[2] and "modbus" in lines[2]
+    out = rlrctl("records", "parts", "--line", line, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "incomplete reject" in out.stdout and "side" in out.stdout
+    assert out.stdout.splitlines()[-1].startswith("1 parts, 1 rejected") and \
+        out.stdout.splitlines()[-1].endswith("1 incomplete")
+    out = rlrctl("records", "part", "SN-1", env=env)
+    assert out.returncode == 0 and "incomplete, reject" in out.stdout, out.stdout
+
 
 def add_recipe_switches(client: redis.Redis, line: str) -> None:
     """What `RecipeStore.activate` writes to the recipe log: a switch and a refusal."""
