@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -153,7 +154,8 @@ def query_times(store: Store, rows: int) -> dict[str, float]:
 
 def size_check(n: int) -> None:
     """The pictures folder's bytes by a full walk and from the tally, over `n` small files."""
-    with tempfile.TemporaryDirectory() as folder:
+    folder = tempfile.mkdtemp(prefix="rlr-bench-pictures-")
+    try:
         pics = Pictures(folder)
         t = time.perf_counter()
         for i in range(n):
@@ -164,9 +166,11 @@ def size_check(n: int) -> None:
         walk = best_ms(pics.total_bytes)
         tally = best_ms(pics.used_bytes)
         assert pics.used_bytes() == pics.total_bytes() == n * 256
-    print(f"pictures   size check over {n:,} files ({n * 256 / 1e6:.0f} MB, kept in {kept:.0f} s):"
-          f" full walk {walk:,.0f} ms (each retention run before; once at start now: "
-          f"{first:,.0f} ms), tally {tally:.2f} ms", flush=True)
+        print(f"pictures   size check over {n:,} files ({n * 256 / 1e6:.0f} MB, kept in "
+              f"{kept:.0f} s): full walk {walk:,.0f} ms (each retention run before; once at "
+              f"start now: {first:,.0f} ms), tally {tally:.2f} ms", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:

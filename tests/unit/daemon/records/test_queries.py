@@ -174,3 +174,19 @@ def test_since_takes_durations_and_dates():
     assert queries.parse_since(None) is None
     with pytest.raises(RecordsError, match="8h"):
         queries.parse_since("yesterday")
+
+
+def test_frames_no_view_names_join_the_instance_whose_time_holds_them(store):
+    frame = {"line": "lt", "camera": "cam0", "frame_id": "x1", "ts_ms": T0_MS + 10,
+             "score": 0.1, "threshold": 1.0, "is_anomaly": False, "model_version": "v1",
+             "latency_ms": 5.0, "product_class": None, "part_id": "SN-2", "view": "top",
+             "picture_ref": None, "mask_ref": None, "entry_id": "1-0", "recorded_ms": T0_MS}
+    late = {**frame, "frame_id": "x2", "ts_ms": T0_MS + 9 * HOUR, "entry_id": "2-0"}
+    verdict = {"line": "lt", "part_id": "SN-2", "recipe": None, "product": None,
+               "verdict": "pass", "outcome": "pass", "views": {}, "first_ts_ms": T0_MS,
+               "ts_ms": T0_MS + 20, "total_ms": 20.0, "entry_id": "3-0", "recorded_ms": T0_MS,
+               "missing": None, "product_class": None}
+    store.write([frame, late], [verdict])
+    got = queries.part(store, "SN-2")
+    assert [f["frame_id"] for f in got["verdicts"][0]["frames"]] == ["x1"]
+    assert [f["frame_id"] for f in got["unjoined"]] == ["x2"]
