@@ -120,14 +120,17 @@ def part(store: Store, part_id: str, line: str | None = None) -> dict[str, list[
     qf = sa.select(f).where(f.c.part_id == part_id).order_by(f.c.ts_ms, f.c.camera)
     if line is not None:
         qv, qf = qv.where(v.c.line == line), qf.where(f.c.line == line)
-    verdicts, unjoined = _rows(store, qv), []
+    with store.engine.connect() as conn:  # one checkout: a round trip less per query
+        verdicts = [dict(r._mapping) for r in conn.execute(qv)]
+        frames_ = [dict(r._mapping) for r in conn.execute(qf)]
+    unjoined: list[dict] = []
     named = {}
     for i, verdict in enumerate(verdicts):
         verdict["frames"] = []
         for view in (verdict["views"] or {}).values():
             if isinstance(view, dict) and view.get("frame_id") is not None:
                 named[(verdict["line"], str(view.get("camera")), str(view["frame_id"]))] = i
-    for frame in _rows(store, qf):
+    for frame in frames_:
         i = named.get((frame["line"], frame["camera"], frame["frame_id"]))
         if i is None:
             i = next((j for j, vd in enumerate(verdicts) if vd["line"] == frame["line"]
