@@ -12,8 +12,13 @@
    `records part ID` and `records yield --by hour` (of frames and of parts, read from the
    rollups) over the 7 days are timed (best of 3).
    The target is 18 million frame rows (a 30 fps line for 7 days); the count used is printed.
+3. The retention's size check: `--pictures` small files are kept in a pictures folder (through
+   `Pictures.put`, as the recorder keeps them), then the folder's bytes are read by a full walk
+   (what each retention run did before) and from the running tally (what it does now, after
+   the walk at the recorder's start), best of 3 each.
 
     python benchmarks/records.py [--results 50000] [--rows 18000000] [--sqlite-rows 1000000]
+                                 [--pictures 200000]
 
 Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 (user postgres, trust); the
 PostgreSQL database (rlr_bench_<random>) is created and dropped here.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -32,6 +38,7 @@ import redis
 import sqlalchemy as sa
 
 from daemon.records import queries, rollup
+from daemon.records.pictures import Pictures
 from daemon.records.recorder import Recorder, RecorderStats
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
@@ -60,9 +67,10 @@ FROM s""",
 }
 
 PARTS_SQL = """
-INSERT INTO part_verdicts (line, part_id, recipe, product, verdict, views, first_ts_ms, ts_ms,
-    total_ms, entry_id, recorded_ms)
+INSERT INTO part_verdicts (line, part_id, recipe, product, verdict, outcome, views, first_ts_ms,
+    ts_ms, total_ms, entry_id, recorded_ms)
 SELECT 'bench', 'SN-' || (g / 4), 'r1', 'bottle',
+    CASE WHEN bool_or(is_anomaly) THEN 'reject' ELSE 'pass' END,
     CASE WHEN bool_or(is_anomaly) THEN 'reject' ELSE 'pass' END, '{}', min(ts_ms), max(ts_ms),
     40.0, min(entry_id), :t0
 FROM (SELECT CAST(frame_id AS BIGINT) AS g, is_anomaly, ts_ms, entry_id FROM frame_results) f
@@ -133,7 +141,7 @@ def query_times(store: Store, rows: int) -> dict[str, float]:
         hours = conn.execute(sa.text("SELECT count(*) FROM frame_hours")).scalar_one()
     rolled = time.perf_counter() - t
     pid = f"SN-{rows // 8}"
-    assert len(queries.part(store, pid)["frames"]) == 4
+    assert len(queries.part(store, pid)["verdicts"][0]["frames"]) == 4
     return {
         "generate_s": generated, "rollup_s": rolled, "rollup_rows": hours,
         "part_ms": best_ms(lambda: queries.part(store, pid)),
@@ -142,6 +150,27 @@ def query_times(store: Store, rows: int) -> dict[str, float]:
         "yield_hour_parts_ms": best_ms(
             lambda: queries.yield_by(store, "bench", "hour", T0_MS, "parts")),
     }
+
+
+def size_check(n: int) -> None:
+    """The pictures folder's bytes by a full walk and from the tally, over `n` small files."""
+    folder = tempfile.mkdtemp(prefix="rlr-bench-pictures-")
+    try:
+        pics = Pictures(folder)
+        t = time.perf_counter()
+        for i in range(n):
+            pics.put(i.to_bytes(8, "big") * 32, ".png")  # 256 bytes each
+        pics.flush()
+        kept = time.perf_counter() - t
+        first = best_ms(pics.used_bytes, 1)  # the walk at the recorder's start
+        walk = best_ms(pics.total_bytes)
+        tally = best_ms(pics.used_bytes)
+        assert pics.used_bytes() == pics.total_bytes() == n * 256
+        print(f"pictures   size check over {n:,} files ({n * 256 / 1e6:.0f} MB, kept in "
+              f"{kept:.0f} s): full walk {walk:,.0f} ms (each retention run before; once at "
+              f"start now: {first:,.0f} ms), tally {tally:.2f} ms", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(name: str, url: str, args, client: redis.Redis, rows: int) -> None:
@@ -173,8 +202,12 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=18_000_000, help="frame rows for PostgreSQL "
                    "(0: throughput only)")
     p.add_argument("--sqlite-rows", type=int, default=1_000_000)
+    p.add_argument("--pictures", type=int, default=200_000, help="files for the size check "
+                   "(0: skip it)")
     p.add_argument("--skip", choices=("sqlite", "postgresql"), action="append", default=[])
     args = p.parse_args()
+    if args.pictures:
+        size_check(args.pictures)
     client = redis.Redis()
     if "sqlite" not in args.skip:
         with tempfile.TemporaryDirectory() as d:

@@ -65,6 +65,7 @@ class PictureKeeper:
                 jobs.append((row, "picture_ref", frame.data, frame.extension))
         # file creation waits on the disk, not the CPU: a few at once
         refs = list(self._pool.map(self._put, jobs))
+        self.pictures.flush()  # the bytes of the files created, into the folder's tally
         failed = next((r for r in refs if isinstance(r, PicturesUnavailable)), None)
         if failed is not None:
             for row, _ in items:

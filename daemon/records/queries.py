@@ -1,5 +1,6 @@
 """The reads of the records, called by `rlrctl records` and the console alike: parts of a line,
-one part with every view, yield by hour / shift / day, frames, and export to CSV or Parquet.
+one part id's instances with every view, yield by hour / shift / day, frames, recipe switches,
+and export to CSV or Parquet.
 
 Each takes a `Store` and returns plain rows (dicts, `YieldRow`); times are milliseconds since
 the epoch, as stored. Yield reads the hourly rollups; shifts and days are sums of hours, with
@@ -22,7 +23,15 @@ from daemon.errors import RecordsError
 from daemon.records import rollup
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
-from daemon.records.tables import VERDICTS, frame_hours, frame_results, part_hours, part_verdicts
+from daemon.records.tables import (
+    OUTCOMES,
+    VERDICTS,
+    frame_hours,
+    frame_results,
+    part_hours,
+    part_verdicts,
+    recipe_changes,
+)
 
 BUCKETS = ("hour", "shift", "day")
 FORMATS = ("csv", "parquet")
@@ -56,30 +65,90 @@ def _rows(store: Store, query: sa.Select) -> list[dict[str, Any]]:
 
 
 def parts(store: Store, line: str | None = None, since_ms: int | None = None,
-          verdict: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Part verdicts, newest first."""
+          verdict: str | None = None, limit: int = 100, outcome: str | None = None
+          ) -> list[dict[str, Any]]:
+    """Part verdicts, newest first (`verdict`: what the views said; `outcome`: what the gate
+    did)."""
     if verdict is not None and verdict not in VERDICTS:
         raise RecordsError(f"verdict {verdict!r}: use one of {', '.join(VERDICTS)}")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise RecordsError(f"outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
     t = part_verdicts
+    q = _parts_where(sa.select(t), line, since_ms, verdict, outcome)
+    return _rows(store, q.order_by(t.c.ts_ms.desc(), t.c.id.desc()).limit(limit))
+
+
+def _parts_where(q: sa.Select, line, since_ms, verdict=None, outcome=None) -> sa.Select:
+    t = part_verdicts
+    for column, value in ((t.c.line, line), (t.c.verdict, verdict), (t.c.outcome, outcome)):
+        if value is not None:
+            q = q.where(column == value)
+    return q if since_ms is None else q.where(t.c.ts_ms >= since_ms)
+
+
+class PartCounts(NamedTuple):
+    parts: int
+    rejects: int  # the gate rejected them (outcome), incomplete ones included
+    incomplete: int  # a view never came (verdict), whatever the gate did
+
+
+def part_counts(store: Store, line: str | None = None, since_ms: int | None = None,
+                verdict: str | None = None, outcome: str | None = None) -> PartCounts:
+    """How many parts `parts` would list without its limit: rejects counted by outcome."""
+    t = part_verdicts
+    q = _parts_where(sa.select(
+        sa.func.count(), sa.func.sum(sa.case((t.c.outcome == "reject", 1), else_=0)),
+        sa.func.sum(sa.case((t.c.verdict == "incomplete", 1), else_=0))),
+        line, since_ms, verdict, outcome)
+    with store.engine.connect() as conn:
+        n, rejects, incomplete = conn.execute(q).one()
+    return PartCounts(int(n), int(rejects or 0), int(incomplete or 0))
+
+
+def part(store: Store, part_id: str, line: str | None = None) -> dict[str, list[dict]]:
+    """Every instance of a part id (a PLC's counter wraps around: the same id comes back as
+    another part), newest first, each verdict with the frames of its views (`frames`); and
+    the frames of the id that no verdict claims (`unjoined`: its verdict not recorded yet, or
+    never decided).
+
+    A frame belongs to the instance whose views name it (line, camera, frame id); one no
+    view names (views recorded without them) to the instance of its line that was captured
+    from at or before the frame and decided at or after it."""
+    v, f = part_verdicts, frame_results
+    qv = sa.select(v).where(v.c.part_id == part_id).order_by(v.c.first_ts_ms.desc(),
+                                                             v.c.id.desc())
+    qf = sa.select(f).where(f.c.part_id == part_id).order_by(f.c.ts_ms, f.c.camera)
+    if line is not None:
+        qv, qf = qv.where(v.c.line == line), qf.where(f.c.line == line)
+    with store.engine.connect() as conn:  # one checkout: a round trip less per query
+        verdicts = [dict(r._mapping) for r in conn.execute(qv)]
+        frames_ = [dict(r._mapping) for r in conn.execute(qf)]
+    unjoined: list[dict] = []
+    named = {}
+    for i, verdict in enumerate(verdicts):
+        verdict["frames"] = []
+        for view in (verdict["views"] or {}).values():
+            if isinstance(view, dict) and view.get("frame_id") is not None:
+                named[(verdict["line"], str(view.get("camera")), str(view["frame_id"]))] = i
+    for frame in frames_:
+        i = named.get((frame["line"], frame["camera"], frame["frame_id"]))
+        if i is None:
+            i = next((j for j, vd in enumerate(verdicts) if vd["line"] == frame["line"]
+                      and vd["first_ts_ms"] <= frame["ts_ms"] <= vd["ts_ms"]), None)
+        (unjoined if i is None else verdicts[i]["frames"]).append(frame)
+    return {"verdicts": verdicts, "unjoined": unjoined}
+
+
+def recipes(store: Store, line: str | None = None, since_ms: int | None = None,
+            limit: int = 1000) -> list[dict[str, Any]]:
+    """Recipe switches and refused switches, newest first: the audit trail."""
+    t = recipe_changes
     q = sa.select(t).order_by(t.c.ts_ms.desc(), t.c.id.desc()).limit(limit)
     if line is not None:
         q = q.where(t.c.line == line)
     if since_ms is not None:
         q = q.where(t.c.ts_ms >= since_ms)
-    if verdict is not None:
-        q = q.where(t.c.verdict == verdict)
     return _rows(store, q)
-
-
-def part(store: Store, part_id: str, line: str | None = None) -> dict[str, list[dict]]:
-    """One part: its verdict(s) (one per line that saw the id) and every frame of it, each
-    view with its score, threshold, model version and pictures' references."""
-    v, f = part_verdicts, frame_results
-    qv = sa.select(v).where(v.c.part_id == part_id).order_by(v.c.ts_ms)
-    qf = sa.select(f).where(f.c.part_id == part_id).order_by(f.c.ts_ms, f.c.camera)
-    if line is not None:
-        qv, qf = qv.where(v.c.line == line), qf.where(f.c.line == line)
-    return {"verdicts": _rows(store, qv), "frames": _rows(store, qf)}
 
 
 def frames(store: Store, line: str | None = None, since_ms: int | None = None,
@@ -101,12 +170,13 @@ class YieldRow(NamedTuple):
     line: str
     start_ms: int  # where the hour / shift / day begins
     parts: int  # parts (or frames) decided in it
-    rejects: int
-    incomplete: int
+    rejects: int  # parts the gate rejected (outcome), incomplete ones among them
+    incomplete: int  # parts with a view missing (verdict incomplete), whatever the outcome
 
     @property
     def reject_rate(self) -> float:
-        """Rejected share of the parts (incomplete ones not included)."""
+        """Rejected share of the parts: rejects are counted by what the gate did, so an
+        incomplete part rejected (the default) is in it, one let pass is not."""
         return self.rejects / self.parts if self.parts else 0.0
 
 
@@ -169,9 +239,9 @@ def export(store: Store, path: str | Path, since_ms: int | None = None, fmt: str
     Parquet, oldest first, streamed in chunks; the number of rows written."""
     if fmt not in FORMATS:
         raise RecordsError(f"--format {fmt!r}: use csv or parquet")
-    if what not in ("frames", "parts"):
-        raise RecordsError(f"export of {what!r}: use frames or parts")
-    t = frame_results if what == "frames" else part_verdicts
+    if what not in ("frames", "parts", "recipes"):
+        raise RecordsError(f"export of {what!r}: use frames, parts or recipes")
+    t = {"frames": frame_results, "parts": part_verdicts, "recipes": recipe_changes}[what]
     q = sa.select(t).order_by(t.c.ts_ms, t.c.id)
     if line is not None:
         q = q.where(t.c.line == line)

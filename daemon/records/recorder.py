@@ -1,6 +1,7 @@
 """`rlrctl recorder`: every result (and part verdict) of the lines, written to the records.
 
-It reads `rlr:results:{line}` and, on lines that have one, `rlr:parts:{line}`, in its own
+It reads `rlr:results:{line}` and, on lines that have them, `rlr:parts:{line}` and the
+recipe log `rlr:recipe:log:{line}` (every recipe switch: the audit trail), in its own
 consumer group (`rlr-recorder`), writes what it read in one transaction per batch and
 acknowledges the entries only after the commit. A recorder killed anywhere re-reads what it
 had not acknowledged (its own pending entries at start, a dead recorder's after
@@ -30,9 +31,9 @@ from daemon.errors import RecordsUnavailable
 from daemon.records.keeper import PictureKeeper
 from daemon.records.pictures import Pictures
 from daemon.records.retention import prune
-from daemon.records.rows import Unreadable, frame_row, part_row
+from daemon.records.rows import Unreadable, frame_row, part_row, recipe_row
 from daemon.records.settings import RecordsSettings
-from daemon.records.store import Store, now_ms
+from daemon.records.store import Store, Written, now_ms
 from daemon.records.watch import trim_check
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
@@ -43,6 +44,7 @@ log = logs.get(__name__)
 
 PRESENCE_TTL_S = 30
 _CHECK_EVERY_S = 5.0
+_ROW = {"results": frame_row, "parts": part_row, "recipes": recipe_row}
 
 
 def presence_key(consumer: str) -> str:
@@ -54,6 +56,7 @@ class RecorderStats:
     state: str = "starting"  # ok | degraded (database away) | stopped
     frames: int = 0  # frame results written (new rows)
     parts: int = 0  # part verdicts written (new rows)
+    recipes: int = 0  # recipe switches written (new rows)
     duplicates: int = 0  # entries already in the database (written before, acked after)
     unreadable: int = 0  # entries that are not results / verdicts (logged, acknowledged)
     db_outages: int = 0  # times the database went away
@@ -66,6 +69,7 @@ class RecorderStats:
     pruned_rows: int = 0  # rows deleted by the retention
     pruned_pictures: int = 0  # pictures deleted by the retention
     problem: str = ""  # why the state is degraded
+    last_write: float = 0.0  # time.time() of the last batch committed (0: none yet)
 
 
 class Recorder:
@@ -77,7 +81,8 @@ class Recorder:
         self.settings = settings or RecordsSettings()
         self.stats = RecorderStats()
         self.stop = threading.Event()
-        self._kind: dict[str, tuple[str, str]] = {}  # stream key -> (results|parts, line)
+        # stream key -> (results | parts | recipes, line)
+        self._kind: dict[str, tuple[str, str]] = {}
         self.group = self._group()
         self._checked = 0.0
         self._lost_seen: dict[str, int] = {}  # stream key -> loss already counted
@@ -87,6 +92,11 @@ class Recorder:
         self.keeper = PictureKeeper(client, self.pictures, self.settings.records_keep_pass,
                                     self.stats)
         self._pruned_at: float | None = None  # monotonic time of the last retention run
+
+    @property
+    def db_away(self) -> str:
+        """Why the database is being waited for ("" while it answers)."""
+        return self._db_away
 
     # ------------------------------------------------------------------ streams and group
 
@@ -99,14 +109,15 @@ class Recorder:
                              cluster=is_cluster(self.client))
 
     def _find_parts_streams(self) -> bool:
-        """Join the parts streams that exist now (never creating one); whether any is new."""
+        """Join the parts streams and recipe logs that exist now (never creating one); whether
+        any is new."""
         new = False
         for line in self.lines:
-            key = keys.parts(line)
-            if key not in self._kind and self._redis(lambda key=key: one(Cmd("exists",
-                                                                              (key,)))):
-                self._kind[key] = ("parts", line)
-                new = True
+            for kind, key in (("parts", keys.parts(line)), ("recipes", keys.recipe_log(line))):
+                if key not in self._kind and self._redis(lambda key=key: one(Cmd("exists",
+                                                                                  (key,)))):
+                    self._kind[key] = (kind, line)
+                    new = True
         return new
 
     def _redis(self, op):
@@ -170,38 +181,38 @@ class Recorder:
 
     def record(self, batch: Sequence[Delivery]) -> None:
         """Write `batch` (waiting for the database as long as it takes), then ack it."""
-        frames, parts = [], []
+        rows: dict[str, list[dict]] = {"results": [], "parts": [], "recipes": []}
         keep: dict[str, list[tuple[dict, object]]] = {}  # line -> rows whose pictures to keep
         recorded = now_ms()
         for d in batch:
             kind, line = self._kind[d.stream]
             try:
-                row = (frame_row if kind == "results" else part_row)(line, d.entry_id,
-                                                                    d.fields, recorded)
+                row = _ROW[kind](line, d.entry_id, d.fields, recorded)
             except Unreadable as exc:
                 self.stats.unreadable += 1
                 log.error("entry_unreadable", stream=d.stream, entry=d.entry_id,
                           reason=str(exc))
                 continue
-            (frames if kind == "results" else parts).append(row)
+            rows[kind].append(row)
             if kind == "results" and self.keeper.wanted(row):
                 keep.setdefault(line, []).append((row, d.fields))
         for line, items in keep.items():
             self.keeper.keep(line, items)
         self._set_state()
-        new_frames, new_parts = self._write(frames, parts)
-        self.stats.frames += new_frames
-        self.stats.parts += new_parts
-        self.stats.duplicates += len(frames) + len(parts) - new_frames - new_parts
+        new = self._write(rows["results"], rows["parts"], rows["recipes"])
+        self.stats.frames += new.frames
+        self.stats.parts += new.parts
+        self.stats.recipes += new.recipes
+        self.stats.duplicates += sum(map(len, rows.values())) - sum(new)
         # ack only after the commit: a recorder killed in between writes the batch again,
         # and the natural keys make that second write a no-op
         self._redis(lambda: self.group.ack(batch))
 
-    def _write(self, frames: list[dict], parts: list[dict]) -> tuple[int, int]:
+    def _write(self, frames: list[dict], parts: list[dict], recipes: list[dict]) -> Written:
         outage = False
         while True:
             try:
-                written = self.store.write(frames, parts)
+                written = self.store.write_batch(frames, parts, recipes)
             except RecordsUnavailable as exc:
                 if not outage:
                     outage = True
@@ -221,6 +232,7 @@ class Recorder:
                 self._db_away = ""
                 self._set_state()
             self._backoff.reset()
+            self.stats.last_write = time.time()
             return written
 
     # ------------------------------------------------------------------ watching

@@ -1,9 +1,10 @@
 """Retention of the records: rows and their pictures deleted together, oldest first, by age
-(RLR_RECORDS_DAYS) and by size (RLR_RECORDS_MAX_GB); the hourly rollups stay for their own,
-longer age (RLR_RECORDS_ROLLUP_DAYS). Run by the recorder every RLR_RECORDS_PRUNE_EVERY_S and by
-`rlrctl records prune`.
+(RLR_RECORDS_DAYS) and by size (RLR_RECORDS_MAX_GB); the hourly rollups and the recipe
+switches stay for their own, longer age (RLR_RECORDS_ROLLUP_DAYS). Run by the recorder every
+RLR_RECORDS_PRUNE_EVERY_S and by `rlrctl records prune`.
 
-The size is the pictures folder's bytes plus the rows counted at an estimated size each
+The size is the pictures folder's bytes (its running tally, `Pictures.used_bytes`: no walk of
+the folder at each run) plus the rows counted at an estimated size each
 (`FRAME_ROW_BYTES`, `PART_ROW_BYTES`, indexes included): a database's file does not shrink when
 rows are deleted, so its own size could never come down to the limit. Over the limit, whole
 hours go, oldest first, until what they held (rows and pictures) covers the excess.
@@ -24,7 +25,13 @@ from daemon.records.pictures import Pictures
 from daemon.records.rollup import HOUR_MS
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store, now_ms
-from daemon.records.tables import frame_hours, frame_results, part_hours, part_verdicts
+from daemon.records.tables import (
+    frame_hours,
+    frame_results,
+    part_hours,
+    part_verdicts,
+    recipe_changes,
+)
 
 DAY_MS = 24 * HOUR_MS
 FRAME_ROW_BYTES = 400
@@ -39,7 +46,7 @@ class PruneReport(NamedTuple):
     parts: int  # part verdict rows deleted (or that would be)
     pictures: int  # picture files deleted (or that would be)
     freed_bytes: int  # bytes of those pictures
-    rollup_rows: int  # hourly rollup rows deleted (or that would be)
+    rollup_rows: int  # rollup and recipe-switch rows deleted (or that would be)
     dry_run: bool
 
     @property
@@ -90,7 +97,7 @@ def _size_cutoff(conn: sa.Connection, pictures: Pictures, lines: list[str], max_
             .group_by(t.c.hour_ms)
         for hour, n in conn.execute(q):
             hours[hour] = hours.get(hour, 0) + int(n) * row_bytes
-    used = pictures.total_bytes() + sum(hours.values())
+    used = pictures.used_bytes() + sum(hours.values())
     excess = used - max_bytes
     if excess <= 0:
         return None
@@ -160,16 +167,19 @@ def prune(store: Store, pictures: Pictures, settings: RecordsSettings | None = N
         rollup_rows = 0
         if settings.records_rollup_days:
             before = now - round(settings.records_rollup_days * DAY_MS)
-            for t in (frame_hours, part_hours):
+            # the recipe switches (the audit trail) are kept as long as the rollups
+            for t, column in ((frame_hours, frame_hours.c.hour_ms),
+                              (part_hours, part_hours.c.hour_ms),
+                              (recipe_changes, recipe_changes.c.ts_ms)):
                 if dry_run:
                     rollup_rows += conn.execute(sa.select(sa.func.count()).select_from(t)
-                                                .where(t.c.hour_ms < before)).scalar_one()
+                                                .where(column < before)).scalar_one()
                 else:
-                    rollup_rows += conn.execute(sa.delete(t).where(t.c.hour_ms < before)
-                                                ).rowcount
+                    rollup_rows += conn.execute(sa.delete(t).where(column < before)).rowcount
             conn.commit()
     if dry_run:
         files, freed = len(gone), sum(pictures.size(ref) for ref in gone)
     else:
         files, freed = pictures.remove(gone)
+        pictures.flush()
     return PruneReport(cutoff, frames, parts, files, freed, rollup_rows, dry_run)

@@ -20,7 +20,7 @@ HOUR_MS = 3_600_000
 
 # the columns of a new row the rollups need (what the insert returns)
 FRAME_COLUMNS = ("line", "camera", "product_class", "ts_ms", "is_anomaly")
-PART_COLUMNS = ("line", "recipe", "product", "ts_ms", "verdict")
+PART_COLUMNS = ("line", "recipe", "product", "ts_ms", "verdict", "outcome")
 
 
 def hour_of(ts_ms: int) -> int:
@@ -45,9 +45,11 @@ def frame_deltas(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, list[int]]:
 
 
 def part_deltas(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, list[int]]:
-    """(line, recipe, product, hour) -> [total, rejects, incomplete] of new part rows."""
+    """(line, recipe, product, hour) -> [total, rejects, incomplete] of new part rows: a
+    reject is a part the gate rejected (`outcome`), so an incomplete part rejected counts as
+    a reject and as incomplete."""
     return _deltas(((r["line"], r["recipe"] or "", r["product"] or "", hour_of(r["ts_ms"])),
-                    r["verdict"] == "reject", r["verdict"] == "incomplete") for r in rows)
+                    r["outcome"] == "reject", r["verdict"] == "incomplete") for r in rows)
 
 
 def add(conn: sa.Connection, table: sa.Table, deltas: dict[tuple, list[int]]) -> None:
@@ -107,6 +109,6 @@ FROM frame_results GROUP BY line, camera, COALESCE(product_class, ''), {hour}"""
     conn.execute(sa.text(f"""
 INSERT INTO part_hours (line, recipe, product, hour_ms, total, rejects, incomplete)
 SELECT line, COALESCE(recipe, ''), COALESCE(product, ''), {hour}, COUNT(*),
-       SUM(CASE WHEN verdict = 'reject' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN outcome = 'reject' THEN 1 ELSE 0 END),
        SUM(CASE WHEN verdict = 'incomplete' THEN 1 ELSE 0 END)
 FROM part_verdicts GROUP BY line, COALESCE(recipe, ''), COALESCE(product, ''), {hour}"""))

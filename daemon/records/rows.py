@@ -1,11 +1,15 @@
 """Stream entries as table rows: a `rlr:results:{line}` entry as a `frame_results` row, a
-`rlr:parts:{line}` entry as a `part_verdicts` row. An entry that cannot be read raises
-`Unreadable` with the reason (the recorder counts it, logs it and moves on).
+`rlr:parts:{line}` entry as a `part_verdicts` row, a `rlr:recipe:log:{line}` entry as a
+`recipe_changes` row. An entry that cannot be read raises `Unreadable` with the reason (the
+recorder counts it, logs it and moves on).
 
 A result may carry the optional `part` and `view` fields of a frame that belongs to a part.
-A part verdict entry is read as: `part_id`, `verdict` (pass / reject / incomplete), `ts`
-(when it was decided, seconds), optional `first_ts`, `total_ms`, `recipe`, `product` and
-`views` (JSON: view -> {camera, frame_id, score, threshold, model_version, latency_ms, ...}).
+A part verdict entry (`daemon.wire.parts.PartVerdict.to_fields`) is read as: `part_id`,
+`verdict` (pass / reject / incomplete), `ts` (when it was decided, seconds), optional
+`first_ts` (its first view's capture time; `ts` when absent), `outcome` (pass / reject; absent:
+reject unless the verdict is pass, as `PartVerdict.from_fields` reads it), `missing`
+(comma-joined views), `total_ms`, `recipe`, `product`, `class` and `views` (JSON: view ->
+{camera, frame_id, score, threshold, model_version, latency_ms, ...}).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.records.tables import VERDICTS
+from daemon.records.tables import OUTCOMES, RECIPE_ACTIONS, VERDICTS
 
 
 class Unreadable(ValueError):
@@ -79,7 +83,35 @@ def part_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> dic
         raise Unreadable("views is not a JSON object")
     if ts_ms is None:
         raise Unreadable("no ts (when the verdict was decided)")
+    outcome = _field(fields, "outcome") or ("pass" if verdict == "pass" else "reject")
+    if outcome not in OUTCOMES:
+        raise Unreadable(f"outcome {outcome!r} is not one of {OUTCOMES}")
     return {"line": line, "part_id": part_id, "recipe": _field(fields, "recipe") or None,
             "product": _field(fields, "product") or None, "verdict": verdict, "views": views,
-            "first_ts_ms": first_ts_ms, "ts_ms": ts_ms, "total_ms": total_ms,
+            "first_ts_ms": ts_ms if first_ts_ms is None else first_ts_ms, "ts_ms": ts_ms,
+            "total_ms": total_ms, "entry_id": entry_id, "recorded_ms": recorded_ms,
+            "outcome": outcome, "missing": _field(fields, "missing") or None,
+            "product_class": _field(fields, "class") or None}
+
+
+def recipe_row(line: str, entry_id: str, fields: Mapping, recorded_ms: int) -> dict[str, Any]:
+    """The `recipe_changes` row of a recipe-log entry (`RecipeStore.activate` writes one per
+    switch and per refusal: ts, action, name, revision, by, via, why)."""
+    action, name = _field(fields, "action"), _field(fields, "name")
+    if action not in RECIPE_ACTIONS:
+        raise Unreadable(f"action {action!r} is not one of {RECIPE_ACTIONS}")
+    if not name:
+        raise Unreadable("no recipe name")
+    try:
+        ts_ms = _ms(_field(fields, "ts"))
+        revision = _field(fields, "revision")
+        revision = int(revision) if revision else None
+    except ValueError as exc:
+        raise Unreadable(f"bad number ({exc})") from None
+    if ts_ms is None:
+        raise Unreadable("no ts (when the recipe was switched)")
+    return {"line": line, "ts_ms": ts_ms, "action": action, "name": name[:128],
+            "revision": revision, "by": (_field(fields, "by") or "")[:128] or None,
+            "via": (_field(fields, "via") or "")[:128] or None,
+            "why": _field(fields, "why") or None,
             "entry_id": entry_id, "recorded_ms": recorded_ms}

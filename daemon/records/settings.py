@@ -52,6 +52,11 @@ class RecordsSettings(PartSettings):
     records_prune_every_s: int = Field(3600, ge=10, description="how often the recorder "
                                        "applies the retention")
 
+    recorder_metrics_port: int = Field(0, ge=0, le=65535, description="the recorder's "
+                                       "Prometheus port (0: no metrics endpoint)")
+    recorder_metrics_host: str = Field("0.0.0.0", description="address the recorder's metrics "
+                                       "server binds")
+
     @field_validator("records_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

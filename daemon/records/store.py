@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -119,12 +119,19 @@ class Store:
 
     def write(self, frames: Sequence[dict], parts: Sequence[dict]) -> tuple[int, int]:
         """Both kinds of rows in one transaction; (new frames, new parts)."""
+        written = self.write_batch(frames, parts)
+        return written.frames, written.parts
+
+    def write_batch(self, frames: Sequence[dict], parts: Sequence[dict],
+                    recipes: Sequence[dict] = ()) -> Written:
+        """Frame, part and recipe-change rows in one transaction; how many of each were new."""
         try:
             with self.engine.begin() as conn:
                 new_frames = self._insert_on(conn, tables.frame_results, frames)
                 new_parts = self._insert_on(conn, tables.part_verdicts, parts)
+                new_recipes = self._insert_on(conn, tables.recipe_changes, recipes)
                 rollup.add_new_rows(conn, new_frames, new_parts)
-                return len(new_frames), len(new_parts)
+                return Written(len(new_frames), len(new_parts), len(new_recipes))
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             if "no such table" in str(exc):  # SQLite says so as an operational error
                 raise RecordsError(f"records database {self.shown_url} has no tables: run "
@@ -153,17 +160,25 @@ class Store:
         return list(result.mappings())
 
 
+class Written(NamedTuple):
+    frames: int
+    parts: int
+    recipes: int
+
+
 _RETURNED = {tables.frame_results.name: rollup.FRAME_COLUMNS,
-             tables.part_verdicts.name: rollup.PART_COLUMNS}
+             tables.part_verdicts.name: rollup.PART_COLUMNS,
+             tables.recipe_changes.name: ("id",)}
 
 
 @functools.cache
 def _unnest_statement(table: sa.Table) -> tuple[sa.TextClause, tuple[sa.Column, ...]]:
     columns = tuple(c for c in table.columns if not c.primary_key)
     dialect = postgresql.dialect()
+    quote = dialect.identifier_preparer.quote  # a column may be a keyword (recipe_changes.by)
     arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=dialect)}[])"
                        for c in columns)
-    sql = (f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
+    sql = (f"INSERT INTO {table.name} ({', '.join(quote(c.name) for c in columns)}) "
            f"SELECT * FROM unnest({arrays}) "
            f"ON CONFLICT ({', '.join(tables.KEYS[table.name])}) DO NOTHING "
            f"RETURNING {', '.join(_RETURNED[table.name])}")

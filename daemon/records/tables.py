@@ -5,8 +5,10 @@ them).
 Times are integer milliseconds since the epoch (UTC): they sort, index and bucket the same way
 on SQLite and PostgreSQL (`ts_ms // 3_600_000` is the hour on both), with no time zone
 conversion inside the database. Each table has the natural key a writer repeats when it
-writes a batch twice (line + camera + frame id, line + part id), so writes are
-`INSERT ... ON CONFLICT DO NOTHING` and a retried batch is stored once.
+writes a batch twice (line + camera + frame id; line + part id + the part's first capture
+time, since a PLC's part counter wraps around and an id comes back; line + stream entry id for
+recipe switches), so writes are `INSERT ... ON CONFLICT DO NOTHING` and a retried batch is
+stored once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import sqlalchemy as sa
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 VERDICTS = ("pass", "reject", "incomplete")
+OUTCOMES = ("pass", "reject")  # what the reject gate did (an incomplete part: either)
+RECIPE_ACTIONS = ("activated", "refused")
 
 metadata = sa.MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,29 +65,57 @@ part_verdicts = sa.Table(
     sa.Column("part_id", sa.String(128), nullable=False),
     sa.Column("recipe", sa.String(128)),
     sa.Column("product", sa.String(128)),
-    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),  # what the views said
     sa.Column("views", sa.JSON, nullable=False),  # view -> {camera, frame_id, score, ...}
-    sa.Column("first_ts_ms", sa.BigInteger),  # the first view's capture time
+    # the first view's capture time (its trigger): with line and part id, the part instance
+    sa.Column("first_ts_ms", sa.BigInteger, nullable=False),
     sa.Column("ts_ms", sa.BigInteger, nullable=False),  # when the verdict was decided
     sa.Column("total_ms", sa.Float),  # first capture -> verdict
     sa.Column("entry_id", sa.String(32), nullable=False),  # its id in rlr:parts:{line}
     sa.Column("recorded_ms", sa.BigInteger, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # what the reject gate did
+    sa.Column("missing", sa.Text),  # the views that never came, comma-joined (None: none)
+    sa.Column("product_class", sa.String(128)),
     sa.CheckConstraint(f"verdict IN {VERDICTS!r}", name="verdict"),
-    sa.UniqueConstraint("line", "part_id"),
+    sa.CheckConstraint(f"outcome IN {OUTCOMES!r}", name="outcome"),
+    sa.UniqueConstraint("line", "part_id", "first_ts_ms"),
     sa.Index(None, "part_id"),
     sa.Index(None, "line", "ts_ms", "verdict"),
 )
 
 # the natural key of each table: what ON CONFLICT names
 KEYS = {frame_results.name: ("line", "camera", "frame_id"),
-        part_verdicts.name: ("line", "part_id")}
+        part_verdicts.name: ("line", "part_id", "first_ts_ms")}
+
+# Recipe switches of a line (`rlr:recipe:log:{line}`, written by `RecipeStore.activate`): the
+# audit trail of who put which recipe revision in force, when and through what, and the
+# refusals with their reason. Kept as long as the rollups (RLR_RECORDS_ROLLUP_DAYS).
+recipe_changes = sa.Table(
+    "recipe_changes", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("line", sa.String(128), nullable=False),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # activated | refused
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("revision", sa.Integer),  # None: a refusal before a revision was known
+    sa.Column("by", sa.String(128)),
+    sa.Column("via", sa.String(128)),
+    sa.Column("why", sa.Text),
+    sa.Column("entry_id", sa.String(32), nullable=False),  # its id in the recipe log stream
+    sa.Column("recorded_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("line", "entry_id"),
+    sa.Index(None, "line", "ts_ms"),
+)
+KEYS[recipe_changes.name] = ("line", "entry_id")
 
 # Hourly rollups: counts per line / camera / product / hour of frames and per line / recipe /
 # product / hour of part verdicts, added to in the transaction that inserts the rows, from the
 # rows the insert reports as new (so a batch written twice adds nothing). `records yield`
 # reads them instead of the raw rows; retention keeps them (RLR_RECORDS_ROLLUP_DAYS) after the
 # rows are gone. A missing product / recipe is '' (a key column cannot be NULL and conflict).
-# For frames `rejects` is the anomalous frames and `incomplete` is 0.
+# For frames `rejects` is the anomalous frames and `incomplete` is 0. For parts `rejects` is
+# the parts whose outcome was reject (an incomplete part rejected counts there too) and
+# `incomplete` the parts whose verdict was incomplete, whatever their outcome.
 frame_hours = sa.Table(
     "frame_hours", metadata,
     sa.Column("line", sa.String(128), nullable=False),

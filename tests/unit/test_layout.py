@@ -61,6 +61,8 @@ TESTED_ELSEWHERE = {
         "tests/unit/daemon/records/test_schema.py",
     "daemon/records/migrations/versions/0002_hourly_rollups.py":
         "tests/unit/daemon/records/test_schema.py",
+    "daemon/records/migrations/versions/0003_part_instances_and_recipes.py":
+        "tests/integration/records/test_store.py",
     "daemon/jobs/runner.py": "tests/integration/jobs/test_jobs.py",
     "daemon/jobs/trainer.py": "tests/integration/jobs/test_jobs.py",
     "daemon/line/capture.py": "tests/integration/line/test_capture.py",

@@ -683,6 +683,8 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
         admin.set(keys.seen(line, "cam1", f"f{i}"), f"{rid} {entry}", ex=600)
     admin.xadd(keys.parts(line), {"v": "1", "part_id": "SN-1", "verdict": "pass",
                                  "ts": repr(time.time())})
+    admin.xadd(keys.recipe_log(line), {"ts": repr(time.time()), "action": "activated",
+                                       "name": "r1", "revision": "1", "by": "t", "via": "cli"})
     store = Store.open(url=f"sqlite:///{tmp_path / 'r.db'}")
     store.require_schema()
     acl_redis.reset_log()
@@ -692,7 +694,8 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
         records_consumer="acl-rec", records_dir=tmp_path, records_keep_pass=0))
     rec.run_until_idle()
     rec._publish_presence()
-    assert (rec.stats.frames, rec.stats.parts, rec.stats.pictures) == (6, 1, 3)
+    assert (rec.stats.frames, rec.stats.parts, rec.stats.recipes, rec.stats.pictures) == \
+        (6, 1, 1, 3)
     assert rec.stats.state == "ok" and admin.exists(presence_key("acl-rec"))
     assert acl_redis.denials("rlr-recorder") == []
     store.close()
@@ -701,6 +704,7 @@ def test_recorder_writes_the_records_and_reads_frames_without_touching_the_line(
         client,
         ("XADD", keys.results(line), "*", "f", "1"), ("XADD", keys.frames(line), "*", "f", "1"),
         ("XADD", keys.alerts(line), "*", "f", "1"), ("XADD", keys.parts(line), "*", "f", "1"),
+        ("XADD", keys.recipe_log(line), "*", "f", "1"),
         ("XREADGROUP", "GROUP", "rlr-workers", "spy", "STREAMS", keys.frames(line), ">"),
         ("SET", keys.seen(line, "cam1", "f9"), "1"), ("DEL", keys.seen(line, "cam1", "f0")),
         ("DEL", keys.results(line)), ("XTRIM", keys.results(line), "MAXLEN", "0"),

@@ -39,7 +39,7 @@ def _empty(url: str) -> None:
     store = Store.open(url=url)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS frame_results, part_verdicts, "
-                             "frame_hours, part_hours, alembic_version CASCADE"))
+                             "frame_hours, part_hours, recipe_changes, alembic_version CASCADE"))
     store.close()
 
 

@@ -13,12 +13,14 @@ import redis
 import sqlalchemy as sa
 
 from daemon.errors import RecordsUnavailable
+from daemon.records import queries
 from daemon.records.recorder import Recorder
 from daemon.records.settings import RecordsSettings
 from daemon.records.store import Store
-from daemon.records.tables import frame_results, part_verdicts
+from daemon.records.tables import frame_results, part_verdicts, recipe_changes
 from daemon.wire import keys
 from daemon.wire.backoff import Backoff
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Result
 from tests.integration.procs import ROOT, Proc, daemon_env
 
@@ -115,11 +117,11 @@ class FlakyStore(Store):
 
     fails = 3
 
-    def write(self, frames, parts):
+    def write_batch(self, frames, parts, recipes=()):
         if self.fails:
             self.fails -= 1
             raise RecordsUnavailable("records database away (test)")
-        return super().write(frames, parts)
+        return super().write_batch(frames, parts, recipes)
 
 
 def test_a_database_outage_is_waited_for_and_counted_and_loses_nothing(
@@ -193,3 +195,116 @@ def test_records_commands_read_what_the_recorder_wrote(redis_url, rclient, line,
     assert '"parts": 90' in out.stdout and '"rejects": 10' in out.stdout
     out = rlrctl("records", "export", "-o", str(tmp_path / "x.csv"), env=env)
     assert out.returncode == 0 and out.stdout.startswith("90 frames rows")
+
+    add_recipe_switches(rclient, line)
+    pv = PartVerdict(line, "SN-1", "incomplete", "reject", 1796601600.5, 1796601600.0, 500.0,
+                     {}, ("side",), "bottle-a@2", "b", "bottle")
+    rclient.xadd(keys.parts(line), pv.to_fields())
+    recorder(rclient, store, line).run_until_idle()
+    out = rlrctl("records", "recipes", "--line", line, "--since", "2026-12-01", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "refused" in lines[1] and "unknown recipe bottle-x" in lines[1]
+    assert "bottle-a@2" in lines[2] and "anna" in lines[2] and "modbus" in lines[2]
+    out = rlrctl("records", "parts", "--line", line, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "incomplete reject" in out.stdout and "side" in out.stdout
+    assert out.stdout.splitlines()[-1].startswith("1 parts, 1 rejected") and \
+        out.stdout.splitlines()[-1].endswith("1 incomplete")
+    out = rlrctl("records", "part", "SN-1", env=env)
+    assert out.returncode == 0 and "incomplete, reject" in out.stdout, out.stdout
+
+
+def add_recipe_switches(client: redis.Redis, line: str) -> None:
+    """What `RecipeStore.activate` writes to the recipe log: a switch and a refusal."""
+    client.xadd(keys.recipe_log(line), {"ts": "1796601600.5", "action": "activated",
+                                        "name": "bottle-a", "revision": "2", "by": "anna",
+                                        "via": "modbus", "why": ""})
+    client.xadd(keys.recipe_log(line), {"ts": "1796601601.5", "action": "refused",
+                                        "name": "bottle-x", "revision": "", "by": "plc",
+                                        "via": "opcua", "why": "unknown recipe bottle-x"})
+
+
+def test_wrapped_part_ids_and_recipe_switches_are_recorded_once_each(store, rclient, line):
+    add_results(rclient, line, 10)
+    rec = recorder(rclient, store, line)
+    rec.run_until_idle()
+    for first, verdict, outcome in ((1796601600.0, "pass", "pass"),
+                                    (1796605200.0, "incomplete", "reject")):
+        pv = PartVerdict(line, "SN-9", verdict, outcome, first + 0.2, first, 200.0, {},
+                         ("side",) if verdict == "incomplete" else (), "r@1", "b", "bottle")
+        rclient.xadd(keys.parts(line), pv.to_fields())
+    add_recipe_switches(rclient, line)
+    rec._checked = 0.0  # the next step looks for new streams
+    while rec.step(None):
+        pass
+    got = queries.part(store, "SN-9", line)["verdicts"]
+    assert [(v["verdict"], v["outcome"], v["missing"]) for v in got] == \
+        [("incomplete", "reject", "side"), ("pass", "pass", None)]
+    switches = queries.recipes(store, line)
+    assert [(r["action"], r["name"], r["revision"], r["via"]) for r in switches] == \
+        [("refused", "bottle-x", None, "opcua"), ("activated", "bottle-a", 2, "modbus")]
+    assert (rec.stats.parts, rec.stats.recipes) == (2, 2)
+    again = recorder(rclient, store, line, records_group="rlr-recorder-2")  # all read again
+    again.run_until_idle()
+    assert (count(store, part_verdicts), count(store, recipe_changes)) == (2, 2)
+    assert again.stats.duplicates == 14
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The samples of the recorder's /metrics over HTTP, `name{labels}` -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_recorders_metrics_are_served_over_http(redis_url, rclient, line, tmp_path):
+    add_results(rclient, line, 300)
+    rclient.xadd(keys.results(line), {"v": "1", "frame_id": "broken"})  # unreadable
+    add_recipe_switches(rclient, line)
+    port = free_port()
+    env = daemon_env(redis_url, line, records_url=f"sqlite:///{tmp_path / 'r.db'}",
+                     records_dir=tmp_path, records_block_ms=100, records_keep_pass=0)
+    proc = Proc(["recorder", "--metrics-port", str(port)], env, tmp_path / "rec.log")
+    try:
+        deadline, got = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            try:
+                got = scrape(port)
+            except OSError:
+                got = {}
+            if got.get("rlr_recorder_rows_written_total{kind=frames}") == 300 and \
+                    got.get("rlr_recorder_rows_written_total{kind=recipes}") == 2:
+                break
+            time.sleep(0.2)
+        assert got.get("rlr_recorder_rows_written_total{kind=frames}") == 300, got
+        assert got["rlr_recorder_unreadable_entries_total"] == 1
+        assert got["rlr_recorder_state{state=ok}"] == 1
+        assert got["rlr_recorder_state{state=waiting}"] == 0
+        # the anomalous ninth of the frames keep their pictures (masks: their frames were
+        # never put on the frames stream, so they are counted missing)
+        assert got["rlr_recorder_pictures_total{result=missing}"] == 300 // 9
+        assert got["rlr_recorder_pictures_total{result=kept}"] == 0
+        assert got["rlr_recorder_db_outage_waits_total"] == 0
+        assert got["rlr_recorder_entries_lost_total"] == 0
+        assert 0 <= got["rlr_recorder_last_write_age_seconds"] < 60
+        assert got["rlr_recorder_lag_entries"] >= 0
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0

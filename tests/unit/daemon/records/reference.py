@@ -31,12 +31,16 @@ def part_rows(n: int, lines=("l1", "l2"), seed: int = 2, span_h: int = 72) -> li
     rows = []
     for i in range(n):
         ts = T0_MS + rng.randrange(span_h * HOUR)
+        verdict = rng.choices(("pass", "reject", "incomplete"), (85, 10, 5))[0]
+        # an incomplete part is rejected unless its recipe lets it pass
+        outcome = verdict if verdict != "incomplete" else rng.choice(("reject", "pass"))
         rows.append({"line": rng.choice(lines), "part_id": f"SN-{i}",
-                     "recipe": "r1", "product": "bottle",
-                     "verdict": rng.choices(("pass", "reject", "incomplete"), (85, 10, 5))[0],
+                     "recipe": "r1", "product": "bottle", "verdict": verdict,
                      "views": {"top": {"camera": "cam0", "score": 0.5}},
                      "first_ts_ms": ts - 40, "ts_ms": ts, "total_ms": 40.0,
-                     "entry_id": f"{i}-0", "recorded_ms": ts})
+                     "entry_id": f"{i}-0", "recorded_ms": ts, "outcome": outcome,
+                     "missing": "side" if verdict == "incomplete" else None,
+                     "product_class": "bottle"})
     return rows
 
 
@@ -57,7 +61,7 @@ def yield_reference(rows: list[dict], size: int, shift: int, of: str,
         if of == "frames":
             rej[key] += r["is_anomaly"]
         else:
-            rej[key] += r["verdict"] == "reject"
+            rej[key] += r["outcome"] == "reject"  # the gate's decision, incomplete or not
             inc[key] += r["verdict"] == "incomplete"
     return [(k[0], k[1], n[k], rej[k], inc[k]) for k in sorted(n, key=lambda k: (k[1], k[0]))]
 
@@ -78,7 +82,7 @@ def rollups_and_raw_counts(store) -> list[tuple[list, list]]:
         v.c.line, sa.func.coalesce(v.c.recipe, "").label("r"),
         sa.func.coalesce(v.c.product, "").label("p"),
         v.c.ts_ms.op("/")(HOUR).op("*")(HOUR).label("h"), sa.func.count(),
-        sa.func.sum(sa.case((v.c.verdict == "reject", 1), else_=0)),
+        sa.func.sum(sa.case((v.c.outcome == "reject", 1), else_=0)),
         sa.func.sum(sa.case((v.c.verdict == "incomplete", 1), else_=0))
     ).group_by(v.c.line, "r", "p", "h")
     out = []
