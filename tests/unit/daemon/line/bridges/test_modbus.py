@@ -66,3 +66,10 @@ def test_health_bits_and_healthy_coil():
     t.health(CameraState("l1", "a", health=("blur", "dark", "something_new")))
     assert t.registers[16 + 9] == (1 << 3) | (1 << 1) | (1 << 15)
     assert t.coils[3] is False and t.coils[8 + 3] is True
+
+
+def test_a_tiny_positive_threshold_never_reads_as_none():
+    # 0 in threshold_x1000 means "no threshold": 1e-9 must not round to it.
+    assert modbus._x1000(1e-9) == 1
+    assert modbus._x1000(None) == 0 and modbus._x1000(0.0) == 0
+    assert modbus._x1000(0.4567) == 457 and modbus._x1000(1e9) == 65535
