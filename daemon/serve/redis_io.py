@@ -151,6 +151,11 @@ class RedisStreams:
         stale = await self._op(self.group.claim_stale(min_idle_ms, count), "claim_stale")
         return Claimed(out.deliveries + stale.deliveries, out.trimmed + stale.trimmed)
 
+    async def touch(self, held: Sequence[tuple[str, str]]) -> None:
+        # XCLAIM JUSTID to this consumer, one stream per command (Redis Cluster safe).
+        await self._op(self.group.touch([Delivery(line, eid, {}, 0) for line, eid in held]),
+                       "touch")
+
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
         gone: list[str] = []
         for line in self.lines:
