@@ -46,7 +46,7 @@ class Threads:
     def __init__(self, settings: DecodeSettings) -> None:
         self.inline = settings.decode_inline
         self.on_gpu = settings.device_decode
-        self.max_side = settings.max_image_side
+        self.max_side, self.max_pixels = settings.max_image_side, settings.max_pixels
         self._local = threading.local()  # per decode thread: its CUDA stream
         self._gpu_failed = False
         self.infer = ThreadPoolExecutor(1, "rlr-infer")
@@ -85,7 +85,7 @@ class Threads:
             if out[i] is not None:
                 continue
             try:
-                image = decode_frame(frame, size, self.max_side)
+                image = decode_frame(frame, size, self.max_side, self.max_pixels)
             except MemoryError as exc:  # the host's state, not the frame's: retried later
                 out[i] = (exc, None)
                 continue
@@ -100,7 +100,7 @@ class Threads:
                    measure: Callable | None, out: list) -> None:
         """Fill `out` for the JPEG frames the device decodes; leave the rest to the CPU."""
         idx = [i for i, f in enumerate(frames)
-               if f.encoding == "jpeg" and jpeg_header_ok(f.data, self.max_side)]
+               if f.encoding == "jpeg" and jpeg_header_ok(f.data, self.max_side, self.max_pixels)]
         if not idx:
             return
         stream = None

@@ -67,6 +67,8 @@ class DecodeSettings(PartSettings):
     device_decode: Literal["auto", "yes", "no"] = Field("auto", description="decode JPEG "
         "frames on the model's GPU in batches (nvJPEG); auto: when the model runs on CUDA")
     max_image_side: int = Field(8192, ge=16, description="largest accepted image width/height")
+    max_pixels: int = Field(8192 * 4096, ge=256, description="largest accepted image in "
+                            "pixels (width x height), checked from its header before decoding")
 
 
 class EngineSettings(PartSettings):
