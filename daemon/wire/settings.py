@@ -106,6 +106,9 @@ class StreamCapSettings(PartSettings):
     alerts_maxlen: int = Field(10_000, ge=10, description="cap of rlr:alerts:{line}")
     dlq_maxlen: int = Field(10_000, ge=10, description="cap of rlr:dlq:{line}")
     health_maxlen: int = Field(10_000, ge=10, description="cap of rlr:health:{line}")
+    health_camera_maxlen: int = Field(500, ge=1, description="events of one camera kept in "
+                                      "rlr:health:{line}: its oldest go first, so one camera "
+                                      "cannot push the others' history out")
 
 
 class LivenessSettings(PartSettings):
