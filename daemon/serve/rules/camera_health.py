@@ -39,7 +39,6 @@ KINDS = IMAGE_KINDS + SCORE_KINDS
 MAX_CLASSES = 64  # baselines kept per camera; the least recently seen class is forgotten
 
 
-
 class Change(NamedTuple):
     camera: str
     kind: str
