@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from daemon.console import pages, views
+from daemon.console.guard import LOOPBACK, allowed_hosts, host_refused, local_path, same_token
 from daemon.console.hub import Hub
 from daemon.console.settings import ConsoleServerSettings
 from daemon.errors import BadRequest, ConsoleError, JobError, RegistryError
@@ -41,7 +41,6 @@ from daemon.recipes.recipe import RecipeError
 from daemon.wire.clients import connect, connect_async
 
 STATIC = Path(__file__).parent / "static"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 COOKIE = "rlr_console"
 HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
             b"script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'"),
@@ -50,11 +49,13 @@ HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' dat
 
 
 class Guard:
-    """ASGI middleware: the token on every request where reading needs it, and the security
-    headers on every response."""
+    """ASGI middleware: the Host allow-list (`daemon.console.guard`), the token on every
+    request where reading needs it, and the security headers on every response."""
 
-    def __init__(self, app, token: str | None, read_needs_token: bool) -> None:
+    def __init__(self, app, token: str | None, read_needs_token: bool,
+                 hosts: frozenset[str] | None = None) -> None:
         self.app, self.token, self.read_needs_token = app, token, read_needs_token
+        self.hosts = hosts
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -65,11 +66,15 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
             await send(message)
 
+        request = Request(scope)
+        refused = host_refused(request.headers.get("host"), self.hosts)
+        if refused is not None:
+            response = PlainTextResponse(refused[1], refused[0])
+            return await response(scope, receive, send_with_headers)
         if self.read_needs_token:
-            request = Request(scope)
             given = request.query_params.get("token")
-            if given is not None and self.token and hmac.compare_digest(given, self.token):
-                response = RedirectResponse(request.url.path, 303)
+            if given is not None and same_token(given, self.token):
+                response = RedirectResponse(local_path(request.url.path), 303)
                 response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
                 return await response(scope, receive, send_with_headers)
             if not token_ok(request, self.token, cookie=True):
@@ -81,10 +86,8 @@ class Guard:
 
 
 def token_ok(request: Request, token: str | None, cookie: bool) -> bool:
-    if not token:
-        return False
     given = request.headers.get("x-rlr-token") or (request.cookies.get(COOKIE) if cookie else "")
-    return bool(given) and hmac.compare_digest(given, token)
+    return same_token(given, token)
 
 
 class Console:
@@ -303,7 +306,8 @@ def create_app(settings: ConsoleServerSettings, host: str) -> Starlette:
     console = Console(settings, token)
     app = Starlette(routes=console.routes(), lifespan=console.lifespan,
                     exception_handlers={BadRequest: bad_request})
-    app.add_middleware(Guard, token=token, read_needs_token=host not in LOOPBACK)
+    app.add_middleware(Guard, token=token, read_needs_token=host not in LOOPBACK,
+                       hosts=allowed_hosts(settings.console_hosts, host))
     app.state.console = console.state
     return app
 

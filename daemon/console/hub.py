@@ -30,7 +30,9 @@ log = logs.get("rlr.console")
 HISTORY = 300  # scores per camera for the sparkline
 MASKS_KEPT = 16  # masks of recent anomalous frames per camera (for the heat map on the tile)
 QUEUE = 200  # events a page may fall behind before it is dropped
-MAX_CAMERAS = 2000  # tiles kept in memory, all lines together
+MAX_CAMERAS = 2000  # tiles kept in memory, all lines together: the least recently seen goes
+SNAPSHOT_BYTES = 512_000  # a new page's first event at most (see `Hub.snapshot`)
+EVICT_LOG_S = 10.0  # evictions are logged at most this often (with how many since)
 
 
 def _ms(entry_id: str) -> float:
@@ -93,7 +95,9 @@ class Hub:
         self.lines = list(lines)
         self.group = group
         self.status_every_s = status_every_s
-        self.cameras: dict[tuple[str, str], Camera] = {}
+        # least recently seen first: a camera that reports moves to the end
+        self.cameras: OrderedDict[tuple[str, str], Camera] = OrderedDict()
+        self._evicted, self._evict_logged = 0, 0.0
         self.subscribers: set[asyncio.Queue] = set()
         self.status: dict[str, Any] = {"lines": [], "jobs": [], "trainers": []}
         self._cursor = {}
@@ -112,11 +116,22 @@ class Hub:
     def unsubscribe(self, q: asyncio.Queue) -> None:
         self.subscribers.discard(q)
 
-    def snapshot(self) -> dict:
-        now = time.time()
-        return {"type": "snapshot", "now": now, "lines": self.lines,
-                "tiles": [c.tile(now, full=True) for c in self.cameras.values()],
-                "status": self.status}
+    def snapshot(self, max_bytes: int = SNAPSHOT_BYTES) -> dict:
+        """Every tile, most recently seen first, within `max_bytes` of JSON (2,000 invented
+        cameras must not make each new page download a megabyte): with their score history
+        while half the budget lasts, then without it; tiles beyond the budget follow with
+        their next result. `omitted`: how many were left out."""
+        now, tiles, size = time.time(), [], 0
+        for c in reversed(self.cameras.values()):
+            tile = c.tile(now, full=True)
+            if size >= max_bytes // 2:
+                tile["scores"] = []  # the history starts afresh on the page
+            size += len(json.dumps(tile))
+            if size > max_bytes:
+                break
+            tiles.append(tile)
+        return {"type": "snapshot", "now": now, "lines": self.lines, "tiles": tiles,
+                "omitted": len(self.cameras) - len(tiles), "status": self.status}
 
     def broadcast(self, event: dict) -> None:
         event["now"] = time.time()
@@ -187,9 +202,22 @@ class Hub:
         cam = self.cameras.get((line, res.camera))
         if cam is None:
             if len(self.cameras) >= MAX_CAMERAS:  # a runaway producer inventing names
-                return None
+                self._evict()
             cam = self.cameras[(line, res.camera)] = Camera(line, res.camera)
+        else:
+            self.cameras.move_to_end((line, res.camera))
         return cam, cam.add(rid, res)
+
+    def _evict(self) -> None:
+        """Forget the least recently seen camera, so a real camera always gets its tile."""
+        (line, name), cam = self.cameras.popitem(last=False)
+        self._evicted += 1
+        now = time.time()
+        if now - self._evict_logged >= EVICT_LOG_S:
+            log.warning("camera_evicted", line=line, camera=name, n=self._evicted,
+                        limit=MAX_CAMERAS, last_seen_s=round(now - cam.last.get(
+                            "published", now), 1))
+            self._evict_logged, self._evicted = now, 0
 
     async def _read_streams(self) -> None:
         while True:

@@ -11,6 +11,7 @@ deciles and the false-alarm rate) comes from the model serving the camera's fram
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any
 
@@ -31,24 +32,27 @@ class CameraMonitor:
         self.metrics = metrics
         self.watches: dict[tuple[str, str], CameraWatch] = {}
         self._calibration: dict[str, tuple[dict, float | None]] = {}  # version -> (deciles, far)
-        # (line, camera) -> when its next frame may be measured (RLR_HEALTH_MAX_FPS)
+        # (line, camera) -> capture time of its last measured frame (RLR_HEALTH_MAX_FPS)
         self._period = 1.0 / settings.health_max_fps if settings.health_max_fps > 0 else 0.0
-        self._next_at: dict[tuple[str, str], float] = {}
+        self._measured_at: dict[tuple[str, str], float] = {}
 
-    def measure(self, line: str, camera: str, image: np.ndarray) -> Measures | None:
+    def measure(self, line: str, camera: str, image: np.ndarray, ts: float | None = None,
+                product_class: str | None = None) -> Measures | None:
         """On a decode thread: the frame's measures (None when camera health is off, for a frame
         over the camera's RLR_HEALTH_MAX_FPS, or one that cannot be measured: it is scored all
-        the same)."""
+        the same). The rate is counted on capture time `ts`: frames that reach the worker in
+        bursts are measured as often as frames that arrive evenly."""
         if not self.enabled:
             return None
         if self._period:  # a camera faster than RLR_HEALTH_MAX_FPS is measured at that rate
-            now = time.monotonic()
-            if now < self._next_at.get((line, camera), 0.0):
+            at = time.time() if ts is None else ts
+            since = at - self._measured_at.get((line, camera), -math.inf)
+            if 0 <= since < self._period:  # (a clock set back measures again at once)
                 return None
-            self._next_at[(line, camera)] = now + self._period
+            self._measured_at[(line, camera)] = at
         watch = self.watches.get((line, camera))
         try:
-            return measure(image, None if watch is None else watch.reference)
+            return measure(image, None if watch is None else watch.reference(product_class))
         except Exception as exc:  # a measuring bug must never cost a frame its result
             log.warning("camera_measure_failed", camera=camera, error=f"{exc!r}")
             return None
@@ -56,7 +60,7 @@ class CameraMonitor:
     def measurer(self, lines: list[str]):
         """`measure` for a decode job whose i-th frame is of line `lines[i]`."""
         def measure_frame(i: int, frame, image: np.ndarray) -> Measures | None:
-            return self.measure(lines[i], frame.camera, image)
+            return self.measure(lines[i], frame.camera, image, frame.ts, frame.product_class)
         return measure_frame
 
     def observe(self, line: str, camera: str, m: Measures | None, score: float,

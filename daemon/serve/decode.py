@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from daemon import logs
+from daemon.errors import FrameError
 from daemon.serve.camera_measures import THUMB
 from daemon.serve.feed import decode_jpegs
 from daemon.serve.served_model import ServedModel
@@ -45,7 +46,7 @@ class Threads:
     def __init__(self, settings: DecodeSettings) -> None:
         self.inline = settings.decode_inline
         self.on_gpu = settings.device_decode
-        self.max_side = settings.max_image_side
+        self.max_side, self.max_pixels = settings.max_image_side, settings.max_pixels
         self._local = threading.local()  # per decode thread: its CUDA stream
         self._gpu_failed = False
         self.infer = ThreadPoolExecutor(1, "rlr-infer")
@@ -71,8 +72,9 @@ class Threads:
                     measure: Callable[[int, Frame, np.ndarray], Any] | None = None,
                     device: torch.device | None = None
                     ) -> list[tuple[np.ndarray | torch.Tensor | Exception, Any]]:
-        """Each frame as a (size, size, 3) uint8 image, or the exception that stopped it
-        (reported per frame by the batcher, so one bad frame never fails its chunk), with
+        """Each frame as a (size, size, 3) uint8 image, or what stopped it: a `FrameError`
+        (dead-lettered) or a `MemoryError` (left for a redelivery), reported per frame by the
+        batcher, so one bad frame never fails its chunk; with
         what `measure(index, frame, image)` says of it (camera health), while it is hot.
 
         With `device`, JPEG frames come back as (3, size, size) uint8 tensors on it."""
@@ -83,9 +85,13 @@ class Threads:
             if out[i] is not None:
                 continue
             try:
-                image = decode_frame(frame, size, self.max_side)
-            except Exception as exc:
+                image = decode_frame(frame, size, self.max_side, self.max_pixels)
+            except MemoryError as exc:  # the host's state, not the frame's: retried later
                 out[i] = (exc, None)
+                continue
+            except Exception as exc:  # a decoder bug must not take the worker down
+                out[i] = (exc if isinstance(exc, FrameError) else FrameError(
+                    "corrupt", f"decoding failed ({type(exc).__name__}: {exc})"), None)
                 continue
             out[i] = (image, None if measure is None else measure(i, frame, image))
         return out
@@ -94,7 +100,7 @@ class Threads:
                    measure: Callable | None, out: list) -> None:
         """Fill `out` for the JPEG frames the device decodes; leave the rest to the CPU."""
         idx = [i for i, f in enumerate(frames)
-               if f.encoding == "jpeg" and jpeg_header_ok(f.data, self.max_side)]
+               if f.encoding == "jpeg" and jpeg_header_ok(f.data, self.max_side, self.max_pixels)]
         if not idx:
             return
         stream = None

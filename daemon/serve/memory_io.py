@@ -42,6 +42,7 @@ class MemoryStreams:
         self._cooldown: dict[tuple[str, str], float] = {}
         self._ids = itertools.count(1)
         self.fail_next_reads = 0  # simulate a Redis outage
+        self.touched = 0  # entries whose idle time the worker refreshed
         self.closed = False
 
     def _next_id(self) -> str:
@@ -74,6 +75,9 @@ class MemoryStreams:
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> Claimed:
         return Claimed([], [])
+
+    async def touch(self, held: Sequence[tuple[str, str]]) -> None:
+        self.touched += len(held)
 
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
         return []

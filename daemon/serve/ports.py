@@ -42,6 +42,10 @@ class FrameSource(Protocol):
         """Take over entries other consumers left pending for at least `min_idle_ms` (the
         first call also returns what this consumer name left pending in an earlier run)."""
 
+    async def touch(self, held: Sequence[tuple[str, str]]) -> None:
+        """Reset the idle time of (line, entry id) this consumer still works on, without
+        counting a delivery, so that no consumer (this one included) claims them."""
+
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
         """Forget consumers (dead workers) idle this long with nothing pending; their names."""
 

@@ -22,7 +22,7 @@ from daemon.serve.ports import Published
 from daemon.serve.rules.parts import Joined, JoinRequest
 from daemon.serve.rules.window import RecentFrame
 from daemon.serve.settings import WorkerSettings
-from daemon.wire import keys
+from daemon.wire import ids, keys
 from daemon.wire.clients import away, is_cluster
 from daemon.wire.groups import Claimed, ConsumerGroup, Delivery, Op, run_async
 from daemon.wire.parts import PartVerdict
@@ -130,8 +130,11 @@ return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 
 
 
-# KEYS[1] the line's camera-health hash, KEYS[2] its health stream. ARGV: camera, kind, state,
-# the state entry (JSON), stream cap, then the event's fields. Returns 1 when announced.
+# KEYS[1] the line's camera-health hash, KEYS[2] its health stream, KEYS[3] the list of the
+# camera's entry ids in that stream (`_camera_events`). ARGV: camera, kind, state, the state
+# entry (JSON), stream cap, the camera's cap, then the event's fields. Returns 1 when announced.
+# Beyond its own cap a camera's oldest event is deleted, so a camera that keeps raising and
+# clearing trims its own history, not the other cameras'.
 _HEALTH = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local state = {}
@@ -148,9 +151,19 @@ if next(state) == nil then
 else
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(state))
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
+redis.call('RPUSH', KEYS[3], id)
+while redis.call('LLEN', KEYS[3]) > tonumber(ARGV[6]) do
+  redis.call('XDEL', KEYS[2], redis.call('LPOP', KEYS[3]))
+end
 return 1
 """
+
+
+def _camera_events(line: str, camera: str) -> str:
+    """List: the ids of `camera`'s entries in the line's health stream, oldest first (the same
+    hash tag as the stream: one script may touch both on a Redis Cluster)."""
+    return f"{keys.PREFIX}:healthids:{{{line}}}:{ids.key_part(camera)}"
 
 
 class RedisStreams:
@@ -202,6 +215,11 @@ class RedisStreams:
             self._own_recovered = True
         stale = await self._op(self.group.claim_stale(min_idle_ms, count), "claim_stale")
         return Claimed(out.deliveries + stale.deliveries, out.trimmed + stale.trimmed)
+
+    async def touch(self, held: Sequence[tuple[str, str]]) -> None:
+        # XCLAIM JUSTID to this consumer, one stream per command (Redis Cluster safe).
+        await self._op(self.group.touch([Delivery(line, eid, {}, 0) for line, eid in held]),
+                       "touch")
 
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
         gone: list[str] = []
@@ -343,8 +361,10 @@ class RedisStreams:
                 flat += [k, v]
             entry = json.dumps({"since": e.since, "evidence": e.evidence, "worker": e.worker})
             new = await self._call(lambda e=e, entry=entry, flat=flat: self._health(
-                keys=[keys.camera_health(e.line), keys.health(e.line)],
-                args=[e.camera, e.kind, e.state, entry, self.s.health_maxlen, *flat]),
+                keys=[keys.camera_health(e.line), keys.health(e.line),
+                      _camera_events(e.line, e.camera)],
+                args=[e.camera, e.kind, e.state, entry, self.s.health_maxlen,
+                      self.s.health_camera_maxlen, *flat]),
                 "publish_health")
             out.append(bool(new))
         return out

@@ -68,6 +68,8 @@ class DecodeSettings(PartSettings):
     device_decode: Literal["auto", "yes", "no"] = Field("auto", description="decode JPEG "
         "frames on the model's GPU in batches (nvJPEG); auto: when the model runs on CUDA")
     max_image_side: int = Field(8192, ge=16, description="largest accepted image width/height")
+    max_pixels: int = Field(8192 * 4096, ge=256, description="largest accepted image in "
+                            "pixels (width x height), checked from its header before decoding")
 
 
 class EngineSettings(PartSettings):
@@ -209,7 +211,11 @@ class CameraHealthSettings(PartSettings):
                                          "below which a shift is not trusted (the scene "
                                          "changed, the camera did not move)")
     health_baseline_frames: int = Field(30, ge=1, description="healthy frames a camera's "
-                                        "sharpness and framing reference are learned from")
+                                        "sharpness and framing reference are learned from "
+                                        "(per product class)")
+    health_min_hold_s: float = Field(30.0, ge=0, description="a raised condition stays raised "
+                                     "at least this long (capture time), so a flickering "
+                                     "camera raises once instead of raising and clearing")
     health_drift_window: int = Field(200, ge=20, description="frames a camera's score "
                                      "distribution and alarm rate are judged over")
     health_drift_psi: float = Field(1.5, gt=0, description="score drift raised when the "

@@ -28,6 +28,7 @@ from daemon.errors import FrameError, SourceUnavailable, TaskFailed
 from daemon.serve.batching import BatchFill, BatchPolicy
 from daemon.serve.cameras import CameraMonitor
 from daemon.serve.decode import Threads
+from daemon.serve.inflight import keep_held
 from daemon.serve.liveness import announce, heartbeat, worker_status
 from daemon.serve.outage import Outages
 from daemon.serve.prometheus import WorkerMetrics
@@ -120,7 +121,8 @@ class Worker:
             announce(self)
             tasks += [spawn("backlog", lambda: backlog_loop(self)),
                       spawn("stations", lambda: stations_loop(self)),
-                      spawn("claimer", self._claimer), spawn("reader", self._reader)]
+                      spawn("claimer", self._claimer), spawn("reader", self._reader),
+                      spawn("inflight", lambda: keep_held(self))]
             await spawn("batcher", lambda: self._batcher(idle_s))
             await self.publisher.drain()
         except asyncio.CancelledError:
@@ -333,11 +335,10 @@ class Worker:
         good, dead, measures = [], [], []
         for item in batch:
             image, measured = (await item.images)[item.index]
-            if isinstance(image, FrameError):
+            if isinstance(image, MemoryError):  # not the frame's fault: a redelivery retries
+                self._release([item.delivery])
+            elif isinstance(image, FrameError):  # what decode_many makes of other errors
                 dead.append(self.publisher.letter(item.delivery, image))
-            elif isinstance(image, Exception):  # a decoder bug must not take the worker down
-                dead.append(self.publisher.letter(item.delivery, FrameError(
-                    "corrupt", f"decoding failed ({type(image).__name__}: {image})")))
             else:
                 good.append((item, image))
                 measures.append(measured)

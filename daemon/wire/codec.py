@@ -1,7 +1,9 @@
 """The image codec of the line: frames' pixels in and out, and result masks as PNG.
 
-Decoding reads the image header first and refuses sizes over `RLR_MAX_IMAGE_SIDE` before any
-pixel is decoded, so a decompression bomb costs a header read, not the worker's memory.
+Decoding reads the image header first and refuses sizes over `RLR_MAX_IMAGE_SIDE` per side or
+`RLR_MAX_PIXELS` in all before any pixel is decoded, so a decompression bomb (or an 8192x8192
+PNG of 200 KB that would take seconds and a gigabyte) costs a header read, not the worker's
+memory and time.
 
 JPEG frames (what cameras send) take the fast path: libjpeg-turbo through `simplejpeg`, the
 header read in a microsecond or two, large frames decoded at 1/2, 1/4 or 1/8 scale (DCT
@@ -40,11 +42,12 @@ def encode_image(image: np.ndarray, encoding: str = "jpeg",
     return buf.getvalue(), {}
 
 
-def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
+def decode_frame(frame: Frame, size: int, max_side: int,
+                 max_pixels: int | None = None) -> np.ndarray:
     """The frame's image as uint8 RGB (size, size, 3), as the model expects it."""
     if frame.encoding == "raw":
         h, w = frame.shape[:2]
-        _check_side(w, h, max_side)
+        _check_side(w, h, max_side, max_pixels)
         arr = np.frombuffer(frame.data, dtype=frame.dtype).reshape(frame.shape)
         if arr.dtype == np.uint16:
             arr = (arr >> 8).astype(np.uint8)
@@ -54,7 +57,7 @@ def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
             arr = arr[:, :, :3]
         return resize(np.ascontiguousarray(arr), size)
     if frame.encoding == "jpeg":
-        image = _jpeg_fast(frame.data, size, max_side)
+        image = _jpeg_fast(frame.data, size, max_side, max_pixels)
         if image is not None:
             return image
     try:
@@ -67,7 +70,7 @@ def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
     except Exception as exc:
         raise FrameError("corrupt", f"not a readable {frame.encoding} image "
                          f"({type(exc).__name__}: {exc})") from None
-    _check_side(w, h, max_side)
+    _check_side(w, h, max_side, max_pixels)
     expected = {"jpeg": "JPEG", "png": "PNG"}[frame.encoding]
     if kind != expected:
         raise FrameError("corrupt", f"encoding says {frame.encoding} but the data is {kind}")
@@ -77,7 +80,7 @@ def decode_frame(frame: Frame, size: int, max_side: int) -> np.ndarray:
         raise FrameError("corrupt", str(exc)) from None
 
 
-def jpeg_header_ok(data: bytes, max_side: int) -> bool:
+def jpeg_header_ok(data: bytes, max_side: int, max_pixels: int | None = None) -> bool:
     """Whether a JPEG may be decoded elsewhere (the GPU): its header reads, its size is within
     `max_side`, and it ends with the end-of-image marker (a decoder may return a truncated
     frame's top half without a word). False sends it the CPU path, which says what is wrong."""
@@ -85,17 +88,19 @@ def jpeg_header_ok(data: bytes, max_side: int) -> bool:
         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return False
-    return max(w, h) <= max_side and data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    return max(w, h) <= max_side and (max_pixels is None or w * h <= max_pixels) and \
+        data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
-def _jpeg_fast(data: bytes, size: int, max_side: int) -> np.ndarray | None:
+def _jpeg_fast(data: bytes, size: int, max_side: int,
+               max_pixels: int | None = None) -> np.ndarray | None:
     """A JPEG frame decoded by libjpeg-turbo, or None where it refuses (not a JPEG, truncated,
     a variant it does not decode): the Pillow path then decides."""
     try:
         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    _check_side(w, h, max_side)
+    _check_side(w, h, max_side, max_pixels)
     least = 2 * size if min(h, w) > 4 * size else 0  # DCT scaling, still >= twice the size
     try:
         image = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=least,
@@ -105,10 +110,13 @@ def _jpeg_fast(data: bytes, size: int, max_side: int) -> np.ndarray | None:
     return resize(image, size)
 
 
-def _check_side(w: int, h: int, max_side: int) -> None:
+def _check_side(w: int, h: int, max_side: int, max_pixels: int | None = None) -> None:
     if max(w, h) > max_side:
         raise FrameError("bad_dimensions", f"image {w}x{h} exceeds the limit of {max_side} px "
                          "per side (RLR_MAX_IMAGE_SIDE)")
+    if max_pixels is not None and w * h > max_pixels:
+        raise FrameError("bad_dimensions", f"image {w}x{h} has {w * h} pixels, over the limit "
+                         f"of {max_pixels} (RLR_MAX_PIXELS)")
 
 
 def mask_png(anomaly_map: np.ndarray, threshold: float) -> bytes:

@@ -107,6 +107,9 @@ class StreamCapSettings(PartSettings):
     dlq_maxlen: int = Field(10_000, ge=10, description="cap of rlr:dlq:{line}")
     health_maxlen: int = Field(10_000, ge=10, description="cap of rlr:health:{line}")
     parts_maxlen: int = Field(100_000, ge=10, description="cap of rlr:parts:{line}")
+    health_camera_maxlen: int = Field(500, ge=1, description="events of one camera kept in "
+                                      "rlr:health:{line}: its oldest go first, so one camera "
+                                      "cannot push the others' history out")
 
 
 class LivenessSettings(PartSettings):

@@ -17,6 +17,7 @@ from daemon.wire.schema import encode_frame
 from tests.chaos.line import CHAOS_SETTINGS, wait_until
 from tests.chaos.proxy import FlakyProxy
 from tests.helpers import png_header
+from tests.integration.procs import Proc, daemon_env
 
 STALL_S = CHAOS_SETTINGS["stall_s"]
 
@@ -205,3 +206,43 @@ def test_overload_warnings_are_rate_limited(chaos, frame_jpegs):
     skips = wait_until(logged, 15, "every skip to be accounted for in the log")
     assert 1 <= len(skips) <= 6  # a few lines that say how many, not one line per frame
 
+
+
+def _big_pngs(n: int, side: int = 4096) -> list[bytes]:
+    """PNGs that compress to ~200 KB but take a second or more each to decode: a slow batch."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for i in range(n):
+        img = np.zeros((side, side, 3), np.uint8)
+        img[:, :, 0] = np.linspace(0, 255, side, dtype=np.uint8)[None, :]
+        img[:, :, 1] = i * 29 % 256
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+        out.append(buf.getvalue())
+    return out
+
+
+def test_a_batch_slower_than_the_claim_idle_time_is_neither_claimed_nor_dead_lettered(
+        chaos, record):
+    line = chaos()
+    line.start_worker()
+    second = Proc(["worker"], daemon_env(line.url, line.line, consumer="chaos-worker-2",
+                                         model=line.model, **CHAOS_SETTINGS),
+                  line.tmp / "chaos-worker-2.log")
+    try:
+        line.wait_status("ready")
+        for i, data in enumerate(_big_pngs(8)):  # 4 per batch: several seconds per batch,
+            line.client.xadd(keys.frames(line.line),  # against a claim idle time of 1.5 s
+                             encode_frame("cam", f"big-{i}", time.time(), data, "png"))
+            line.sent.append(f"big-{i}")
+        line.wait_settled(timeout=180)
+        events = line.worker.events() + second.events()
+    finally:
+        second.stop()
+    fig = record(line.figures("batches slower than the claim idle"))
+    assert fig.scored == 8 and fig.dead == 0
+    assert not [e for e in events if e.get("event") == "frames_claimed"]

@@ -47,7 +47,6 @@ TESTED_ELSEWHERE = {
     "daemon/cli/worker.py": "tests/integration/serve/test_worker.py",
     # the console: its security and rendering in one unit file, its live feed against Redis
     "daemon/console/app.py": "tests/unit/daemon/console/test_security.py",
-    "daemon/console/hub.py": "tests/integration/console/test_console_api.py",
     "daemon/console/pages.py": "tests/unit/daemon/console/test_security.py",
     "daemon/console/views.py": "tests/unit/daemon/console/test_security.py",
     # Redis-backed by nature: tested against a real server

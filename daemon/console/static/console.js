@@ -24,6 +24,11 @@ function el(tag, attrs, ...kids) {
 const q = (params) => new URLSearchParams(params).toString();
 const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : Number(x).toPrecision(d));
 const when = (ts) => (ts ? new Date(ts * 1000).toLocaleString() : "");
+// An id as it is: bidi controls (a right-to-left override would show the name reversed) made
+// visible as <U+202E>; the element is also isolated (unicode-bidi: isolate in the CSS).
+const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+const shownId = (s) => String(s ?? "").replace(
+  BIDI, (c) => "<U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
 
 function toast(text, bad) {
   const t = document.getElementById("toast");
@@ -74,7 +79,7 @@ function tileOf(t) {
     cap: el("div", { class: "pic-caption" }),
   };
   const root = el("article", { class: "tile" },
-    el("h3", {}, el("span", { class: "camera" }, t.camera), parts.health, parts.stale),
+    el("h3", {}, el("span", { class: "camera" }, shownId(t.camera)), parts.health, parts.stale),
     el("div", { class: "pic" }, img, over), parts.cap,
     el("div", { class: "nums" }, parts.score, " / ", parts.thr, " ", parts.verdict),
     el("div", { class: "meta" }, parts.fps, " fps · p50 ", parts.lat, " · ", parts.model),
@@ -164,7 +169,7 @@ function alertCard(a) {
     if (out) { button.hidden = true; ack.textContent = "acknowledged by " + out.by; }
   } }, "Acknowledge");
   return el("article", { class: "alert" + (a.ack ? " acked" : ""), "data-id": a.id },
-    el("h3", {}, el("span", { class: "camera" }, a.camera), " · line ", a.line, " · ", when(a.ts)),
+    el("h3", {}, el("span", { class: "camera" }, shownId(a.camera)), " · line ", a.line, " · ", when(a.ts)),
     el("p", {}, "rule ", a.rule, " · scores ", a.scores.map((s) => fmt(s)).join(", "),
       " · threshold ", fmt(a.threshold), " · model ", a.model,
       a.health.length ? " · camera unhealthy: " + a.health.join(", ") : ""),
@@ -206,8 +211,9 @@ function renderWorkers(status) {
     table(["reason", "count"], Object.entries(ln.dead_by_reason)),
     el("h3", {}, "newest dead letters"),
     el("div", {}, ln.dead_recent.map((d) => el("details", {},
-      el("summary", {}, when(d.ts), " · ", d.reason, " · ", d.original.camera || "", " ", d.original.frame_id || ""),
-      el("pre", {}, d.detail + "\n" + JSON.stringify(d.original, null, 1))))))));
+      el("summary", {}, when(d.ts), " · ", d.reason, " · ", el("span", { class: "camera" }, shownId(d.original.camera)), " ",
+        shownId(d.original.frame_id)),
+      el("pre", {}, shownId(d.detail + "\n" + JSON.stringify(d.original, null, 1)))))))));
 }
 
 function renderJobs(status) {
@@ -263,7 +269,7 @@ function onEvent(ev) {
       card.querySelector(".ack").textContent = "acknowledged by " + ev.ack.by + " at " + when(ev.ack.ts);
     }
   }
-  if (ev.type === "alert" && page === "/") toast("alert: " + ev.alert.camera + " on line " + ev.alert.line, true);
+  if (ev.type === "alert" && page === "/") toast("alert: " + shownId(ev.alert.camera) + " on line " + ev.alert.line, true);
 }
 
 function connectLive() {

@@ -69,7 +69,8 @@ GLOBAL_REGISTERS = (
 CAMERA_REGISTERS = (
     (0, "heartbeat", "+1 for every result of the camera (wraps at 65535)"),
     (1, "score_x1000", "last score x 1000 (clamped to 65535)"),
-    (2, "threshold_x1000", "threshold of the last result x 1000 (0: none)"),
+    (2, "threshold_x1000", "threshold of the last result x 1000 (0: none; a positive "
+     "threshold reads at least 1)"),
     (3, "verdict", "0 no result yet, 1 normal, 2 anomalous"),
     (4, "alerts_latched", "alerts not yet acknowledged (the reset coil clears them)"),
     (5, "frames_hi", "results counted since the bridge started, high word"),
@@ -140,7 +141,10 @@ def _u32(value: int) -> tuple[int, int]:
 
 
 def _x1000(value: float | None) -> int:
-    return 0 if value is None else max(0, min(_U16, round(value * 1000)))
+    """0 means none, so a positive value (a threshold of 1e-9) rounds up to 1, never to 0."""
+    if value is None:
+        return 0
+    return max(1 if value > 0 else 0, min(_U16, round(value * 1000)))
 
 
 class ModbusTable(ModbusServerContext, Listener):

@@ -1,12 +1,15 @@
 """Camera health: tell a camera gone wrong from a product gone wrong, from the frames themselves.
 
-Per frame, on the decode threads, the image measures (`daemon.serve.camera_measures`). Per
-camera (`CameraWatch`, on the worker's event loop): each condition
-is judged over the camera's last `window` frames and raised when `raise_k` of them are bad,
-cleared when at most `clear_k` are (hysteresis: a flickering condition raises once and clears
-once). Sharpness and framing are relative to the camera's own baseline, built from its first
-healthy frames. Scores are watched too: the distribution over a sliding window against the
-calibration normals' quantiles stored in the model (PSI), and the rate of anomalous verdicts.
+Per frame, on the decode threads, the image measures (`daemon.serve.camera_measures`). Per camera
+(`CameraWatch`, on the worker's event loop): each condition is judged over the camera's last
+`window` frames and raised when `raise_k` of them are bad, cleared when at most `clear_k` are
+(hysteresis: a flickering condition raises once and clears once), and a raised condition stays
+raised at least `health_min_hold_s` (capture time), so a camera that flickers is one raise, not a
+raise and a clear every few frames. Sharpness and framing are relative to the camera's own
+baseline, built from its first healthy frames, one baseline per product class the camera sees (a
+smooth disc is not a blurred view of a striped part). Scores are watched too: the distribution over
+a sliding window against the calibration normals' quantiles stored in the model (PSI), and the rate
+of anomalous verdicts.
 
 Kinds: `frozen`, `dark`, `bright`, `blur`, `shift`, `score_drift`, `alarm_rate`.
 `CameraHealth` is the rule the publisher runs: the changes as health events, published through
@@ -33,8 +36,7 @@ if TYPE_CHECKING:  # the thresholds: RLR_HEALTH_*
 IMAGE_KINDS = ("frozen", "dark", "bright", "blur", "shift")
 SCORE_KINDS = ("score_drift", "alarm_rate")
 KINDS = IMAGE_KINDS + SCORE_KINDS
-
-
+MAX_CLASSES = 64  # baselines kept per camera; the least recently seen class is forgotten
 
 
 class Change(NamedTuple):
@@ -46,6 +48,16 @@ class Change(NamedTuple):
 
 
 @dataclass
+class Baseline:
+    """A camera's reference framing and sharpness for one product class, learned from its
+    first healthy frames of that class."""
+
+    reference: np.ndarray | None = None  # (64, 64) float32, read by the decode threads
+    sharpness: float | None = None
+    learning: list[Measures] = field(default_factory=list)
+
+
+@dataclass
 class CameraWatch:
     """One camera's health over the frames this worker scores."""
 
@@ -53,11 +65,9 @@ class CameraWatch:
     policy: CameraHealthSettings
     quantiles: dict[str, list[float]] = field(default_factory=dict)  # class -> deciles
     far: float | None = None
-    reference: np.ndarray | None = None  # (64, 64) float32, read by the decode threads
-    sharpness_base: float | None = None
+    baselines: dict[str, Baseline] = field(default_factory=dict)  # product class ("": none)
     raised: dict[str, float] = field(default_factory=dict)  # kind -> since
     _bad: dict[str, deque] = field(default_factory=dict)
-    _baseline: list[Measures] = field(default_factory=list)
     _prev: Measures | None = None
     _scores: deque = field(default_factory=deque)
     _alarms: deque = field(default_factory=deque)
@@ -68,15 +78,16 @@ class CameraWatch:
                 ts: float) -> list[Change]:
         """Judge one frame; the kinds that were raised or cleared by it."""
         p = self.policy
-        bad = self._image_checks(m)
+        base = self.baseline(product_class)
+        bad = self._image_checks(m, base)
         prev, self._prev = self._prev, m
         exposed = not (bad["dark"][0] or bad["bright"][0])
         diff = None if prev is None else float(np.abs(m.signature - prev.signature).mean())
         frozen = exposed and diff is not None and m.dhash == prev.dhash \
             and diff <= p.health_frozen_mad
         bad["frozen"] = (frozen, {"signature_diff": None if diff is None else round(diff, 3)})
-        if not any(flag for flag, _ in bad.values()) and self.sharpness_base is None:
-            self._learn(m)
+        if not any(flag for flag, _ in bad.values()) and base.sharpness is None:
+            self._learn(m, base)
         for kind in ("blur", "shift"):
             bad.setdefault(kind, (False, self._last.get(kind, {})))
         changes = []
@@ -88,7 +99,20 @@ class CameraWatch:
         changes += self._score_checks(score, anomalous, product_class, ts)
         return changes
 
-    def _image_checks(self, m: Measures) -> dict[str, tuple[bool, dict]]:
+    def reference(self, product_class: str | None) -> np.ndarray | None:
+        """The framing reference of the class (None until learned); read by decode threads."""
+        base = self.baselines.get(product_class or "")
+        return None if base is None else base.reference
+
+    def baseline(self, product_class: str | None) -> Baseline:
+        key = product_class or ""
+        base = self.baselines.pop(key, None) or Baseline()
+        self.baselines[key] = base  # most recently seen last
+        while len(self.baselines) > MAX_CLASSES:  # classes invented by a runaway producer
+            self.baselines.pop(next(iter(self.baselines)))
+        return base
+
+    def _image_checks(self, m: Measures, base: Baseline) -> dict[str, tuple[bool, dict]]:
         """Exposure first: a black or white frame has no texture and no framing to judge, so
         blur, shift and repeats are judged (and counted good) only on exposed frames."""
         p = self.policy
@@ -98,12 +122,12 @@ class CameraWatch:
                           {"mean": round(m.mean, 1), "clipped_high": round(m.high, 3)})}
         if out["dark"][0] or out["bright"][0]:
             return out
-        if self.sharpness_base:
-            ratio = m.sharpness / self.sharpness_base
+        if base.sharpness:
+            ratio = m.sharpness / base.sharpness
             out["blur"] = (ratio < p.health_blur_ratio, {"sharpness_ratio": round(ratio, 3)})
-        if m.shift is None and self.reference is not None:
+        if m.shift is None and base.reference is not None:
             # measured before the reference was learned (decoded ahead): do it now
-            m = m._replace(shift=shift_against(self.reference, m.thumb))
+            m = m._replace(shift=shift_against(base.reference, m.thumb))
         if m.shift is not None:
             dx, dy, response = m.shift
             moved = response >= p.health_shift_response and math.hypot(dx, dy) > p.health_shift_px
@@ -111,14 +135,18 @@ class CameraWatch:
                                     "response": round(response, 3), "of_px": m.thumb.shape[0]})
         return out
 
-    def _learn(self, m: Measures) -> None:
-        """The camera's reference framing and sharpness, from its first healthy frames."""
-        self._baseline.append(m)
-        if len(self._baseline) >= self.policy.health_baseline_frames:
-            self.reference = np.mean([b.thumb for b in self._baseline], axis=0).astype(np.float32)
-            self.sharpness_base = max(float(np.median([b.sharpness for b in self._baseline])),
-                                      1e-6)
-            self._baseline = []
+    def _learn(self, m: Measures, base: Baseline) -> None:
+        """The class's reference framing and sharpness, from its first healthy frames."""
+        base.learning.append(m)
+        if len(base.learning) >= self.policy.health_baseline_frames:
+            base.sharpness = max(float(np.median([b.sharpness for b in base.learning])), 1e-6)
+            base.reference = np.mean([b.thumb for b in base.learning],
+                                     axis=0).astype(np.float32)
+            base.learning = []
+
+    def _held(self, kind: str, ts: float) -> bool:
+        """Whether a raised `kind` must stay raised yet (RLR_HEALTH_MIN_HOLD_S)."""
+        return ts - self.raised[kind] < self.policy.health_min_hold_s
 
     def _judge(self, kind: str, n_bad: int, full: bool, ts: float,
                evidence: dict) -> list[Change]:
@@ -127,7 +155,8 @@ class CameraWatch:
             self.raised[kind] = ts
             return [Change(self.camera, kind, "raised", ts,
                            {**evidence, "bad_frames": n_bad, "of": p.health_window})]
-        if kind in self.raised and full and n_bad <= p.health_clear_k:
+        if kind in self.raised and full and n_bad <= p.health_clear_k and \
+                not self._held(kind, ts):
             since = self.raised.pop(kind)
             return [Change(self.camera, kind, "cleared", ts,
                            {**evidence, "bad_frames": n_bad, "of": p.health_window,
@@ -171,7 +200,7 @@ class CameraWatch:
         if bad and kind not in self.raised:
             self.raised[kind] = ts
             return [Change(self.camera, kind, "raised", ts, evidence)]
-        if not bad and kind in self.raised:
+        if not bad and kind in self.raised and not self._held(kind, ts):
             since = self.raised.pop(kind)
             return [Change(self.camera, kind, "cleared", ts, {**evidence, "since": since})]
         return []

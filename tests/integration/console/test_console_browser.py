@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 XSS = "<img src=x onerror=alert(1)>"  # has spaces: the worker dead-letters its frames
 XSS_TILE = "<img/src=x/onerror=alert(1)>"  # a valid camera name: gets a tile
+RTL = "cam-\u202egnp.exe"  # a right-to-left override: dead-lettered, shown as it is
 TOKEN = "tok-" + uuid.uuid4().hex[:8]
 
 
@@ -76,7 +77,7 @@ def console_line(redis_url, served_model, alarming_model, frame_jpegs, tmp_path_
     port = free_port()
     console = Proc(["console", "--port", str(port)],
                    daemon_env(redis_url, line, console_token=TOKEN), tmp / "console.log")
-    cams = Cameras(client, line, ["cam-a", XSS_TILE, "cam-burst", XSS], frame_jpegs)
+    cams = Cameras(client, line, ["cam-a", XSS_TILE, "cam-burst", XSS, RTL], frame_jpegs)
     try:
         wait_ready(client, worker, names=(f"w-{line}",))
         wait_for(lambda: _up(port), 30, "console answering", (console,))
@@ -191,6 +192,9 @@ def test_a_dead_letter_of_the_hostile_camera_shows_its_name_as_text(console_line
 
     wait_for(lambda: XSS in summaries(), 30, "the dead letter with the camera's name",
              env["procs"])
+    # the override is shown as a visible mark, not applied: the name does not read reversed
+    wait_for(lambda: "cam-<U+202E>gnp.exe" in summaries(), 30, "the RTL camera's dead letter")
+    assert "\u202e" not in summaries()
     assert "malformed" in browser.find_element(By.ID, "workers").text
     assert browser.find_elements(By.CSS_SELECTOR, "img[src='x']") == []
     assert js(browser, "return document.querySelectorAll('[onerror]').length") == 0

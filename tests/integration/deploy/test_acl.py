@@ -635,7 +635,7 @@ def test_console_reads_the_line_and_acts_with_least_privilege(
     acl_redis.reset_log()
     settings = load_settings(redis_url=acl_redis.url("rlr-console"), lines=line,
                              console_token="t0k")
-    with TestClient(create_app(settings, "127.0.0.1")) as web:
+    with TestClient(create_app(settings, "127.0.0.1"), base_url="http://127.0.0.1") as web:
         for path in ("/", "/models", "/workers", "/jobs", f"/api/alerts?line={line}"):
             assert web.get(path).status_code == 200, path
         wait_for(lambda: web.app.state.console["hub"].status["lines"], 10, "status read")

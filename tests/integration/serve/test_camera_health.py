@@ -216,3 +216,34 @@ def test_normal_feeds_raise_no_health_event_over_2000_frames(rclient, redis_url,
             w.stop()
         for key in rclient.scan_iter(match=f"rlr:*{{{cells_line}}}*", count=1000):
             rclient.delete(key)
+
+
+def test_a_camera_that_keeps_raising_and_clearing_trims_its_own_history_only(redis_url, line,
+                                                                              rclient):
+    import asyncio
+
+    import redis
+
+    from daemon.cli.settings import load_settings
+    from daemon.serve.redis_io import RedisStreams
+
+    async def go() -> None:
+        s = load_settings(lines=line, consumer="w0", metrics_port=0, health_maxlen=10_000,
+                          health_camera_maxlen=6)
+        port = RedisStreams(redis.asyncio.Redis.from_url(redis_url), s, "w0")
+        quiet = HealthEvent(line, "cam-quiet", "dark", "raised", 1.0, 1.0, {}, "w0")
+        assert await port.publish_health([quiet]) == [True]
+        for i in range(40):  # a flickering camera: raised, cleared, raised, ...
+            state = "raised" if i % 2 == 0 else "cleared"
+            await port.publish_health([HealthEvent(line, "cam-noisy", "dark", state,
+                                                   2.0 + i, 2.0, {}, "w0")])
+        await port.close()
+
+    asyncio.run(go())
+    events = [HealthEvent.from_fields(f) for _, f in rclient.xrange(keys.health(line))]
+    by_camera = {c: [e for e in events if e.camera == c] for c in ("cam-quiet", "cam-noisy")}
+    assert len(by_camera["cam-quiet"]) == 1  # still there
+    assert len(by_camera["cam-noisy"]) == 6  # its own newest six
+    assert by_camera["cam-noisy"][-1].ts == 41.0
+    out = CliRunner().invoke(main, ["health", "--line", line, "--redis-url", redis_url])
+    assert out.exit_code == 1 and "cam-quiet" in out.output  # 1: a camera is unhealthy

@@ -23,6 +23,11 @@ def app(host: str, token: str | None):
     return create_app(load_settings(lines="l1", console_token=token), host)
 
 
+def local(app, **kw) -> TestClient:
+    """A client that asks for the console by a name it answers (`daemon.console.guard`)."""
+    return TestClient(app, base_url="http://127.0.0.1", **kw)
+
+
 def test_a_bind_beyond_loopback_without_a_token_is_refused():
     with pytest.raises(ConsoleError, match="RLR_CONSOLE_TOKEN"):
         app("0.0.0.0", None)
@@ -30,7 +35,7 @@ def test_a_bind_beyond_loopback_without_a_token_is_refused():
 
 
 def test_beyond_loopback_every_request_needs_the_token():
-    web = TestClient(app("0.0.0.0", "s3cret"), follow_redirects=False)
+    web = local(app("0.0.0.0", "s3cret"), follow_redirects=False)
     assert web.get("/healthz").status_code == 401
     assert web.get("/static/console.js").status_code == 401
     assert web.get("/healthz", headers={"x-rlr-token": "wrong"}).status_code == 401
@@ -44,7 +49,7 @@ def test_beyond_loopback_every_request_needs_the_token():
 
 
 def test_on_loopback_reading_is_open_and_responses_carry_a_strict_policy():
-    r = TestClient(app("127.0.0.1", None)).get("/healthz")
+    r = local(app("127.0.0.1", None)).get("/healthz")
     assert r.status_code == 200
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-frame-options"] == "DENY"
@@ -59,19 +64,19 @@ def test_on_loopback_reading_is_open_and_responses_carry_a_strict_policy():
      {"line": "l1", "action": "promote", "by": "ann"}, "cross-site"),
 ])
 def test_actions_are_refused_before_touching_anything(headers, body, why):
-    r = TestClient(app("127.0.0.1", "s3cret")).post("/api/rollout", json=body, headers=headers)
+    r = local(app("127.0.0.1", "s3cret")).post("/api/rollout", json=body, headers=headers)
     assert r.status_code == 403 and why in r.json()["error"]
 
 
 def test_actions_are_off_without_a_token_configured():
-    r = TestClient(app("127.0.0.1", None)).post(
+    r = local(app("127.0.0.1", None)).post(
         "/api/ack", json={"line": "l1", "alert_id": "1-0", "by": "ann"},
         headers={"x-rlr-token": ""})
     assert r.status_code == 403 and "RLR_CONSOLE_TOKEN" in r.json()["error"]
 
 
 def test_a_form_post_is_not_an_action():
-    r = TestClient(app("127.0.0.1", "s3cret")).post(
+    r = local(app("127.0.0.1", "s3cret")).post(
         "/api/rollout", data={"line": "l1", "action": "promote"},
         headers={"x-rlr-token": "s3cret"})
     assert r.status_code == 403 and "JSON" in r.json()["error"]

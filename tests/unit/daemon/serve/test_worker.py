@@ -193,6 +193,26 @@ def test_inference_failure_leaves_frames_pending_for_redelivery(engines):
     assert "CUDA out of memory" in w.last_error
 
 
+def test_a_memory_error_while_decoding_leaves_the_frame_for_redelivery(engines, monkeypatch):
+    import daemon.serve.decode as decode
+
+    real = decode.decode_frame
+
+    def short_of_memory(f, *a):
+        if f.frame_id == "cam-a-1":
+            raise MemoryError("cannot allocate")
+        return real(f, *a)
+
+    monkeypatch.setattr(decode, "decode_frame", short_of_memory)
+    streams = MemoryStreams()
+    for i in range(3):
+        streams.add("line1", frame(i))
+    run(Worker(settings(), engines(default=HIGH), streams))
+    assert streams.dlq["line1"] == []  # not "corrupt": the host, not the frame, was short
+    assert sorted(r.frame_id for r in results_of(streams)) == ["cam-a-0", "cam-a-2"]
+    assert len(streams.pending) == 1
+
+
 # ----------------------------------------------------------------------------- alerts, masks
 
 

@@ -322,3 +322,23 @@ def test_a_view_without_a_part_is_malformed(image):
     fields["view"] = b"top"
     with pytest.raises(FrameError, match="without a part"):
         parse_frame(fields, LIMIT)
+
+
+def test_an_8192_square_png_is_refused_from_its_header_in_milliseconds():
+    import time
+
+    from daemon.serve.settings import DecodeSettings
+
+    buf = io.BytesIO()  # 67 M pixels in 200 KB: seconds and a gigabyte to decode
+    Image.fromarray(np.zeros((8192, 8192), np.uint8)).save(buf, format="PNG", compress_level=1)
+    frame = parse_frame(encode_frame("c", "f", TS, buf.getvalue(), "png"), 10**8)
+    limits = DecodeSettings()
+    t0 = time.perf_counter()
+    with pytest.raises(FrameError, match="RLR_MAX_PIXELS") as info:
+        decode_frame(frame, 64, limits.max_image_side, limits.max_pixels)
+    assert info.value.reason == "bad_dimensions"
+    assert time.perf_counter() - t0 < 0.2
+    jpeg, _ = encode_image(np.zeros((300, 300, 3), np.uint8), "jpeg")
+    with pytest.raises(FrameError, match="RLR_MAX_PIXELS"):
+        decode_frame(parse_frame(encode_frame("c", "f", TS, jpeg, "jpeg"), LIMIT), 16, 8192,
+                     max_pixels=300 * 299)

@@ -192,3 +192,10 @@ def test_the_map_lists_each_lines_part_block_at_a_fixed_address():
     assert "(4102-4165)" in regs[("l1", "part_id")].meaning
     with pytest.raises(SettingsError, match="at most 255"):
         modbus.ModbusTable([("l1", f"c{i}") for i in range(256)], pulse_ms=50)
+
+
+def test_a_tiny_positive_threshold_never_reads_as_none():
+    # 0 in threshold_x1000 means "no threshold": 1e-9 must not round to it.
+    assert modbus._x1000(1e-9) == 1
+    assert modbus._x1000(None) == 0 and modbus._x1000(0.0) == 0
+    assert modbus._x1000(0.4567) == 457 and modbus._x1000(1e9) == 65535

@@ -47,7 +47,7 @@ def faults() -> dict:
 def run(watch: CameraWatch, frames, start: int = 0, score: float = 0.0) -> list:
     out = []
     for i, img in enumerate(frames, start):
-        m = measure(img, watch.reference)
+        m = measure(img, watch.reference(None))
         out += [(i, c) for c in watch.observe(m, score, False, None, float(i))]
     return out
 
@@ -56,7 +56,7 @@ def test_a_normal_feed_raises_nothing():
     rng = np.random.default_rng(0)
     watch = CameraWatch("cam", POLICY)
     assert run(watch, (scene(i, rng) for i in range(400))) == []
-    assert watch.reference is not None and watch.sharpness_base > 0  # the baseline was learned
+    assert watch.reference(None) is not None and watch.baselines[""].sharpness > 0  # learned
 
 
 @pytest.mark.parametrize("kind", sorted(faults()))
@@ -96,6 +96,53 @@ def test_a_flickering_lamp_raises_once_and_clears_once():
     frames = [(scene(i, rng) * (0.05 if i % 10 else 1)).astype(np.uint8) for i in range(40, 140)]
     changes = run(watch, frames, 40) + run(watch, (scene(i, rng) for i in range(140, 170)), 140)
     assert [(c.kind, c.state) for _, c in changes] == [("dark", "raised"), ("dark", "cleared")]
+
+
+def product(kind: str, i: int, rng: np.random.Generator, size: int = 128) -> np.ndarray:
+    """Three products one camera sees: a smooth disc (hardly any detail), dots, stripes."""
+    y, x = np.mgrid[0:size, 0:size]
+    c = size // 2 + (i % 5) - 2
+    if kind == "disc":
+        g = cv2.GaussianBlur((90 + 90 * (np.hypot(x - c, y - c) < size / 3)).astype(np.float32),
+                             (0, 0), 3)
+    elif kind == "dots":
+        g = 90 + 120 * (((x + i) % 8 < 3) & ((y + i) % 8 < 3))
+    else:
+        g = 90 + 120 * (((x + 2 * i) // 4) % 2)
+    g = np.clip(g + rng.normal(0, 3, (size, size)), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+def test_a_camera_that_sees_three_products_raises_no_blur():
+    # Runs of 20 of each: one baseline learned on dots and stripes called the disc blurred.
+    rng = np.random.default_rng(4)
+    watch = CameraWatch("cam", POLICY)
+    changes, i = [], 0
+    for _ in range(4):
+        for kind in ("dots", "stripes", "disc"):
+            for _ in range(20):
+                m = measure(product(kind, i, rng), watch.reference(kind))
+                changes += watch.observe(m, 0.0, False, kind, float(i))
+                i += 1
+    assert changes == []
+    assert {k for k, b in watch.baselines.items() if b.sharpness} == {"dots", "stripes", "disc"}
+
+
+def test_a_flickering_camera_is_damped_to_a_raise_not_a_raise_and_clear_per_cycle():
+    # 8 dark / 8 normal frames x 10 at 10 frames/s: without a hold, 10 raises and 9 clears.
+    rng = np.random.default_rng(5)
+    watch = CameraWatch("cam", POLICY)
+    run(watch, (scene(i, rng) for i in range(40)))
+    changes = []
+    for i in range(160):
+        img = scene(i, rng)
+        if (i // 8) % 2 == 0:
+            img = (img * 0.05).astype(np.uint8)
+        changes += watch.observe(measure(img, watch.reference(None)), 0.0, False, None,
+                                 40 + i / 10)
+    assert [(c.kind, c.state) for c in changes] == [("dark", "raised")]
+    later = run(watch, (scene(i, rng) for i in range(100, 140)), 100)  # 1 s a frame: past hold
+    assert [(c.kind, c.state) for _, c in later] == [("dark", "cleared")]
 
 
 def test_a_gradual_brightness_drift_is_raised_when_it_gets_too_dark():
@@ -156,6 +203,9 @@ def test_a_camera_faster_than_the_measuring_rate_is_measured_at_that_rate():
     first = [capped.measure("line", "cam0", img) for _ in range(50)]  # a burst: one measured
     assert sum(m is not None for m in first) == 1
     assert capped.measure("line", "cam1", img) is not None  # each camera has its own rate
+    # counted on capture time: frames captured at 20/s that reach the worker in one burst
+    bursty = CameraMonitor(CameraHealthSettings(health_max_fps=30))
+    assert all(bursty.measure("line", "cam0", img, 1000 + i / 20) is not None for i in range(20))
     every = CameraMonitor(CameraHealthSettings(health_max_fps=0))
     assert all(every.measure("line", "cam0", img) is not None for _ in range(50))
 
