@@ -62,6 +62,7 @@ class InferenceGraph(nn.Module):
 
 def write_onnx(graph: nn.Module, example: Tensor, path: Path, dynamic: bool,
                precision: str = "fp32") -> None:
+    require_onnx()
     axes = {"images": {0: "batch"}, "score": {0: "batch"}, "map": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks turned constant
@@ -69,6 +70,15 @@ def write_onnx(graph: nn.Module, example: Tensor, path: Path, dynamic: bool,
                           output_names=["score", "map"], opset_version=OPSET,
                           dynamic_axes=axes if dynamic else None, dynamo=False,
                           do_constant_folding=True)
+
+
+def require_onnx() -> None:
+    """torch writes ONNX graphs with the `onnx` package: say which extra installs it."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("exporting an ONNX graph needs the onnx package: pip install "
+                          "'rlr[onnx]' (or use the torch engine)") from exc
 
 
 ONNX = Format("onnx", "model.onnx", write_onnx)
