@@ -1,7 +1,8 @@
 """Exported graphs compute what the model computes: every preset's graph on ONNX Runtime,
 OpenVINO and TorchScript against torch (fp32: scores within 1e-4 relative, maps within 1e-4
-absolute), on synthetic images and on real ELPV cells; exports are traceable and cached, and a cached export is loaded only when its files are the
-ones exported (else exported again, or refused)."""
+absolute), on synthetic images and on real ELPV cells; exports are traceable and cached, and
+a cached export is loaded only when its files are the ones exported (else exported again, or
+refused)."""
 
 from __future__ import annotations
 
