@@ -200,8 +200,16 @@ def test_calibrate_writes_thresholds_that_score_uses(tiny_artifact, synthetic_ro
 
 
 def test_calibrate_uses_a_calibration_folder_whole_and_the_training_folder_split(
-        tiny_artifact, synthetic_root, tmp_path):
+        synthetic_root, tmp_path):
+    from rlr.artifact import save_artifact
+    from rlr.config import preset
+    from rlr.model import create_model
     from rlr.synthetic import write_dataset
+
+    # untrained (the folder rule does not depend on the scores), "trained" on synthetic_root
+    tiny_artifact = tmp_path / "tiny.rlr"
+    save_artifact(tiny_artifact, create_model(preset("tiny"), load_backbone_weights=False),
+                  ["fabric", "tile", "washer"], training={"data": {"root": str(synthetic_root)}})
 
     calib = write_dataset(tmp_path / "calib", classes=["fabric", "tile", "washer"], n_train=12,
                           n_test_good=0, n_test_defect=0, size=64, seed=5)

@@ -29,13 +29,25 @@ def server():
         yield srv
 
 
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """An untrained tiny model: the registry reads its manifest, nothing scores with it."""
+    from rlr.artifact import save_artifact
+    from rlr.config import preset
+    from rlr.model import create_model
+
+    path = tmp_path_factory.mktemp("corrupt") / "tiny.rlr"
+    save_artifact(path, create_model(preset("tiny"), load_backbone_weights=False), ["tile"])
+    return path
+
+
 @pytest.fixture
-def plant(server, tiny_artifact):
+def plant(server, artifact):
     """A registry with one version deployed on LINE, as `make demo` would leave it."""
     client = redis.Redis.from_url(server.url)
     client.flushdb()
     reg = Registry(client)
-    vid = reg.register_file(tiny_artifact, BY).id
+    vid = reg.register_file(artifact, BY).id
     reg.deploy(LINE, vid, by=BY)
     yield client, vid
     client.close()
@@ -74,9 +86,8 @@ def test_a_rollout_record_with_a_wrong_field_is_shown_corrupt(server, plant, fie
     assert _cli(server, "models").exit_code == 0
     page = _models_page(server)
     assert "rollout record unreadable" in page and field in page
-    res = _cli(server, "deploy", vid, "--line", LINE, "--why", "repair")  # repairs it
-    assert res.exit_code == 0, res.output
-    assert Registry(client).rollout(LINE).corrupt is None
+    # the worker's view: nothing routed by a record it cannot trust (it keeps what it has)
+    assert Registry(client).rollout(LINE).route("cam1") is None
 
 
 @pytest.mark.parametrize("entry, why", [
@@ -106,10 +117,10 @@ def test_a_corrupt_model_entry_is_a_corrupt_row_and_the_rest_still_lists(server,
 
 
 def test_a_corrupt_record_of_a_registered_version_is_repaired_by_registering_again(
-        server, plant, tiny_artifact):
+        server, plant, artifact):
     client, vid = plant
     client.hset(keys.MODELS, vid, b'{"id": 5}')
     assert "CORRUPT" in _cli(server, "models").output
-    res = _cli(server, "models", "register", str(tiny_artifact))
+    res = _cli(server, "models", "register", str(artifact))
     assert res.exit_code == 0 and f"registered {vid}" in res.output
     assert Registry(client).get(vid).corrupt is None
