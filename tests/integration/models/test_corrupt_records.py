@@ -75,7 +75,7 @@ def _models_page(server) -> str:
     ("canary_cameras", {"cam1": 1}, "canary_cameras: "),
     ("revision", "seven", 'revision: "seven" is not an integer')])
 def test_a_rollout_record_with_a_wrong_field_is_shown_corrupt(server, plant, field, value, why):
-    client, vid = plant
+    client, _ = plant
     record = json.loads(client.hget(keys.alias(LINE), "rollout"))
     client.hset(keys.alias(LINE), "rollout", json.dumps({**record, field: value}))
     res = _cli(server, "status", "--line", LINE)
