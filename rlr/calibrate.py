@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,6 +160,34 @@ def validation_normals(ds: Dataset, train_config: Mapping[str, Any]) -> list[Sam
     if ds.validation is not None:
         return list(ds.validation)
     return split_validation(list(ds.train), train_config["val_fraction"], train_config["seed"])[1]
+
+
+def calibration_normals(ds: Dataset, manifest: Mapping[str, Any]) -> tuple[list[Sample], str]:
+    """The normals to calibrate `manifest`'s model on, and where they come from.
+
+    A folder collected for calibration is used whole; only the folder the model was trained
+    on (the manifest's training data root) is split, to its validation part, since the rest
+    was trained on. A model whose training folder is not recorded gets the split too."""
+    if ds.validation is not None:
+        return list(ds.validation), f"the validation normals of {ds.root}"
+    trained_on = ((manifest.get("training") or {}).get("data") or {}).get("root")
+    if trained_on is not None and not _same_folder(trained_on, ds.root):
+        return list(ds.train), f"every normal of {ds.root} (the model trained on {trained_on})"
+    why = "the model trained on it" if trained_on else "the training folder is not recorded"
+    split = validation_normals(ds, manifest["config"]["train"])
+    return split, f"the validation split of {ds.root} ({why}; the rest was trained on)"
+
+
+def _same_folder(trained_on: str | Path, root: str | Path) -> bool:
+    """Whether `root` is the recorded training folder. A relative record (written from
+    another working directory) matches any folder it ends: splitting is the safe side."""
+    recorded, here = Path(trained_on), Path(root).resolve()
+    if not recorded.is_absolute() and here.parts[-len(recorded.parts):] == recorded.parts:
+        return True
+    try:
+        return recorded.resolve() == here or recorded.samefile(here)
+    except OSError:  # the training folder is gone (another machine): not this one
+        return False
 
 
 def calibrate_model(model: RLRModel, normals: Sequence[Sample], far: float, batch_size: int = 8,

@@ -11,6 +11,10 @@ class ConfigError(RLRError, ValueError):
     """A configuration value is invalid or inconsistent."""
 
 
+class CacheDamaged(ConfigError):
+    """A cached export's files differ from their record, and damaged caches are refused."""
+
+
 class BackboneError(RLRError):
     """Backbone weights could not be found, loaded or matched to the architecture."""
 

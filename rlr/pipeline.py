@@ -58,7 +58,7 @@ def train_on_dataset(config: RLRConfig, dataset: Dataset, **options: Any) -> Tra
 
 def train_on_checked(config: RLRConfig, dataset: Dataset, **options: Any) -> TrainedModel:
     """`train_on_dataset` for a data set already checked (`load_training_data`)."""
-    return train_on_samples(config, dataset.train, data_root=str(dataset.root),
+    return train_on_samples(config, dataset.train, data_root=str(dataset.root.resolve()),
                             validation=dataset.validation, kind=dataset.kind, **options)
 
 

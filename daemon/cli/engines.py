@@ -59,7 +59,12 @@ def predictor_for(art, engine: str, precision: str, device):
     if engine != "torch":
         click.echo(f"engine {engine} ({prec}): exporting the model if not cached "
                    f"({choice.cache})", err=True)
-    return create_engine(engine, art.model, art.manifest, device, prec, choice.cache)
+    return create_engine(engine, art.model, art.manifest, device, prec, choice.cache,
+                         on_damage=choice.engine_cache_damaged, warn=_warn_damaged)
+
+
+def _warn_damaged(event: str, file: str = "", why: str = "", action: str = "", **_) -> None:
+    click.echo(f"warning: engine cache {file}: {why}; {action}", err=True)
 
 
 @click.command()

@@ -86,6 +86,9 @@ def list_models(as_json, redis_url=None, config_file=None) -> None:
     versions, uses = reg.list(), _uses(reg)
     if as_json:
         for v in versions:
+            if v.corrupt:
+                click.echo(json.dumps({"id": v.id, "corrupt": v.corrupt}))
+                continue
             click.echo(json.dumps({**v.to_json(), "key_metrics": key_metrics(v),
                                    "calibrated": v.calibrated, "lines": uses.get(v.id, [])}))
         return
@@ -95,6 +98,10 @@ def list_models(as_json, redis_url=None, config_file=None) -> None:
     click.echo(f"{'id':<15} {'created':<16} {'by':<18} {'classes':<20} {'preset':<7} "
                f"{'img AUROC':>9} {'val loss':>9} {'calib.':<7} {'size':>9}  lines")
     for v in versions:
+        if v.corrupt:
+            click.secho(f"{v.id:<15} CORRUPT record: {v.corrupt} (register its .rlr file again, "
+                        f"or rlrctl models delete {v.id})", fg="red")
+            continue
         m = key_metrics(v)
         classes = ",".join(v.class_names)
         classes = classes if len(classes) <= 20 else classes[:19] + "…"
@@ -127,6 +134,10 @@ def show(version, as_json, redis_url=None, config_file=None) -> None:
     _, reg = open_registry(redis_url, config_file)
     v = reg.resolve(version)
     used = [f"{line}:{alias}" for line, alias in reg.usage(v.id)]
+    if v.corrupt:
+        click.echo(json.dumps({"id": v.id, "corrupt": v.corrupt, "lines": used}) if as_json
+                   else f"{v.id} CORRUPT record: {v.corrupt} (used by {', '.join(used) or '-'})")
+        return
     if as_json:
         click.echo(json.dumps({**v.to_json(), "lines": used}, indent=2))
         return

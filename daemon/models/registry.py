@@ -32,13 +32,13 @@ from pathlib import Path
 import redis
 
 from daemon.errors import RegistryError
-from daemon.models.rollout import Rollout, drop_alias, known_fields, stable_bucket
-from daemon.models.versions import ModelVersion, summary, who
+from daemon.models.rollout import Rollout, drop_alias, parse_rollout, stable_bucket
+from daemon.models.versions import ModelVersion, parse_version, summary, who
 from daemon.wire import keys
 from daemon.wire.text import text
 
 __all__ = ["NOTIFY_CHANNEL", "ModelVersion", "Registry", "RegistryError", "Rollout",
-           "stable_bucket", "who"]
+           "parse_rollout", "stable_bucket", "who"]
 
 NOTIFY_CHANNEL = "rlr:rollout"
 MODES = ("production", "canary", "shadow")
@@ -71,6 +71,9 @@ class Registry:
             raise RegistryError(f"not registered: {exc}") from None
         vid = "m-" + manifest["sha256"][:12]
         existing = self._record(vid)
+        if existing is not None and existing.corrupt:  # registering again repairs it
+            self.r.hdel(keys.MODELS, vid)
+            existing = None
         if existing is not None and self.r.hexists(keys.artifact(vid), "n"):
             return existing
         blob = hashlib.sha256(data).hexdigest()
@@ -96,12 +99,17 @@ class Registry:
         version = self._record(version_id)
         if version is None:
             raise RegistryError(f"unknown model version {version_id}; `rlrctl models` lists them")
+        if version.corrupt:
+            raise RegistryError(f"the record of {version_id} is corrupt ({version.corrupt}); "
+                                "register its .rlr file again to repair it")
         return version
 
     def resolve(self, ref: str) -> ModelVersion:
-        """A version from its id or an unambiguous prefix of it (with or without `m-`)."""
+        """A version from its id or an unambiguous prefix of it (with or without `m-`); one
+        whose record is corrupt comes back marked so (to be shown or deleted)."""
         if _ID.match(ref):
-            return self.get(ref)
+            found = self._record(ref)
+            return found if found is not None else self.get(ref)  # get: "unknown ..."
         prefix = ref if ref.startswith("m-") else f"m-{ref}"
         found = [v for v in self.list() if v.id.startswith(prefix)] if len(prefix) > 3 else []
         if len(found) == 1:
@@ -113,8 +121,8 @@ class Registry:
 
     def list(self) -> list[ModelVersion]:
         """Every registered version, newest first."""
-        versions = [ModelVersion.from_json(json.loads(raw))
-                    for raw in self.r.hgetall(keys.MODELS).values()]
+        versions = [parse_version(text(vid), raw)
+                    for vid, raw in self.r.hgetall(keys.MODELS).items()]
         return sorted(versions, key=lambda v: (v.created_at, v.id), reverse=True)
 
     def fetch(self, version_id: str) -> bytes:
@@ -140,8 +148,10 @@ class Registry:
         return data
 
     def delete(self, version_id: str) -> None:
-        """Remove a version no line uses (as production, previous, canary or shadow)."""
-        self.get(version_id)
+        """Remove a version no line uses (as production, previous, canary or shadow); a
+        version whose record is corrupt can be removed too."""
+        if self._record(version_id) is None:
+            self.get(version_id)  # says it is unknown
         users = [f"{line} ({alias})" for line, alias in self.usage(version_id)]
         if users:
             raise RegistryError(f"{version_id} is in use on {', '.join(users)}; deploy another "
@@ -160,7 +170,7 @@ class Registry:
 
     def _record(self, version_id: str) -> ModelVersion | None:
         raw = self.r.hget(keys.MODELS, version_id) if _ID.match(version_id) else None
-        return None if raw is None else ModelVersion.from_json(json.loads(raw))
+        return None if raw is None else parse_version(version_id, raw)
 
     def _store(self, vid: str, data: bytes) -> None:
         staging = keys.artifact_upload(vid, uuid.uuid4().hex[:12])
@@ -190,8 +200,8 @@ class Registry:
         """The newest readable rollout in the line's history (to repair a corrupt record)."""
         for entry in self.history(line, HISTORY_MAXLEN):
             try:
-                return known_fields(Rollout, {**entry["rollout"], "line": line})
-            except (TypeError, ValueError):
+                return Rollout.from_json({**entry["rollout"], "line": line, "corrupt": None})
+            except ValueError:
                 continue
         return None
 
@@ -333,28 +343,6 @@ class Registry:
                     return new
                 except redis.WatchError:
                     continue
-
-
-def parse_rollout(line: str, raw: bytes | None, revision: bytes | None = None) -> Rollout:
-    """A rollout record as stored; `corrupt` says why when it cannot be read."""
-    if raw is None:
-        return Rollout(line)
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        ro = known_fields(Rollout, {**data, "line": line, "corrupt": None})
-        if not isinstance(ro.revision, int) or not all(
-                v is None or isinstance(v, str) for v in (ro.production, ro.canary, ro.shadow)):
-            raise ValueError("fields of the wrong type")
-        return ro
-    except (ValueError, TypeError) as exc:
-        try:
-            rev = int(revision or 0)
-        except ValueError:
-            rev = 0
-        shown = raw[:40].decode(errors="replace")
-        return Rollout(line, revision=rev, corrupt=f"{shown!r}: {exc}")
 
 
 def _write_rollout(pipe, key: str, ro: Rollout) -> None:

@@ -1,12 +1,19 @@
 """Per-line rollout state (which model version serves which camera) and its routing rule.
 
 Pure: no Redis. `daemon.models.registry` stores it; workers route frames with `Rollout.route`.
+A stored record is read by one function, `parse_rollout`, which checks every field
+(`checked_fields`) and turns damage into a `Rollout` marked `corrupt` with the reason, so
+no reader (worker, `rlrctl status`, the console) meets a field of the wrong type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 
 
@@ -38,7 +45,13 @@ class Rollout:
 
     @classmethod
     def from_json(cls, d: dict) -> Rollout:
-        return known_fields(cls, d)
+        """The rollout of JSON `d`; `ValueError` naming the first field that is wrong."""
+        ro = checked_fields(cls, d)
+        if not 0.0 <= ro.canary_percent <= 100.0:
+            raise ValueError(f"canary_percent: {ro.canary_percent!r} is not in [0, 100]")
+        if ro.revision < 0 or ro.updated_at < 0:
+            raise ValueError("revision and updated_at cannot be negative")
+        return ro
 
     def versions(self) -> set[str]:
         """Versions a worker on this line must load (production, canary, shadow)."""
@@ -78,7 +91,67 @@ def drop_alias(ro: Rollout, production: str) -> Rollout:
     return ro
 
 
-def known_fields(cls, d: dict):
-    """Build dataclass `cls` from JSON `d`, ignoring keys a newer writer added."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+def parse_rollout(line: str, raw: bytes | str | None, revision: bytes | None = None) -> Rollout:
+    """A rollout record as stored; `corrupt` says why when it cannot be read (with the plain
+    `revision` field kept, when that one is readable)."""
+    if raw is None:
+        return Rollout(line)
+    try:
+        return Rollout.from_json({**json_object(json.loads(raw)), "line": line, "corrupt": None})
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        try:
+            rev = max(int(revision or 0), 0)
+        except ValueError:
+            rev = 0
+        shown = raw[:40].decode(errors="replace") if isinstance(raw, bytes) else raw[:40]
+        return Rollout(line, revision=rev, corrupt=f"{shown!r}: {exc}")
+
+
+def checked_fields(cls, d: object):
+    """Dataclass `cls` from JSON `d`, every field checked against its type (str, int, float,
+    bool, dict, list[str], or None where allowed); keys a newer writer added are ignored.
+    `ValueError` naming the first wrong or missing field."""
+    d = json_object(d)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            why = _type_problem(d[f.name], hints[f.name])
+            if why:
+                raise ValueError(f"{f.name}: {str(json.dumps(d[f.name]))[:40]} is {why}")
+            values[f.name] = d[f.name]
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and
+               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+def json_object(d: object) -> dict:
+    """`d` when it is a JSON object; `ValueError` saying what it is instead."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a JSON {type(d).__name__}, not an object")
+    return d
+
+
+def _type_problem(value: object, hint) -> str | None:
+    """Why `value` does not fit the type `hint`, or None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    base = typing.get_origin(hint) or hint
+    if base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        return None if ok else "not a finite number"
+    if base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "not an integer"
+    if not isinstance(value, base):
+        return f"not a {base.__name__}"
+    if base is list and args and not all(isinstance(x, args[0]) for x in value):
+        return f"not a list of {args[0].__name__}"
+    return None

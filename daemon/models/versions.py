@@ -1,7 +1,9 @@
 """Model versions as the registry records them: provenance, classes, thresholds, metrics.
 
 A version's record is built from its artifact's manifest at registration (`summary`), so
-`rlrctl models` can list versions without fetching any artifact.
+`rlrctl models` can list versions without fetching any artifact. A stored record is read by
+one function, `parse_version`, which checks every field and turns damage into a version
+marked `corrupt` with the reason (listed as such, never a traceback).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
 
-from daemon.models.rollout import known_fields
+from daemon.models.rollout import checked_fields, json_object
 
 
 def who() -> str:
@@ -42,13 +45,34 @@ class ModelVersion:
     blob_sha256: str = ""  # sha256 of the artifact file's bytes, checked on fetch
     backbone: str = ""
     training: dict = field(default_factory=dict)  # the manifest's training result summary
+    corrupt: str | None = None  # set (never stored) when the record in Redis is unreadable
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["corrupt"] is None:
+            del out["corrupt"]
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> ModelVersion:
-        return known_fields(cls, d)
+        """The version of JSON `d`; `ValueError` naming the first field that is wrong."""
+        v = checked_fields(cls, d)
+        if v.size_bytes < 0 or v.created_at < 0:
+            raise ValueError("size_bytes and created_at cannot be negative")
+        for name, t in v.thresholds.items():
+            if t is not None and not _number(t):
+                raise ValueError(f"thresholds: {name}: {json.dumps(t)[:40]} is not a number")
+        loss = v.training.get("best_val_loss")
+        if loss is not None and not _number(loss):
+            raise ValueError("training: best_val_loss is not a number")
+        return v
+
+    @classmethod
+    def unreadable(cls, version_id: str, why: str) -> ModelVersion:
+        """What is known of a version whose record cannot be read: its id and why."""
+        return cls(id=version_id, sha256="", size_bytes=0, created_at=0.0, created_by="",
+                   source_job=None, note="", class_names=[], preset=None, image_size=None,
+                   thresholds={}, metrics={}, corrupt=why)
 
     @property
     def calibrated(self) -> str:
@@ -56,6 +80,23 @@ class ModelVersion:
         values = list(self.thresholds.values())
         n = sum(v is not None for v in values)
         return "no" if n == 0 else "yes" if n == len(values) else "partly"
+
+
+def parse_version(version_id: str, raw: bytes | str) -> ModelVersion:
+    """A `rlr:models` entry as stored: the version, or one marked `corrupt` with the reason
+    (not JSON, a field of the wrong type, an id that differs from its key)."""
+    try:
+        v = ModelVersion.from_json({**json_object(json.loads(raw)), "corrupt": None})
+        if v.id != version_id:
+            raise ValueError(f"id {v.id[:20]!r} differs from its key")
+        return v
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        shown = raw[:40].decode(errors="replace") if isinstance(raw, bytes) else raw[:40]
+        return ModelVersion.unreadable(version_id, f"{shown!r}: {exc}")
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def summary(manifest: dict) -> dict:

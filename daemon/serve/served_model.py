@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from daemon import logs
 from daemon.errors import SettingsError
 from daemon.serve.feed import Feed, fit
 from daemon.serve.settings import EngineChoice
@@ -20,7 +21,7 @@ from rlr.artifact import load_artifact
 from rlr.calibrate import threshold_of
 from rlr.device import resolve_device
 from rlr.engines import create_engine, pick_fastest
-from rlr.errors import ConfigError
+from rlr.errors import CacheDamaged, ConfigError
 from rlr.model import RLRModel
 
 
@@ -51,16 +52,20 @@ class ServedModel:
         self.thresholds: dict = dict(manifest.get("thresholds") or {})
         self.version = version or f"sha256:{manifest['sha256'][:12]}"
         self.measured: dict[str, float] = {}  # frames/s per engine, when `auto` measured
+        warn = logs.get("served_model").warning
         try:
             if choice.engine == "auto":
                 self.engine, self.measured = pick_fastest(
                     model, manifest, device, choice.batch_size, choice.cache,
-                    threads=choice.threads)
+                    threads=choice.threads, on_damage=choice.engine_cache_damaged, warn=warn)
             else:
                 self.engine = create_engine(choice.engine, model, manifest, device,
                                             choice.precision_on(device), choice.cache,
                                             max_batch=max(choice.batch_size, 1),
-                                            compile=choice.compile, threads=choice.threads)
+                                            compile=choice.compile, threads=choice.threads,
+                                            on_damage=choice.engine_cache_damaged, warn=warn)
+        except CacheDamaged as exc:
+            raise SettingsError(f"RLR_ENGINE_CACHE_DAMAGED=refuse: {exc}") from exc
         except ConfigError as exc:
             raise SettingsError(f"RLR_ENGINE={choice.engine}, RLR_PRECISION={choice.precision}: "
                                 f"{exc}") from exc

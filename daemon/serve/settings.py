@@ -86,6 +86,10 @@ class EngineSettings(PartSettings):
     compile: Literal["off", "default", "max-autotune"] = Field("off", description="torch."
         "compile the model (RLR_ENGINE=torch), once per fixed batch size at start")
     engine_cache: Path | None = Field(None, description="exported engines (~/.cache/rlr/engines)")
+    engine_cache_damaged: Literal["reexport", "refuse"] = Field(
+        "reexport", description="a cached export whose files differ from the sha256 recorded "
+        "at export (edited, truncated, missing): export it again, or refuse to load the model "
+        "(one line naming the file); a warning names the file either way")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads of the model in this worker "
                          "process; 0: the engine's default (every core); N processes: cores/N")
 

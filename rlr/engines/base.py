@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from rlr.engines.graph import Format, cached_export, write_export
+from rlr.engines.graph import ON_DAMAGE, Format, Warn, cached_export, write_export
 from rlr.errors import ConfigError
 from rlr.model import Prediction, RLRModel
 
@@ -52,10 +52,14 @@ class Build:
     max_batch: int = 32
     compile: str = "off"  # torch.compile mode, for engines that compile (torch)
     threads: int = 0  # CPU threads the model computes with; 0: the engine's default
+    on_damage: str = "reexport"  # a cached file that fails its sha256: reexport / refuse
+    warn: Warn | None = None  # warn(event, **fields) about a damaged cache
 
     def graph(self, fmt: Format, precision: str = "fp32") -> Path:
-        """The model's graph in `fmt`, exported once per artifact sha256 and cached."""
-        return cached_export(self.model, self.manifest, fmt, precision, self.cache_dir)
+        """The model's graph in `fmt`, exported once per artifact sha256 and cached; a
+        cached graph is loaded only when its files match their record (graph.check_seal)."""
+        return cached_export(self.model, self.manifest, fmt, precision, self.cache_dir,
+                             self.on_damage, self.warn)
 
 
 @dataclass(frozen=True)
@@ -148,11 +152,16 @@ def require(module: str, extra: str | None = None):
 
 def create_engine(name: str, model: RLRModel, manifest: dict[str, Any], device: torch.device,
                   precision: str, cache_dir: Path, max_batch: int = 32,
-                  compile: str = "off", threads: int = 0) -> Engine:
+                  compile: str = "off", threads: int = 0, on_damage: str = "reexport",
+                  warn: Warn | None = None) -> Engine:
     """The engine `name` for a loaded artifact; exports (once, cached) what it needs.
     `compile` (torch only): torch.compile mode, off / default / max-autotune.
-    `threads` > 0: CPU threads the model computes with (torch: for the whole process)."""
+    `threads` > 0: CPU threads the model computes with (torch: for the whole process).
+    `on_damage`: a cached export whose files fail their sha256 is exported again
+    ("reexport") or refused ("refuse": `CacheDamaged`); `warn(event, **fields)` hears of it."""
     kind = get(name)
+    if on_damage not in ON_DAMAGE:
+        raise ConfigError(f"on_damage {on_damage!r}: use one of {', '.join(ON_DAMAGE)}")
     if threads < 0:
         raise ConfigError(f"threads {threads}: use 0 (the engine's default) or more")
     if threads:
@@ -168,7 +177,7 @@ def create_engine(name: str, model: RLRModel, manifest: dict[str, Any], device: 
     if kind.requires is not None:
         require(kind.requires, kind.extra)
     return kind.build(Build(model, manifest, device, precision, Path(cache_dir), max_batch,
-                            compile, threads))
+                            compile, threads, on_damage, warn))
 
 
 def export_model(model: RLRModel, manifest: dict[str, Any], fmt: str, out: str | os.PathLike,

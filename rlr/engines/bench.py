@@ -16,6 +16,7 @@ import torch
 
 from rlr.engines.base import Engine, available, create_engine
 from rlr.engines.graph import artifact_cache
+from rlr.errors import CacheDamaged
 from rlr.model import RLRModel
 
 
@@ -34,7 +35,8 @@ def measure(engine: Engine, batch: int, seconds: float = 1.0) -> float:
 def pick_fastest(model: RLRModel, manifest: dict[str, Any], device: torch.device,
                  batch: int, cache_dir: Path, seconds: float = 1.0,
                  log: Callable[[str, Exception], None] | None = None,
-                 threads: int = 0) -> tuple[Engine, dict[str, float]]:
+                 threads: int = 0, on_damage: str = "reexport",
+                 warn: Callable[..., Any] | None = None) -> tuple[Engine, dict[str, float]]:
     """`auto`: every engine available here (fp32) measured on this machine, the fastest one.
 
     An engine recorded by `rlrctl engines bench` for this model is taken without measuring.
@@ -42,15 +44,17 @@ def pick_fastest(model: RLRModel, manifest: dict[str, Any], device: torch.device
     record = bench_record(manifest, cache_dir)
     if record and record.get("batch") == batch and record.get("best") in available(device):
         return create_engine(record["best"], model, manifest, device, "fp32", cache_dir,
-                             threads=threads), \
+                             threads=threads, on_damage=on_damage, warn=warn), \
             record["fps"]
     fps: dict[str, float] = {}
     best: tuple[float, Engine] | None = None
     for name in available(device):
         try:
             engine = create_engine(name, model, manifest, device, "fp32", cache_dir,
-                                   threads=threads)
+                                   threads=threads, on_damage=on_damage, warn=warn)
             fps[name] = measure(engine, batch, seconds)
+        except CacheDamaged:  # refused on purpose: not a reason to serve another engine
+            raise
         except Exception as exc:  # an engine that cannot run this model is not a candidate
             if log is not None:
                 log(name, exc)

@@ -2,7 +2,10 @@
 beside it. Needs a CUDA device and `pip install 'rlr[tensorrt]'`.
 
 A TensorRT plan is specific to the GPU and TensorRT version it was built with, so the cache
-file names both. The batch dimension is dynamic from 1 to `max_batch` (tuned for `max_batch`).
+file names both. Like the graph it is built from, the plan is sealed (its sha256 recorded,
+bound to the ONNX graph's) and loaded only when it matches.
+
+The batch dimension is dynamic from 1 to `max_batch` (tuned for `max_batch`).
 Inputs and outputs stay on the device: the images tensor is handed over by pointer, the
 outputs are torch CUDA tensors.
 """
@@ -15,7 +18,7 @@ import torch
 from torch import Tensor
 
 from rlr.engines.base import Build, EngineKind
-from rlr.engines.graph import ONNX
+from rlr.engines.graph import ONNX, SEAL, Warn, file_sha256, seal, trusted
 from rlr.errors import ConfigError
 from rlr.model import Prediction
 
@@ -73,18 +76,22 @@ class TensorRTEngine:
 
     @classmethod
     def from_onnx(cls, onnx_path: Path, image_size: int, device: torch.device,
-                  precision: str = "fp32", max_batch: int = 32) -> TensorRTEngine:
+                  precision: str = "fp32", max_batch: int = 32, on_damage: str = "reexport",
+                  warn: Warn | None = None) -> TensorRTEngine:
         import tensorrt as trt
 
         if device.type != "cuda":
             raise ConfigError("the tensorrt engine needs a CUDA device (RLR_DEVICE=cuda)")
         path = plan_path(onnx_path, device, precision, max_batch, trt.__version__)
-        if not path.exists():
+        source = file_sha256(onnx_path)  # the graph was verified before it was handed here
+        if not (path.parent.exists() and trusted(path.parent, source, on_damage, warn)):
             plan = build_plan(onnx_path, image_size, precision, max_batch)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            (path.parent / SEAL).unlink(missing_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(plan)
             tmp.replace(path)
+            seal(path.parent, source)
         return cls(path.read_bytes(), image_size, device, precision, max_batch)
 
     def predict(self, images: Tensor) -> Prediction:
@@ -110,7 +117,7 @@ class TensorRTEngine:
 
 def _build(b: Build) -> TensorRTEngine:
     return TensorRTEngine.from_onnx(b.graph(ONNX), b.model.image_size, b.device, b.precision,
-                                    b.max_batch)
+                                    b.max_batch, b.on_damage, b.warn)
 
 
 ENGINE = EngineKind(

@@ -197,3 +197,37 @@ def test_calibrate_writes_thresholds_that_score_uses(tiny_artifact, synthetic_ro
     row = json.loads((tmp_path / "rep" / "report.json").read_text())["per_class"]["tile"]
     assert row["threshold"] == pytest.approx(th["tile"])
     assert 0.0 <= row["false_alarm_rate"] <= 1.0 and row["detection_rate"] >= 0.5
+
+
+def test_calibrate_uses_a_calibration_folder_whole_and_the_training_folder_split(
+        synthetic_root, tmp_path):
+    from rlr.artifact import save_artifact
+    from rlr.config import preset
+    from rlr.model import create_model
+    from rlr.synthetic import write_dataset
+
+    # untrained (the folder rule does not depend on the scores), "trained" on synthetic_root
+    tiny_artifact = tmp_path / "tiny.rlr"
+    save_artifact(tiny_artifact, create_model(preset("tiny"), load_backbone_weights=False),
+                  ["fabric", "tile", "washer"], training={"data": {"root": str(synthetic_root)}})
+
+    calib = write_dataset(tmp_path / "calib", classes=["fabric", "tile", "washer"], n_train=12,
+                          n_test_good=0, n_test_defect=0, size=64, seed=5)
+    res = CliRunner().invoke(main, ["calibrate", "--model", str(tiny_artifact), "--data",
+                                    str(calib), "--far", "0.1", "--out", str(tmp_path / "a.rlr")])
+    assert res.exit_code == 0, res.output
+    assert f"calibrating on every normal of {calib}" in res.output
+    for cls in ("fabric", "tile", "washer"):
+        assert f"{cls:<16}   12 normals from {calib / cls / 'train' / 'good'}" in res.output
+    counts = json.loads(CliRunner().invoke(main, ["info", "--json", str(tmp_path / "a.rlr")])
+                        .output)["metrics"]["calibration"]["counts"]
+    assert counts == {"fabric": 12, "tile": 12, "washer": 12, "default": 36}
+
+    res = CliRunner().invoke(main, ["calibrate", "--model", str(tiny_artifact), "--data",
+                                    str(synthetic_root), "--far", "0.1",
+                                    "--out", str(tmp_path / "b.rlr")])
+    assert res.exit_code == 0, res.output
+    assert f"the validation split of {synthetic_root} (the model trained on it" in res.output
+    counts = json.loads(CliRunner().invoke(main, ["info", "--json", str(tmp_path / "b.rlr")])
+                        .output)["metrics"]["calibration"]["counts"]
+    assert 0 < counts["tile"] < 24  # only the images training held out

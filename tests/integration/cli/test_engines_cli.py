@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from click.testing import CliRunner
 
@@ -54,3 +55,13 @@ def test_engines_lists_the_registry():
     assert {"torch", "onnxruntime", "openvino", "tensorrt"} <= set(rows)
     assert "pip install 'rlr[onnx]'" in rows["onnxruntime"] and " yes " in rows["openvino"]
     assert "torchscript" in rows["torch"] and "a CUDA device" in rows["tensorrt"]
+
+
+def test_export_without_the_onnx_package_names_the_extra(served_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` fails as if not installed
+    res = CliRunner().invoke(main, ["export", str(served_model), "--format", "onnx",
+                                    "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert "pip install 'rlr[onnx]'" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) <= 2  # the "exporting" line and the error
+    assert not (tmp_path / "x").exists()

@@ -109,3 +109,32 @@ def test_calibration_reports_the_unseen_rate_and_warns_when_it_is_loose():
     assert poly and f"{lo:.2%} to {hi:.2%}" in poly[0] and str(normals_needed(0.01)) in poly[0]
     assert not [w for w in cal.warnings if w.startswith("big:")]  # 5,000 normals pin it
     assert cal.manifest_fields()["metrics"]["calibration"]["unseen_far"]["big"][1] > 0.005
+
+
+def _folder(root, n: int = 20):
+    from rlr.data import Sample
+    from rlr.datasets import Dataset
+
+    train = tuple(Sample(root / c / "train" / "good" / f"{i}.png", c) for c in ("a", "b")
+                  for i in range(n))
+    return Dataset("folder", root, ("a", "b"), train, None, (), False)
+
+
+def test_a_calibration_folder_is_used_whole_and_the_training_folder_split(tmp_path,
+                                                                           monkeypatch):
+    from rlr.calibrate import calibration_normals
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "calib").mkdir()
+    manifest = {"config": {"train": {"val_fraction": 0.1, "seed": 0}},
+                "training": {"data": {"root": str(tmp_path / "data")}}}
+    whole, where = calibration_normals(_folder(tmp_path / "calib"), manifest)
+    assert len(whole) == 40 and where.startswith(f"every normal of {tmp_path / 'calib'}")
+    split, where = calibration_normals(_folder(tmp_path / "data"), manifest)
+    assert 0 < len(split) < 10 and "validation split" in where and "trained on it" in where
+    monkeypatch.chdir(tmp_path)  # a root recorded relative to another working directory
+    relative = {**manifest, "training": {"data": {"root": "data"}}}
+    assert len(calibration_normals(_folder(tmp_path / "data"), relative)[0]) == len(split)
+    unknown = {**manifest, "training": {}}  # not recorded: the safe side, the split
+    split, where = calibration_normals(_folder(tmp_path / "calib"), unknown)
+    assert len(split) < 10 and "not recorded" in where

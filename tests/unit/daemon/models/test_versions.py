@@ -1,10 +1,15 @@
-"""Model version records: JSON, calibration state, key metrics, preset; pure, no Redis."""
+"""Model version records: JSON (damage read as corrupt), calibration state, key metrics,
+preset; pure, no Redis."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from daemon.cli.models import key_metrics
 from daemon.models.rollout import Rollout
-from daemon.models.versions import ModelVersion, _preset
+from daemon.models.versions import ModelVersion, _preset, parse_version
 
 
 def _version(**changes) -> ModelVersion:
@@ -45,3 +50,28 @@ def test_preset_is_recognised_from_the_architecture():
         assert _preset({"config": cfg.to_dict()}) == name
     assert _preset({"config": {"preset": "custom"}}) == "custom"
     assert _preset({"config": {"levels": []}}) is None
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"created_at": "yesterday"}, 'created_at: "yesterday" is not a finite number'),
+    ({"size_bytes": "12 kB"}, "size_bytes: "), ({"class_names": "tile"}, "not a list"),
+    ({"thresholds": {"tile": "high"}}, 'thresholds: tile: "high" is not a number'),
+    ({"thresholds": []}, "thresholds: [] is not a dict"),
+    ({"training": {"best_val_loss": "low"}}, "best_val_loss is not a number"),
+    ({"created_by": None}, "created_by: null is not a str"),
+    ({"id": "m-ffffffffffff"}, "differs from its key")])
+def test_every_field_of_a_damaged_version_record_reads_as_corrupt(change, why):
+    stored = json.dumps({**_version().to_json(), **change})
+    v = parse_version("m-0123456789ab", stored.encode())
+    assert v.corrupt and why in v.corrupt, v.corrupt
+    assert v.id == "m-0123456789ab" and v.calibrated == "no" and v.class_names == []
+    assert key_metrics(v) == {"image_auroc": None, "val_loss": None}
+
+
+@pytest.mark.parametrize("raw", [b"not json{", b'"a string"', b"\xff", b'{"id": "m-0"}'])
+def test_an_unreadable_version_entry_reads_as_corrupt(raw):
+    v = parse_version("m-0123456789ab", raw)
+    assert v.corrupt and v.to_json()["corrupt"] == v.corrupt
+    good = _version()
+    assert parse_version(good.id, json.dumps(good.to_json())) == good
+    assert "corrupt" not in good.to_json()

@@ -1,10 +1,15 @@
 """Exported graphs compute what the model computes: every preset's graph on ONNX Runtime,
 OpenVINO and TorchScript against torch (fp32: scores within 1e-4 relative, maps within 1e-4
-absolute), on synthetic images and on real ELPV cells; exports are traceable and cached."""
+absolute), on synthetic images and on real ELPV cells; exports are traceable and cached, and
+a cached export is loaded only when its files are the ones exported (else exported again, or
+refused)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +17,8 @@ import torch
 from rlr.artifact import load_artifact
 from rlr.data import list_images, load_image, to_tensor
 from rlr.engines import available, create_engine, export_model, read_export
-from rlr.engines.graph import ONNX, cached_export
-from rlr.errors import ConfigError
+from rlr.engines.graph import ONNX, SEAL, cached_export, check_seal, exporter
+from rlr.errors import CacheDamaged, ConfigError
 from tests.unit.rlr.engines.helpers import CPU, EXPORTED, close, random_model
 
 
@@ -89,3 +94,86 @@ def test_clear_errors_for_what_cannot_be_exported(served_model, tmp_path):
     with pytest.raises(ConfigError, match="not an rlr export"):
         read_export(tmp_path)
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------- verified caches (issue 30)
+
+SHA = "c-" + "1" * 40
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The tiny preset exported once for each engine; a test damages a copy of the cache."""
+    model, root = random_model("tiny"), tmp_path_factory.mktemp("exported")
+    for name in EXPORTED:
+        create_engine(name, model, {"sha256": SHA}, CPU, "fp32", root)
+    return model, root
+
+
+def _engine(name, model, cache, **kw):
+    return create_engine(name, model, {"sha256": SHA}, CPU, "fp32", cache, **kw)
+
+
+def _copy(exported, tmp_path, fmt: str) -> tuple[Path, Path]:
+    """A private copy of the exported cache, and the folder of `fmt`'s export in it."""
+    shutil.copytree(exported[1], tmp_path / "cache")
+    return tmp_path / "cache", next((tmp_path / "cache").glob(f"*/{fmt}-fp32"))
+
+
+def _flip(path: Path, n: int = 160) -> None:
+    """Flip the sign bits of `n` bytes among the weights near the end: the file keeps its
+    size (and may still load), and computes something else."""
+    data = bytearray(path.read_bytes())
+    at = len(data) - 4096
+    data[at:at + n] = bytes(b ^ 0x80 for b in data[at:at + n])
+    path.write_bytes(bytes(data))
+
+
+def test_export_records_each_files_sha256_bound_to_the_artifact(exported, tmp_path):
+    _, folder = _copy(exported, tmp_path, "openvino")
+    record = json.loads((folder / SEAL).read_text())
+    assert set(record["files"]) == {"model.xml", "model.bin", "export.json"}
+    assert record["files"]["model.bin"] == hashlib.sha256(
+        (folder / "model.bin").read_bytes()).hexdigest()
+    assert record["source_sha256"] == SHA and record["exporter"] == exporter()
+    assert check_seal(folder, SHA) is None
+    assert "recorded for artifact" in check_seal(folder, "another")[1]
+
+
+@pytest.mark.parametrize("engine, fmt, damage", [
+    ("onnxruntime", "onnx", "flip"), ("onnxruntime", "onnx", "truncate"),
+    ("openvino", "openvino", "flip"),
+    pytest.param("openvino", "openvino", "truncate", marks=pytest.mark.slow),
+    pytest.param("onnxruntime", "onnx", "no-record", marks=pytest.mark.slow)])
+def test_a_damaged_cache_is_exported_again_and_scores_like_torch(exported, engine, fmt,
+                                                                 damage, tmp_path):
+    model, x = exported[0], torch.rand(2, 3, 64, 64)
+    cache, folder = _copy(exported, tmp_path, fmt)
+    target = folder / ("model.onnx" if fmt == "onnx" else "model.bin")
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    else:
+        _flip(target)
+    if damage == "no-record":  # as a cache written before records were kept: never loaded
+        (folder / SEAL).unlink()
+    warned = []
+    rt = _engine(engine, model, cache, warn=lambda event, **f: warned.append((event, f)))
+    close(rt.predict(x), model.predict(x))
+    assert [e for e, _ in warned] == ["engine_cache_damaged"]
+    assert warned[0][1]["file"] == str(folder / SEAL if damage == "no-record" else target)
+    assert warned[0][1]["action"] == "exported again"
+    assert check_seal(folder, SHA) is None  # whole and sealed again
+
+
+def test_a_damaged_cache_is_refused_in_one_line_when_asked(exported, tmp_path):
+    cache, folder = _copy(exported, tmp_path, "onnx")
+    target = folder / "model.onnx"
+    target.write_bytes(target.read_bytes()[:1000])
+    with pytest.raises(CacheDamaged) as err:
+        _engine("onnxruntime", exported[0], cache, on_damage="refuse",
+                warn=lambda *a, **k: None)
+    msg = str(err.value)
+    assert "\n" not in msg and str(target) in msg and "sha256 differs" in msg
+    assert target.stat().st_size == 1000  # left as found, for whoever looks into it
+    with pytest.raises(ConfigError, match="on_damage 'ignore'"):
+        _engine("onnxruntime", exported[0], cache, on_damage="ignore")
