@@ -79,7 +79,7 @@ def prepare(workdir: Path, preset: str, epochs: int, size: int, view: DemoView) 
     steps = [
         ("writing a synthetic 3-class training set", synthetic("data", 40, 2, 0)),
         # Thresholds set on a handful of held-out images are rough; a separate set of normal
-        # images (as a plant would collect from the line) gives ~20 per class.
+        # images (as a plant would collect from the line), used whole, gives 200 per class.
         ("writing normal images for calibration", synthetic("calib", 200, 0, 2)),
         ("writing unseen normal images for the camera feeds", synthetic("normal", 10, 0, 3)),
         (f"training one `{preset}` model for all classes ({epochs} epochs)", rlrctl(
