@@ -42,7 +42,9 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
     logs.configure(settings.log_format, settings.log_level, worker=settings.consumer_name)
     log = logs.get("rlr.worker")
     # before loading a model: a wrong URL fails within RLR_REDIS_TIMEOUT_S
-    connect(settings, timeout_s=settings.redis_timeout_s)
+    client = connect(settings, timeout_s=settings.redis_timeout_s)
+    if settings.recipe:
+        _default_recipe(client, settings, log)
     metrics = WorkerMetrics()
     metrics.serve(settings.metrics_port, settings.metrics_host)  # a taken port fails now too
     if settings.metrics_port:
@@ -72,3 +74,16 @@ def worker(model, lines, batch_size, device, consumer, metrics_port, redis_url, 
         click.secho(f"error: {w.fatal}", fg="red", err=True)
         sys.exit(3)
     sys.exit(1 if w.hard_stopped else 0)
+
+
+def _default_recipe(client, settings, log) -> None:
+    """RLR_RECIPE on each line with no active recipe yet (a switch made since is kept); a
+    recipe that would be refused stops the worker with the reason (exit 2)."""
+    from daemon.recipes.store import RecipeStore, registry_for
+
+    store = RecipeStore(client)
+    for line in settings.lines:
+        activation = store.ensure_default(line, settings.recipe, f"worker {settings.consumer_name}",
+                                          registry_for(client, line))
+        if activation is not None:
+            log.info("recipe_default_activated", line=line, recipe=activation.label)

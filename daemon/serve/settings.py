@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon.logs import LogSettings
 from daemon.models.settings import DeviceSettings, RolloutSettings
+from daemon.recipes.settings import RecipeSettings
 from daemon.settings import PartSettings
 from daemon.supervisor import SupervisorSettings
 from daemon.wire import ids
@@ -252,7 +253,7 @@ class MetricsSettings(PartSettings):
 class WorkerSettings(WireSettings, StreamCapSettings, LivenessSettings, SupervisorSettings,
                      LogSettings, DeviceSettings, RolloutSettings, EngineChoice,
                      DeliverySettings, DecodeSettings, PublishSettings, AlertSettings,
-                     StationSettings, CameraHealthSettings, MetricsSettings):
+                     StationSettings, RecipeSettings, CameraHealthSettings, MetricsSettings):
     """The worker process (`rlrctl worker`)."""
 
     @model_validator(mode="after")

@@ -44,8 +44,10 @@ from daemon.line.part_ids import KeyWatch, TriggerReader, announce
 from daemon.line.producer import Producer, push_images
 from daemon.models.registry import Registry
 from daemon.recipes.recipe import parse
+from daemon.recipes.store import RecipeStore
 from daemon.wire import keys
 from daemon.wire.clients import connect
+from daemon.wire.parts import PartVerdict
 from daemon.wire.schema import Alert, encode_frame
 from tests.integration.procs import ROOT, start_worker, wait_for, wait_ready
 
@@ -315,9 +317,15 @@ def test_worker_serves_a_deployed_model_with_least_privilege(
     producer.xadd(keys.frames(line), encode_frame(  # never completed: the sweep decides it
         "cam2", "SN-2-top", time.time(), frame_jpegs[0], "jpeg", part="SN-2", view="top"))
 
+    # the line's first recipe comes from RLR_RECIPE, activated by the worker at start
+    recipe = f"acl-{line}"
+    cls = Registry(admin).get(Registry(admin).rollout(line).production).class_names[0]
+    RecipeStore(admin).add(parse({"name": recipe, "product": "P-ACL", "class": cls,
+                                  "deadline_ms": 1000, "views": [{"name": "top"},
+                                                                 {"name": "side"}]}), by="test")
+
     # registry mode: no RLR_MODEL, the worker fetches the line's versions as rlr-worker
-    w = start_worker(worker_url, line, None, name, tmp_path, part_views="top,side",
-                     part_deadline_ms=1000)
+    w = start_worker(worker_url, line, None, name, tmp_path, recipe=recipe)
     try:
         wait_ready(admin, w, names=(name,))
         wait_for(lambda: admin.xlen(keys.results(line)) == 9 and
@@ -330,6 +338,9 @@ def test_worker_serves_a_deployed_model_with_least_privilege(
         assert sorted(beat["models"]) == sorted(Registry(admin).rollout(line).versions())
         assert beat["model_errors"] == {}
         assert int(admin.hget(keys.stats(line), "dead_lettered")) == 1
+        assert RecipeStore(admin).active(line).via == "env"
+        assert {PartVerdict.from_fields(f).recipe for _, f in admin.xrange(keys.parts(line))} \
+            == {f"{recipe}@1"}
         # the health probe of a worker's pod / unit runs with the worker's credentials
         assert "healthy" in _cli("check", "--worker", name, "--line", line,
                                  "--redis-url", worker_url)
@@ -459,7 +470,6 @@ def test_plc_bridges_read_the_line_state_and_write_only_acknowledgements(acl_red
 
     from daemon.line.bridges.linestate import LineFeed, discover_cameras
     from daemon.wire.clients import connect_async
-    from daemon.wire.parts import PartVerdict
     from daemon.wire.schema import HealthEvent, Result
 
     line, admin, user = _line(), acl_redis.admin, f"rlr-{kind}"

@@ -18,7 +18,7 @@ TOKEN = {"x-rlr-token": "t0k"}
 def web(redis_url, line):
     app = create_app(load_settings(redis_url=redis_url, lines=line, console_token="t0k"),
                      "127.0.0.1")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client
 
 

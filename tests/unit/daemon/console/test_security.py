@@ -120,16 +120,16 @@ def test_a_mask_becomes_a_translucent_red_overlay_where_it_is_set():
      "cross-site"),
 ])
 def test_a_recipe_switch_is_an_action_refused_before_touching_anything(headers, body, why):
-    r = TestClient(app("127.0.0.1", "s3cret")).post("/api/lines/l1/recipe", json=body,
-                                                    headers=headers)
+    web = TestClient(app("127.0.0.1", "s3cret"), base_url="http://127.0.0.1")
+    r = web.post("/api/lines/l1/recipe", json=body, headers=headers)
     assert r.status_code == 403 and why in r.json()["error"]
-    form = TestClient(app("127.0.0.1", "s3cret")).post(
+    form = TestClient(app("127.0.0.1", "s3cret"), base_url="http://127.0.0.1").post(
         "/api/lines/l1/recipe", data={"name": "bracket-a"}, headers={"x-rlr-token": "s3cret"})
     assert form.status_code == 403 and "JSON" in form.json()["error"]
 
 
 def test_the_recipe_of_a_line_the_console_does_not_show_is_a_clear_error():
-    web = TestClient(app("127.0.0.1", "s3cret"))
+    web = TestClient(app("127.0.0.1", "s3cret"), base_url="http://127.0.0.1")
     assert "unknown line 'l9'" in web.get("/api/lines/l9/recipe").text
     r = web.post("/api/lines/l9/recipe", json={"name": "x"}, headers={"x-rlr-token": "s3cret"})
     assert r.status_code == 400
