@@ -77,7 +77,7 @@ def test_reject_coil_latch_and_reset_with_real_worker(redis_url, line, rclient, 
     try:
         wait_ready(rclient, worker, names=("w-modbus",))
         client = _client(port, bridge)
-        assert client.read_holding_registers(0, count=3).registers[1:] == [2, 1]
+        assert client.read_holding_registers(0, count=3).registers[1:] == [2, 2]  # map version 2
         seen = {0: 0, 1: 0}
         for i, jpeg in enumerate(frame_jpegs[:10]):
             cam = i % 2
