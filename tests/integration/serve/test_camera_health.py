@@ -84,7 +84,8 @@ def test_camera_faults_are_raised_and_cleared_within_bounds(rclient, redis_url, 
                                                             calibrated_model, tmp_path):
     worker = start_worker(redis_url, line, calibrated_model, "w-health", tmp_path,
                           batch_size=8, backlog_limit=5000, frames_maxlen=20000,
-                          health_max_fps=0)
+                          health_max_fps=0, health_min_hold_s=0)  # frames come in a burst:
+    # the hold time (capture time) would keep every condition raised; the bounds are in frames
     try:
         wait_ready(rclient, worker, names=("w-health",))
         rng = np.random.default_rng(0)
