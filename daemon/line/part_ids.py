@@ -239,6 +239,13 @@ def announce(client: redis.Redis, line: str, part_id: str, *, via: str,
         part_id = ids.check("part", part_id)
     except ids.BadId as exc:
         raise SettingsError(str(exc)) from None
+    return write_trigger(client, line, part_id, via, by)
+
+
+def write_trigger(client: redis.Redis, line: str, part_id: str, via: str,
+                  by: str | None = None) -> str:
+    """The one write of a trigger, for a part id already checked: the entry and the next
+    part id in one MULTI (`rlrctl trigger` and the PLC bridges both call it)."""
     fields = {"part_id": part_id, "ts": repr(time.time()), "via": via}
     if by:
         fields["by"] = by

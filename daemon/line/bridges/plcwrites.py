@@ -15,18 +15,15 @@ Both take a synchronous client (the recipe store's); the asyncio bridges call th
 from __future__ import annotations
 
 import asyncio
-import time
 
 import redis
 
 from daemon import logs
+from daemon.line.part_ids import write_trigger
 from daemon.recipes.recipe import RecipeError
-from daemon.wire import keys
 from daemon.wire.ids import check
 
 log = logs.get(__name__)
-
-TRIGGERS_MAXLEN = 10_000
 
 
 class Refused(Exception):
@@ -44,12 +41,7 @@ def trigger(client: redis.Redis, line: str, part_id: str | bytes, via: str,
     """Announce `part_id` as the line's next part and trigger it; the trigger's entry id.
     `daemon.wire.ids.BadId` (a ValueError naming why) when it is not a part id."""
     part = check("part", part_id)
-    fields = {"part_id": part, "ts": repr(time.time()), "via": via, **({"by": by} if by else {})}
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.next_part(line), part)
-    pipe.xadd(keys.triggers(line), fields, maxlen=TRIGGERS_MAXLEN, approximate=True)
-    _, entry = pipe.execute()
-    entry = entry.decode() if isinstance(entry, bytes) else str(entry)
+    entry = write_trigger(client, line, part, via, by)
     log.info("part_triggered", line=line, part_id=part, via=via, entry=entry)
     return entry
 
